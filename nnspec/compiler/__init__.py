@@ -1,0 +1,1 @@
+"""Spec -> IR: graph resolution, shape inference, parameter counts, lint."""
