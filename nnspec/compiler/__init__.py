@@ -1,1 +1,103 @@
-"""Spec -> IR: graph resolution, shape inference, parameter counts, lint."""
+"""Spec -> IR: graph resolution, shape inference, parameter counts, lint.
+
+The compiler never imports a framework. Its passes run in order: :func:`resolve.resolve`
+(tables, weights, nodes with shapes) then :func:`lint.lint`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path as FsPath
+
+from nnspec import __version__
+from nnspec.compiler import ir
+from nnspec.compiler.lint import lint
+from nnspec.compiler.resolve import resolve
+from nnspec.spec import Document, Problem, Spec, SpecError
+from nnspec.spec import load as load_spec
+
+__all__ = ["compile_file", "compile_spec", "problems_of", "spec_hash"]
+
+
+def spec_hash(spec: Spec) -> str:
+    """sha256 (16 hex digits) of the spec's canonical JSON form: formatting-independent."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def class_name(name: str) -> str:
+    """``newsgroups_flat`` -> ``NewsgroupsFlat`` (a leading underscore becomes ``Model``)."""
+    camel = "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
+    return camel if camel and camel[0].isalpha() else f"Model{camel}"
+
+
+def compile_spec(spec: Spec, doc: Document) -> ir.Program:
+    """Compile a validated spec. Raises :class:`SpecError` (located) on compile errors and lint
+    errors; lint warnings are kept on ``Program.diagnostics``."""
+    resolved = resolve(spec)
+    if resolved.errors:
+        raise SpecError([doc.problem(e.path, e.message) for e in resolved.errors])
+    diagnostics = lint(spec, resolved)
+    errors = [d for d in diagnostics if d.level == "error"]
+    if errors:
+        raise SpecError([doc.problem(d.path, d.message, code=d.code) for d in errors])
+    t = spec.training
+    opt = t.optimizer
+    optimizer = ir.Optimizer(
+        kind=opt.type,
+        lr=opt.lr,
+        momentum=getattr(opt, "momentum", 0.0),
+        nesterov=getattr(opt, "nesterov", False),
+        beta1=getattr(opt, "beta1", 0.9),
+        beta2=getattr(opt, "beta2", 0.999),
+        eps=getattr(opt, "eps", 1e-8),
+        weight_decay=opt.weight_decay,
+        clip_norm=t.clip_norm,
+    )
+    early = None
+    if t.early_stopping is not None:
+        es = t.early_stopping
+        early = ir.EarlyStopping(
+            monitor=es.monitor,
+            patience=es.patience,
+            min_delta=es.min_delta,
+            mode="max" if es.monitor.endswith("accuracy") else "min",
+            restore_best=es.restore_best,
+        )
+    training = ir.Training(
+        loss=t.loss,
+        optimizer=optimizer,
+        batch_size=t.batch_size,
+        epochs=t.epochs,
+        seed=t.seed,
+        from_logits=t.from_logits,
+        early_stopping=early,
+        validation_split=t.validation_split,
+    )
+    return ir.Program(
+        name=spec.name,
+        class_name=class_name(spec.name),
+        spec_hash=spec_hash(spec),
+        version=__version__,
+        inputs=tuple(resolved.inputs),
+        tables=tuple(resolved.tables),
+        nodes=tuple(resolved.nodes),
+        outputs=(resolved.nodes[-1].name,),
+        weights=tuple(resolved.weights),
+        training=training,
+        diagnostics=tuple(diagnostics),
+    )
+
+
+def compile_file(path: str | FsPath) -> tuple[ir.Program, Document]:
+    """Load, validate and compile a spec file."""
+    spec, doc = load_spec(path)
+    return compile_spec(spec, doc), doc
+
+
+def problems_of(program: ir.Program, doc: Document) -> list[Problem]:
+    """The program's lint warnings as located problems."""
+    return [
+        doc.problem(d.path, d.message, level=d.level, code=d.code) for d in program.diagnostics
+    ]

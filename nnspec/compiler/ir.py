@@ -337,12 +337,12 @@ class Training:
 
 @dataclass(frozen=True)
 class Diagnostic:
-    """A lint finding; ``path`` is the spec field it concerns (dotted)."""
+    """A lint finding; ``path`` is the spec field it concerns."""
 
     level: Literal["warning", "error"]
     code: str
     message: str
-    path: str = ""
+    path: tuple[str | int, ...] = ()
 
 
 @dataclass(frozen=True)

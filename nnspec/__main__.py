@@ -1,0 +1,5 @@
+"""``python -m nnspec`` runs the CLI."""
+
+from nnspec.cli import run
+
+run()

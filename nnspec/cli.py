@@ -1,0 +1,348 @@
+"""The ``nnspec`` command: validate | compile | summary | schema | parity | demo.
+
+Exit codes: 0 success, 1 invalid spec (or stale code, or parity over tolerance), 2 usage error
+(missing or unreadable file, unknown option). Bad input never produces a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nnspec import __version__
+
+app = typer.Typer(
+    name="nnspec",
+    help="Compile declarative model specs to readable PyTorch and Keras code.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class Format(str, Enum):
+    """Output formats of ``validate``."""
+
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"nnspec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """nnspec: one validated spec in, readable PyTorch and Keras code out."""
+
+
+def _usage_error(message: str) -> typer.Exit:
+    err.print(f"error: {message}", markup=False)
+    return typer.Exit(2)
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Files as given; directories searched recursively for spec files; globs expanded."""
+    found: list[Path] = []
+    for path in paths:
+        if any(ch in str(path) for ch in "*?["):
+            matches = sorted(Path().glob(str(path)))
+            if not matches:
+                raise _usage_error(f"{path}: no file matches this pattern")
+            found.extend(matches)
+        elif path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise _usage_error(f"{path}: no such file")
+    return found
+
+
+def _compile(path: Path):  # -> (Program, Document, problems)
+    """Load, validate and compile one file; exits 1 with located errors, 2 if unreadable."""
+    from nnspec.compiler import compile_file
+    from nnspec.spec import SpecError
+
+    try:
+        return compile_file(path)
+    except SpecError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), markup=False)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        raise _usage_error(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _print_warnings(program, doc) -> int:
+    from nnspec.compiler import problems_of
+
+    warnings = problems_of(program, doc)
+    for problem in warnings:
+        err.print(str(problem), markup=False)
+    return len(warnings)
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Spec files, directories or globs.")],
+    strict: Annotated[bool, typer.Option(help="Fail on lint warnings too.")] = False,
+    format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
+) -> None:
+    """Check specs: exit 0 if all are valid, 1 otherwise; errors as FILE:LINE:COL: path: message."""
+    from nnspec.compiler import compile_file, problems_of
+    from nnspec.spec import SpecError
+
+    paths = _expand(files)
+    if not paths:
+        raise _usage_error("no spec files found")
+    problems = []
+    unreadable = False
+    for path in paths:
+        try:
+            program, doc = compile_file(path)
+            problems.extend(problems_of(program, doc))
+        except SpecError as exc:
+            problems.extend(exc.problems)
+        except OSError as exc:
+            unreadable = True
+            err.print(f"error: {path}: cannot read: {exc.strerror or exc}", markup=False)
+    failed = [p for p in problems if p.level == "error" or strict]
+    if format is Format.json:
+        out.print_json(
+            json.dumps(
+                {
+                    "files": len(paths),
+                    "valid": not failed,
+                    "problems": [
+                        {
+                            "file": p.file,
+                            "line": p.line,
+                            "column": p.column,
+                            "path": ".".join(map(str, p.path)),
+                            "level": p.level,
+                            "code": p.code,
+                            "message": p.message,
+                        }
+                        for p in problems
+                    ],
+                }
+            )
+        )
+    else:
+        for p in problems:
+            if format is Format.github:
+                level = "error" if p.level == "error" or strict else "warning"
+                message = f"{'.'.join(map(str, p.path))}: {p.message}".replace("%", "%25")
+                message = message.replace("\r", "%0D").replace("\n", "%0A")
+                out.print(
+                    f"::{level} file={p.file},line={p.line},col={p.column}::{message}",
+                    markup=False,
+                )
+            else:
+                (out if p.level == "warning" and not strict else err).print(str(p), markup=False)
+        n_err = len(failed)
+        if format is Format.text:
+            summary = f"{len(paths)} file(s) checked: "
+            summary += "all valid" if not failed else f"{n_err} problem(s)"
+            (err if failed else out).print(summary, markup=False)
+    if unreadable:
+        raise typer.Exit(2)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _backends(name: str) -> list[str]:
+    from nnspec import backends
+
+    known = list(backends.available())
+    if name == "all":
+        return known
+    if name not in known:
+        raise _usage_error(f"unknown backend {name!r}; choose from: {', '.join(known)}, all")
+    return [name]
+
+
+@app.command("compile")
+def compile_(
+    file: Annotated[Path, typer.Argument(help="The spec file.")],
+    backend: Annotated[str, typer.Option(help="torch, keras or all.")] = "all",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default: <name>_<backend>; with --backend all, <out>/<backend>)."),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option(help="Write nothing; exit 1 with a diff if files on disk are stale.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite files nnspec did not generate.")] = False,
+) -> None:
+    """Generate the model module and training script for a backend."""
+    from nnspec import backends
+    from nnspec.backends.base import UnsupportedOpError
+    from nnspec.writer import WriteRefused, stale, write_files
+
+    names = _backends(backend)
+    program, doc = _compile(file)
+    _print_warnings(program, doc)
+    outputs: dict[str, tuple[Path, dict[str, str]]] = {}
+    for name in names:
+        try:
+            files = backends.get(name).generate(program)
+        except UnsupportedOpError as exc:
+            err.print(f"{file}: error: {exc}", markup=False)
+            raise typer.Exit(1) from None
+        if out_dir is None:
+            target = Path(f"{program.name}_{name}")
+        else:
+            target = out_dir / name if len(names) > 1 or backend == "all" else out_dir
+        outputs[name] = (target, files)
+    if check:
+        diffs = {}
+        for target, files in outputs.values():
+            diffs.update({str(target / rel): d for rel, d in stale(files, target).items()})
+        for path, diff in diffs.items():
+            out.print(diff, markup=False, end="")
+        if diffs:
+            err.print(
+                f"{len(diffs)} generated file(s) are stale; run: nnspec compile {file}"
+                + (f" --out {out_dir}" if out_dir else ""),
+                markup=False,
+            )
+            raise typer.Exit(1)
+        out.print(f"{file}: generated code is current", markup=False)
+        return
+    for name, (target, files) in outputs.items():
+        try:
+            written = write_files(files, target, force=force)
+        except WriteRefused as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            raise _usage_error(f"{target}: cannot write: {exc.strerror or exc}") from None
+        out.print(f"{name}: wrote {', '.join(str(p) for p in written)}", markup=False)
+
+
+@app.command()
+def summary(file: Annotated[Path, typer.Argument(help="The spec file.")]) -> None:
+    """Layers, output shapes and trainable / frozen parameter counts (no framework needed)."""
+    from nnspec.compiler.summary import format_shape, summarize
+
+    program, doc = _compile(file)
+    _print_warnings(program, doc)
+    table = Table(title=f'Model: "{program.name}"', title_justify="left")
+    table.add_column("Layer (type)")
+    table.add_column("Output shape")
+    table.add_column("Trainable", justify="right")
+    table.add_column("Frozen", justify="right")
+    for row in summarize(program):
+        table.add_row(
+            f"{row.name} ({row.op})", format_shape(row.shape), f"{row.trainable:,}", f"{row.frozen:,}"
+        )
+    out.print(table)
+    total = program.trainable_count + program.frozen_count
+    out.print(f"Total params: {total:,}", markup=False)
+    out.print(f"Trainable params: {program.trainable_count:,}", markup=False)
+    out.print(f"Non-trainable params: {program.frozen_count:,}", markup=False)
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+) -> None:
+    """Print the JSON Schema of the spec language (for editors and CI)."""
+    from nnspec.spec import json_schema_text
+
+    text = json_schema_text()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+
+
+@app.command()
+def parity(
+    file: Annotated[Path, typer.Argument(help="The spec file.")],
+    dtype: Annotated[str, typer.Option(help="float32, float64 or both.")] = "both",
+    steps: Annotated[int, typer.Option(min=0, help="Optimizer steps to compare.")] = 5,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size of the random batches.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of weights and batches.")] = 0,
+) -> None:
+    """Run both backends on the same canonical weights and batch; exit 1 if over tolerance."""
+    from nnspec.parity import compare
+
+    dtypes = ["float32", "float64"] if dtype == "both" else [dtype]
+    if any(d not in ("float32", "float64") for d in dtypes):
+        raise _usage_error(f"unknown dtype {dtype!r}; use float32, float64 or both")
+    program, doc = _compile(file)
+    ok = True
+    for d in dtypes:
+        report = compare(program, dtype=d, steps=steps, batch=batch, seed=seed)
+        print_report(report)
+        ok &= report.ok
+    if not ok:
+        raise typer.Exit(1)
+
+
+def print_report(report) -> None:
+    """Print a :class:`~nnspec.parity.ParityReport` as a table."""
+    table = Table(
+        title=f"Parity {report.reference} vs {report.other}, {report.dtype} "
+        "(max |diff| / max(1, max |value|))",
+        title_justify="left",
+    )
+    for column in ("Compared", "Tensor", "Max diff", "Tolerance", ""):
+        table.add_column(column, justify="right" if column.startswith(("Max", "Tol")) else "left")
+    for c in report.comparisons:
+        table.add_row(
+            c.what, c.name, f"{c.diff:.2e}", f"{c.tolerance:.0e}", "ok" if c.ok else "[red]FAIL[/]"
+        )
+    out.print(table)
+    verdict = "agree" if report.ok else "DISAGREE"
+    out.print(f"{report.reference} and {report.other} {verdict} in {report.dtype}", markup=False)
+
+
+@app.command()
+def demo(
+    example: Annotated[str, typer.Option(help="Built-in example to run.")] = "newsgroups_flat",
+    workdir: Annotated[Path, typer.Option(help="Where to write code, data and runs.")] = Path(
+        "runs/demo"
+    ),
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per backend.")] = 2,
+) -> None:
+    """The main job on a built-in example: validate, compile both backends, train briefly on
+    project-made data, and print the parity report."""
+    from nnspec.demo import run_demo
+
+    if not run_demo(example, workdir, epochs, out):
+        raise typer.Exit(1)
+
+
+def run() -> None:
+    """Entry point that turns Ctrl-C into exit 130 without a traceback."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

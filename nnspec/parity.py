@@ -1,0 +1,195 @@
+"""Cross-backend parity: the same canonical weights and batch in every backend, compared.
+
+Used by ``nnspec parity`` and by the test suite. Imports frameworks only through each backend's
+``runtime`` module, when called.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnspec import backends
+from nnspec.compiler import ir
+
+# Tolerances on max |a - b| / max(1, max |reference|): stated here, reported with every result.
+TOLERANCES = {
+    "float64": {"outputs": 1e-10, "gradients": 1e-10, "training": 1e-9},
+    "float32": {"outputs": 1e-6, "gradients": 1e-5, "training": 1e-5},
+}
+
+
+@dataclass
+class Comparison:
+    """One compared quantity: its scaled max difference and the tolerance it must meet."""
+
+    what: str
+    name: str
+    diff: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        """Within tolerance (NaN never is)."""
+        return self.diff <= self.tolerance
+
+
+@dataclass
+class ParityReport:
+    """Every comparison made between two backends at one dtype."""
+
+    reference: str
+    other: str
+    dtype: str
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """All comparisons within tolerance."""
+        return all(c.ok for c in self.comparisons)
+
+    def worst(self, what: str) -> float:
+        """Largest scaled difference among comparisons of kind ``what``."""
+        return max((c.diff for c in self.comparisons if c.what == what), default=0.0)
+
+
+def scaled_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """``max|a - b| / max(1, max|b|)``: absolute for values up to 1, relative beyond."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return math.inf
+    if a.size == 0:
+        return 0.0
+    diff = float(np.max(np.abs(a - b)))
+    return diff / max(1.0, float(np.max(np.abs(b))))
+
+
+def input_vocab(program: ir.Program) -> dict[str, tuple[int, int | None]]:
+    """For each input: the vocabulary size it is looked up in and its pad id (if any)."""
+    out: dict[str, tuple[int, int | None]] = {}
+    for node in program.nodes:
+        if isinstance(node.op, ir.EmbeddingLookup):
+            table = program.table(node.op.table)
+            vocab, pad = out.get(node.inputs[0], (table.vocab_size, table.pad_index))
+            out[node.inputs[0]] = (min(vocab, table.vocab_size), pad)
+    return out
+
+
+def random_state(program: ir.Program, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random canonical weights of a useful scale, with padding rows at 0.0."""
+    state = {}
+    for w in program.weights:
+        fan_in = w.shape[0] if len(w.shape) > 1 else 1
+        scale = 0.5 if w.name.endswith((".embeddings", ".positional")) else 1 / math.sqrt(fan_in)
+        values = rng.normal(0.0, scale, size=w.shape)
+        for row in w.zero_rows:
+            values[row] = 0.0
+        state[w.name] = values
+    return state
+
+
+def random_batch(
+    program: ir.Program, rng: np.random.Generator, batch: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Random ids (with padded tails where the table has a pad id, and one all-pad row) and
+    labels that suit the loss."""
+    vocab = input_vocab(program)
+    inputs = {}
+    for inp in program.inputs:
+        size, pad = vocab.get(inp.name, (2, None))
+        ids = rng.integers(0, size, size=(batch, inp.length))
+        if pad is not None:
+            ids[ids == pad] = (pad + 1) % size
+            lengths = rng.integers(1, inp.length + 1, size=batch)
+            ids[np.arange(inp.length)[None, :] >= lengths[:, None]] = pad
+            ids[-1, :] = pad
+        inputs[inp.name] = ids.astype(inp.dtype)
+    width = int(program.node(program.outputs[0]).shape[-1] or 1)
+    loss = program.training.loss
+    if loss == "sparse_categorical_crossentropy":
+        labels = rng.integers(0, width, size=batch)
+    elif loss == "categorical_crossentropy":
+        labels = np.eye(width)[rng.integers(0, width, size=batch)]
+    elif loss == "binary_crossentropy":
+        labels = rng.integers(0, 2, size=(batch, width)).astype(np.float64)
+    else:
+        labels = rng.normal(size=(batch, width))
+    return inputs, labels
+
+
+def _cast(values: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    return {k: v.astype(dtype) for k, v in values.items()}
+
+
+def generate_all(program: ir.Program, out: Path, names: list[str]) -> dict[str, Path]:
+    """Generate each backend's code under ``out/<backend>``; returns the model.py paths."""
+    paths = {}
+    for name in names:
+        files = backends.get(name).generate(program)
+        for rel, text in files.items():
+            target = out / name / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        paths[name] = out / name / "model.py"
+    return paths
+
+
+def compare(
+    program: ir.Program,
+    dtype: str = "float64",
+    names: tuple[str, str] = ("torch", "keras"),
+    batch: int = 4,
+    steps: int = 5,
+    seed: int = 0,
+    workdir: Path | None = None,
+) -> ParityReport:
+    """Run ``program`` in two backends from the same weights and batches and compare outputs,
+    gradients of ``sum(output * cotangent)``, and weights after ``steps`` optimizer steps."""
+    rng = np.random.default_rng(seed)
+    state = _cast(random_state(program, rng), dtype)
+    inputs, _ = random_batch(program, rng, batch)
+    out_shape = (batch, *program.node(program.outputs[0]).shape[1:])
+    cotangent = rng.normal(size=out_shape).astype(dtype)
+    batches = []
+    for _ in range(steps):
+        x, y = random_batch(program, rng, batch)
+        batches.append((x, y.astype(dtype) if y.dtype.kind == "f" else y))
+
+    tol = TOLERANCES[dtype]
+    report = ParityReport(names[0], names[1], dtype)
+    with tempfile.TemporaryDirectory(prefix="nnspec-parity-") as tmp:
+        paths = generate_all(program, Path(workdir or tmp), list(names))
+        results: list[dict[str, Any]] = []
+        for name in names:
+            runtime = backends.get(name).runtime()
+            module = runtime.load_module(paths[name])
+            model = runtime.build(module, dtype)
+            runtime.set_state(model, state)
+            result: dict[str, Any] = {"outputs": runtime.forward(model, inputs)}
+            result["gradients"] = runtime.gradients(model, inputs, cotangent)
+            result["losses"] = runtime.train(module, model, batches)
+            result["state"] = runtime.get_state(model)
+            results.append(result)
+    ref, other = results
+    report.comparisons.append(
+        Comparison("outputs", program.outputs[0], scaled_diff(other["outputs"], ref["outputs"]), tol["outputs"])
+    )
+    for name in sorted(set(ref["gradients"]) | set(other["gradients"])):
+        diff = (
+            scaled_diff(other["gradients"][name], ref["gradients"][name])
+            if name in ref["gradients"] and name in other["gradients"]
+            else math.inf
+        )
+        report.comparisons.append(Comparison("gradients", name, diff, tol["gradients"]))
+    losses = scaled_diff(np.array(other["losses"]), np.array(ref["losses"]))
+    report.comparisons.append(Comparison("training", "losses", losses, tol["training"]))
+    for name in sorted(ref["state"]):
+        diff = scaled_diff(other["state"].get(name, np.array(math.nan)), ref["state"][name])
+        report.comparisons.append(Comparison("training", name, diff, tol["training"]))
+    return report

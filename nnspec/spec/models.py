@@ -1,0 +1,406 @@
+"""The spec language, version 1, as pydantic models.
+
+Every model forbids unknown keys; every field has a description and a default where one makes
+sense. The JSON Schema that editors use is generated from these models (``nnspec schema``).
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+)
+
+IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_NAME_LENGTH = 64
+
+
+def check_identifier(value: str) -> str:
+    """Accept ``value`` only if it can become a Python identifier in generated code."""
+    if not IDENTIFIER_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use letters, digits and underscores, "
+            "not starting with a digit"
+        )
+    if keyword.iskeyword(value) or keyword.issoftkeyword(value):
+        raise ValueError(f"{value!r} is a Python keyword and cannot be used as a name")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"names are at most {MAX_NAME_LENGTH} characters")
+    if value.startswith("__"):
+        raise ValueError(f"{value!r}: names may not start with a double underscore")
+    return value
+
+
+Identifier = Annotated[
+    str,
+    AfterValidator(check_identifier),
+    Field(description="A name usable as a Python identifier (letters, digits, underscores)."),
+]
+PositiveInt = Annotated[int, Field(gt=0, le=2**31 - 1)]
+Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class StrictModel(BaseModel):
+    """Base of every spec model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+# ----------------------------------------------------------------------------- initializers
+
+
+class UniformInit(StrictModel):
+    """Uniform on ``[low, high)``."""
+
+    type: Literal["uniform"]
+    low: float = Field(-0.05, description="Lower bound.", allow_inf_nan=False)
+    high: float = Field(0.05, description="Upper bound.", allow_inf_nan=False)
+
+
+class NormalInit(StrictModel):
+    """Normal with ``mean`` and ``std``; ``truncated_normal`` redraws beyond two std."""
+
+    type: Literal["normal", "truncated_normal"]
+    mean: float = Field(0.0, description="Mean.", allow_inf_nan=False)
+    std: float = Field(0.05, gt=0, description="Standard deviation.", allow_inf_nan=False)
+
+
+class NamedInit(StrictModel):
+    """An initializer without parameters (Glorot and He use fan_in/fan_out of ``[in, out]``)."""
+
+    type: Literal[
+        "zeros", "ones", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal"
+    ]
+
+
+def _init_shorthand(value: Any) -> Any:
+    return {"type": value} if isinstance(value, str) else value
+
+
+Initializer = Annotated[
+    UniformInit | NormalInit | NamedInit,
+    BeforeValidator(_init_shorthand),
+    Field(
+        discriminator="type",
+        description="An initializer: a name (`glorot_uniform`) or a mapping with `type`.",
+    ),
+]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+class InputSpec(StrictModel):
+    """A model input: a batch of integer token-id sequences."""
+
+    length: PositiveInt = Field(description="Sequence length (ids per example).")
+    dtype: Literal["int32", "int64"] = Field("int32", description="Integer type of the ids.")
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+class Padding(StrictModel):
+    """Pad zeroing: wherever the id is ``index`` the embedding output is exactly 0.0."""
+
+    index: int = Field(0, ge=0, description="The pad id (usually 0).")
+    mode: Literal["zero"] = Field("zero", description="`zero`: the pad row is 0.0 and never trains.")
+
+
+class Range(StrictModel):
+    """A half-open row range ``[start, stop)``."""
+
+    start: int = Field(ge=0, description="First row.")
+    stop: int = Field(gt=0, description="One past the last row.")
+
+
+def _range_shorthand(value: Any) -> Any:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return {"start": value[0], "stop": value[1]}
+    return value
+
+
+class RowSelection(StrictModel):
+    """The rows of a table that train; every other row stays bit-identical."""
+
+    ids: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list, description="Single row ids."
+    )
+    ranges: list[Annotated[Range, BeforeValidator(_range_shorthand)]] = Field(
+        default_factory=list, description="Half-open ranges, as `[start, stop]` or a mapping."
+    )
+    special_tokens: bool | list[str] = Field(
+        False,
+        description="`true` for all of the table's special tokens, or a list of their names.",
+    )
+
+
+def _trainable_tag(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, dict | RowSelection):
+        return "rows"
+    return None
+
+
+Trainable = Annotated[
+    Annotated[bool, Tag("bool")] | Annotated[RowSelection, Tag("rows")],
+    Discriminator(
+        _trainable_tag,
+        custom_error_type="invalid_trainable",
+        custom_error_message="expected true, false, or a row selection {ids, ranges, special_tokens}",
+    ),
+]
+
+
+class SinusoidalPositional(StrictModel):
+    """Fixed sinusoids (arXiv 1706.03762 §3.5) added to the embeddings."""
+
+    type: Literal["sinusoidal"]
+    max_length: PositiveInt | None = Field(
+        None, description="Longest sequence supported; defaults to the input length."
+    )
+    base: float = Field(10000.0, gt=1.0, description="Wavelength base.", allow_inf_nan=False)
+
+
+class LearnedPositional(StrictModel):
+    """A trainable ``[max_length, dim]`` table added to the embeddings."""
+
+    type: Literal["learned"]
+    max_length: PositiveInt | None = Field(
+        None, description="Rows of the table; defaults to the input length."
+    )
+    initializer: Initializer = Field(
+        default_factory=lambda: NormalInit(type="normal", std=0.02),
+        description="Initializer of the table.",
+    )
+
+
+Positional = Annotated[
+    SinusoidalPositional | LearnedPositional,
+    Field(discriminator="type", description="A positional encoding, by `type`."),
+]
+
+
+def _check_scale(value: Any) -> Any:
+    if value in ("none", "sqrt_dim"):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isfinite(value) and value > 0:
+            return float(value)
+    raise ValueError("expected 'none', 'sqrt_dim' or a positive number")
+
+
+Scale = Annotated[
+    Literal["none", "sqrt_dim"] | float,
+    BeforeValidator(_check_scale),
+    Field(description="Multiply looked-up vectors by this: `none`, `sqrt_dim` or a number."),
+]
+
+
+class EmbeddingTableSpec(StrictModel):
+    """A named embedding table and its policies."""
+
+    vocab_size: PositiveInt = Field(description="Number of rows (ids 0 .. vocab_size-1).")
+    dim: PositiveInt = Field(description="Vector size.")
+    initializer: Initializer = Field(
+        default_factory=lambda: UniformInit(type="uniform"),
+        description="Initializer of the rows (Keras' default: uniform ±0.05).",
+    )
+    padding: Padding | None = Field(None, description="Pad zeroing; omit for none.")
+    special_tokens: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list,
+        description="Names of special tokens; they take the highest ids, in this order.",
+    )
+    trainable: Trainable = Field(
+        True, description="`true`, `false`, or the rows that train (ids, ranges, special tokens)."
+    )
+    positional: Positional | None = Field(None, description="Positional encoding to add.")
+    scale: Scale = "none"
+    zero_padded_positions: bool = Field(
+        True, description="Keep the output 0.0 at pad ids after positional encodings are added."
+    )
+
+
+# ----------------------------------------------------------------------------- layers
+
+ActivationName = Literal["linear", "relu", "gelu", "tanh", "sigmoid", "softmax"]
+
+
+class LayerBase(StrictModel):
+    """Fields every layer has."""
+
+    name: Identifier | None = Field(None, description="Layer name; defaults to `<type>_<n>`.")
+
+
+class EmbeddingLayer(LayerBase):
+    """Look the ids of an input up in a table."""
+
+    type: Literal["embedding"]
+    table: Identifier = Field(description="Name of a table under `embeddings`.")
+    input: Identifier | None = Field(None, description="Input to read; defaults to the only one.")
+
+
+class FlattenLayer(LayerBase):
+    """Flatten everything but the batch axis."""
+
+    type: Literal["flatten"]
+
+
+class DenseLayer(LayerBase):
+    """A fully connected layer on the last axis."""
+
+    type: Literal["dense"]
+    units: PositiveInt = Field(description="Output size.")
+    activation: ActivationName = Field("linear", description="Activation function.")
+    use_bias: bool = Field(True, description="Add a bias vector.")
+    kernel_initializer: Initializer = Field(
+        default_factory=lambda: NamedInit(type="glorot_uniform"),
+        description="Initializer of the `[in, out]` kernel.",
+    )
+    bias_initializer: Initializer = Field(
+        default_factory=lambda: NamedInit(type="zeros"), description="Initializer of the bias."
+    )
+
+
+class DropoutLayer(LayerBase):
+    """Inverted dropout during training."""
+
+    type: Literal["dropout"]
+    rate: Probability = Field(description="Probability of dropping a unit, in [0, 1).")
+
+
+class GlobalAveragePoolLayer(LayerBase):
+    """Average over the sequence, ignoring padded positions."""
+
+    type: Literal["global_average_pool"]
+
+
+class GlobalMaxPoolLayer(LayerBase):
+    """Maximum over the sequence, ignoring padded positions."""
+
+    type: Literal["global_max_pool"]
+
+
+Layer = Annotated[
+    EmbeddingLayer
+    | FlattenLayer
+    | DenseLayer
+    | DropoutLayer
+    | GlobalAveragePoolLayer
+    | GlobalMaxPoolLayer,
+    Field(discriminator="type"),
+]
+
+
+class ModelSpec(StrictModel):
+    """The architecture: an ordered list of layers, each feeding the next."""
+
+    layers: list[Layer] = Field(min_length=1, description="Layers in order.")
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class SGD(StrictModel):
+    """SGD with momentum, PyTorch's rule (L2 weight decay added to the gradient)."""
+
+    type: Literal["sgd"]
+    lr: float = Field(0.01, gt=0, description="Learning rate.", allow_inf_nan=False)
+    momentum: float = Field(0.0, ge=0, lt=1, description="Momentum factor.")
+    nesterov: bool = Field(False, description="Nesterov momentum.")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty added to gradients.")
+
+
+class Adam(StrictModel):
+    """Adam, PyTorch's rule: epsilon after bias correction, L2 weight decay."""
+
+    type: Literal["adam"]
+    lr: float = Field(0.001, gt=0, description="Learning rate.", allow_inf_nan=False)
+    beta1: float = Field(0.9, ge=0, lt=1, description="First-moment decay.")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Second-moment decay.")
+    eps: float = Field(1e-8, gt=0, description="Added to sqrt(v_hat) (torch's default).")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty added to gradients.")
+
+
+class AdamW(StrictModel):
+    """AdamW: Adam with decoupled weight decay (``p *= 1 - lr * weight_decay``)."""
+
+    type: Literal["adamw"]
+    lr: float = Field(0.001, gt=0, description="Learning rate.", allow_inf_nan=False)
+    beta1: float = Field(0.9, ge=0, lt=1, description="First-moment decay.")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Second-moment decay.")
+    eps: float = Field(1e-8, gt=0, description="Added to sqrt(v_hat) (torch's default).")
+    weight_decay: float = Field(0.01, ge=0, description="Decoupled weight decay.")
+
+
+OptimizerSpec = Annotated[
+    SGD | Adam | AdamW, Field(discriminator="type", description="Optimizer, by `type`.")
+]
+
+
+class EarlyStoppingSpec(StrictModel):
+    """Stop when the monitored metric stops improving."""
+
+    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = Field(
+        "val_loss", description="Metric to watch (losses are minimised, accuracies maximised)."
+    )
+    patience: int = Field(5, ge=0, description="Epochs without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts.")
+    restore_best: bool = Field(True, description="Keep the best epoch's weights at the end.")
+
+
+LossName = Literal[
+    "categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy", "mse"
+]
+
+
+class TrainingSpec(StrictModel):
+    """How the generated training script trains the model."""
+
+    loss: LossName = Field(description="Loss function.")
+    from_logits: bool = Field(
+        False, description="The model outputs logits (no final softmax/sigmoid)."
+    )
+    optimizer: OptimizerSpec = Field(
+        default_factory=lambda: Adam(type="adam"), description="Optimizer."
+    )
+    batch_size: PositiveInt = Field(32, description="Examples per step.")
+    epochs: PositiveInt = Field(10, description="Passes over the training data.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for every random generator.")
+    validation_split: float = Field(
+        0.1, ge=0, lt=1, description="Share held out for validation when no validation set."
+    )
+    clip_norm: float | None = Field(
+        None, gt=0, description="Clip gradients to this global norm (merged gradients)."
+    )
+    early_stopping: EarlyStoppingSpec | None = Field(None, description="Early stopping.")
+
+
+# ----------------------------------------------------------------------------- the spec
+
+
+class Spec(StrictModel):
+    """An nnspec file, version 1."""
+
+    nnspec: Literal[1] = Field(description="Spec language version.")
+    name: Identifier = Field(description="Model name; the generated class is its CamelCase.")
+    description: str = Field("", max_length=2000, description="Free text, for people.")
+    inputs: dict[Identifier, InputSpec] = Field(
+        min_length=1, description="Named integer inputs."
+    )
+    embeddings: dict[Identifier, EmbeddingTableSpec] = Field(
+        default_factory=dict, description="Named embedding tables."
+    )
+    model: ModelSpec = Field(description="The architecture.")
+    training: TrainingSpec = Field(description="The training section.")

@@ -1,0 +1,278 @@
+"""Turning a loaded document into a validated :class:`~nnspec.spec.models.Spec`.
+
+Structure is checked by pydantic; this module maps each pydantic error back to the file position
+of the field (dropping the union tags pydantic adds to error locations), adds "did you mean"
+hints, and runs the cross-field rules pydantic cannot express.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Callable, Iterator
+from typing import Any, Union
+
+from pydantic import BaseModel, ValidationError
+
+from nnspec.spec.reserved import RESERVED_NAMES
+from nnspec.spec.errors import Path, Problem, SpecError
+from nnspec.spec.loader import Document
+from nnspec.spec.models import Spec
+
+SUPPORTED_VERSIONS = (1,)
+
+# Migrations from an older spec version to the next one: MIGRATIONS[1] turns a version-1
+# document into version 2 data. Empty while 1 is the only version.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def parse(doc: Document) -> Spec:
+    """Validate ``doc`` into a :class:`Spec`, raising :class:`SpecError` with every problem."""
+    data = _check_version(doc)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_problems_from(exc, doc)) from None
+    problems = list(cross_field_problems(spec, doc))
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def _check_version(doc: Document) -> dict[str, Any]:
+    data = doc.data
+    if not isinstance(data, dict):
+        got = type(data).__name__ if data is not None else "nothing"
+        raise SpecError([doc.problem((), f"expected a mapping at the top level, got {got}")])
+    if "nnspec" not in data:
+        raise SpecError(
+            [doc.problem((), "missing required field `nnspec` (the spec version): add `nnspec: 1`")]
+        )
+    version = data["nnspec"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise SpecError([doc.problem(("nnspec",), f"expected an integer version, got {version!r}")])
+    if version > max(SUPPORTED_VERSIONS):
+        raise SpecError(
+            [
+                doc.problem(
+                    ("nnspec",),
+                    f"spec version {version} is newer than this nnspec "
+                    f"(reads {', '.join(map(str, SUPPORTED_VERSIONS))}); upgrade nnspec",
+                )
+            ]
+        )
+    if version not in SUPPORTED_VERSIONS and version not in MIGRATIONS:
+        raise SpecError([doc.problem(("nnspec",), f"unknown spec version {version}; use 1")])
+    while version in MIGRATIONS and version not in SUPPORTED_VERSIONS:
+        data = MIGRATIONS[version](data)
+        version = data["nnspec"]
+    return data
+
+
+# ----------------------------------------------------------------------------- error mapping
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _union_members(tp: Any) -> list[Any]:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return [m for m in typing.get_args(tp) if m is not type(None)]
+    return [tp]
+
+
+def _tags_of(member: Any) -> set[str]:
+    """The tags by which pydantic names a union member in error locations."""
+    tags: set[str] = set()
+    if typing.get_origin(member) is typing.Annotated:
+        for meta in typing.get_args(member)[1:]:
+            tag = getattr(meta, "tag", None)
+            if isinstance(tag, str):
+                tags.add(tag)
+        member = _unwrap(member)
+    if isinstance(member, type) and issubclass(member, BaseModel):
+        type_field = member.model_fields.get("type")
+        if type_field is not None:
+            tags.update(a for a in typing.get_args(type_field.annotation) if isinstance(a, str))
+        tags.add(member.__name__)
+    elif isinstance(member, type):
+        tags.add(member.__name__)
+    return tags
+
+
+def walk_location(loc: tuple[Any, ...]) -> tuple[Path, type[BaseModel] | None]:
+    """Map a pydantic error location to the data path, dropping union tags.
+
+    Also returns the model class that owns the last segment (for "did you mean" hints)."""
+    tp: Any = Spec
+    path: list[str | int] = []
+    owner: type[BaseModel] | None = None
+    segments = list(loc)
+    while segments:
+        seg = segments.pop(0)
+        members = _union_members(_unwrap(tp))
+        if len(members) > 1:
+            chosen = next((m for m in members if seg in _tags_of(m)), None)
+            if chosen is not None:
+                tp = chosen
+                continue
+            tp = members[0]
+        tp = _unwrap(_union_members(_unwrap(tp))[0])
+        origin = typing.get_origin(tp)
+        path.append(seg)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            owner = tp
+            field = tp.model_fields.get(str(seg))
+            tp = field.annotation if field is not None else Any
+        elif origin in (list, tuple):
+            tp = typing.get_args(tp)[0] if typing.get_args(tp) else Any
+            owner = None
+        elif origin is dict:
+            tp = typing.get_args(tp)[1]
+            owner = None
+        else:
+            tp = Any
+            owner = None
+    return tuple(path), owner
+
+
+def did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
+    """`` (did you mean 'x'?)`` for the closest option, or ``""``."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _quoted(text: str) -> list[str]:
+    return re.findall(r"'([^']*)'", text)
+
+
+def _message(err: dict[str, Any], path: Path, owner: type[BaseModel] | None) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        key = str(path[-1])
+        fields = sorted(owner.model_fields) if owner else []
+        hint = did_you_mean(key, fields)
+        allowed = f"; allowed: {', '.join(fields)}" if fields and not hint else ""
+        return f"unknown key {key!r}{hint}{allowed}"
+    if kind == "missing":
+        return "missing required field"
+    if kind == "literal_error":
+        options = _quoted(str(ctx.get("expected", "")))
+        hint = did_you_mean(str(value), options) if isinstance(value, str) else ""
+        return f"got {value!r}, expected one of: {', '.join(options)}{hint}"
+    if kind == "union_tag_invalid":
+        options = _quoted(str(ctx.get("expected_tags", "")))
+        hint = did_you_mean(str(ctx.get("tag")), options)
+        return f"unknown type {ctx.get('tag')!r}{hint}; expected one of: {', '.join(options)}"
+    if kind == "union_tag_not_found":
+        return f"missing `{ctx.get('discriminator', 'type').strip(chr(39))}` key"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        msg = f"{msg[0].lower()}{msg[1:]}, got {_short(value)}"
+    return msg[0].lower() + msg[1:] if msg[:1].isupper() and not msg[:2].isupper() else msg
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _problems_from(exc: ValidationError, doc: Document) -> list[Problem]:
+    problems: dict[tuple[Path, str], Problem] = {}
+    for err in exc.errors(include_url=False):
+        path, owner = walk_location(tuple(err["loc"]))
+        message = _message(err, path, owner)
+        problems.setdefault((path, message), doc.problem(path, message))
+    return sorted(problems.values(), key=lambda p: (p.line, p.column, p.message))
+
+
+# ----------------------------------------------------------------------------- cross-field rules
+
+
+def cross_field_problems(spec: Spec, doc: Document) -> Iterator[Problem]:
+    """Rules that span fields: ranges within tables, names free to use, ..."""
+    named: list[tuple[Path, str]] = [(("inputs", n), n) for n in spec.inputs]
+    named += [(("embeddings", n), n) for n in spec.embeddings]
+    named += [
+        (("model", "layers", i, "name"), layer.name)
+        for i, layer in enumerate(spec.model.layers)
+        if layer.name
+    ]
+    for path, name in named:
+        if name in RESERVED_NAMES:
+            yield doc.problem(
+                path, f"{name!r} is reserved (it would shadow a name in the generated code)"
+            )
+    for name, table in spec.embeddings.items():
+        base = ("embeddings", name)
+        if table.padding is not None and table.padding.index >= table.vocab_size:
+            yield doc.problem(
+                (*base, "padding", "index"),
+                f"pad index {table.padding.index} is outside the table "
+                f"(vocab_size {table.vocab_size})",
+            )
+        if len(set(table.special_tokens)) != len(table.special_tokens):
+            yield doc.problem((*base, "special_tokens"), "special token names must be unique")
+        if len(table.special_tokens) >= table.vocab_size:
+            yield doc.problem(
+                (*base, "special_tokens"), "more special tokens than rows in the table"
+            )
+        yield from _selection_problems(table, base, doc)
+    seen_layer_names: dict[str, int] = {}
+    for i, layer in enumerate(spec.model.layers):
+        if layer.name is not None:
+            if layer.name in seen_layer_names:
+                yield doc.problem(
+                    ("model", "layers", i, "name"),
+                    f"layer name {layer.name!r} is already used by layer {seen_layer_names[layer.name]}",
+                )
+            seen_layer_names[layer.name] = i
+
+
+def _selection_problems(table: Any, base: Path, doc: Document) -> Iterator[Problem]:
+    selection = table.trainable
+    if isinstance(selection, bool):
+        return
+    where = (*base, "trainable")
+    pad = table.padding.index if table.padding else None
+    for i, row in enumerate(selection.ids):
+        if row >= table.vocab_size:
+            yield doc.problem(
+                (*where, "ids", i), f"row {row} is outside the table (vocab_size {table.vocab_size})"
+            )
+        elif row == pad:
+            yield doc.problem(
+                (*where, "ids", i), f"row {row} is the padding row; it is always 0.0 and never trains"
+            )
+    for i, rng in enumerate(selection.ranges):
+        if rng.start >= rng.stop:
+            yield doc.problem(
+                (*where, "ranges", i), f"empty range [{rng.start}, {rng.stop}): start must be < stop"
+            )
+        elif rng.stop > table.vocab_size:
+            yield doc.problem(
+                (*where, "ranges", i),
+                f"range [{rng.start}, {rng.stop}) ends past the table (vocab_size {table.vocab_size})",
+            )
+    special = selection.special_tokens
+    if special is True and not table.special_tokens:
+        yield doc.problem(
+            (*where, "special_tokens"), "the table declares no special_tokens to train"
+        )
+    if isinstance(special, list):
+        for i, token in enumerate(special):
+            if token not in table.special_tokens:
+                hint = did_you_mean(token, table.special_tokens)
+                yield doc.problem(
+                    (*where, "special_tokens", i),
+                    f"{token!r} is not one of the table's special_tokens{hint}",
+                )
