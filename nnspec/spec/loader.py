@@ -30,23 +30,27 @@ class Document:
     file: str
     data: Any
     positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    value_positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
 
-    def locate(self, path: Path) -> tuple[int, int]:
-        """The position of ``path``, or of its nearest ancestor present in the file."""
+    def locate(self, path: Path, at_key: bool = False) -> tuple[int, int]:
+        """The position of ``path``'s value (or key, with ``at_key``), or of its nearest
+        ancestor present in the file."""
         for end in range(len(path), -1, -1):
-            pos = self.positions.get(tuple(path[:end]))
+            sub = tuple(path[:end])
+            pos = None if at_key and end == len(path) else self.value_positions.get(sub)
+            pos = pos or self.positions.get(sub)
             if pos is not None:
                 return pos
         return (1, 1)
 
-    def problem(self, path: Path, message: str, **kw: Any) -> Problem:
-        """A :class:`Problem` at ``path`` in this document."""
-        line, col = self.locate(path)
+    def problem(self, path: Path, message: str, at_key: bool = False, **kw: Any) -> Problem:
+        """A :class:`Problem` at ``path`` (its value, or its key with ``at_key``)."""
+        line, col = self.locate(path, at_key)
         return Problem(self.file, line, col, tuple(path), message, **kw)
 
 
-def _fail(file: str, line: int, col: int, message: str) -> SpecError:
-    return SpecError([Problem(file, line, col, (), message)])
+def _fail(file: str, line: int, col: int, message: str, path: Path = ()) -> SpecError:
+    return SpecError([Problem(file, line, col, path, message)])
 
 
 def load_text(text: str, file: str = "<string>") -> Document:
@@ -67,7 +71,7 @@ def load_text(text: str, file: str = "<string>") -> Document:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = " ".join(str(exc.problem or exc.context or "malformed YAML").split())
         if "duplicate key" in message:
-            message = message.replace("found duplicate key", "duplicate key")
+            message = message.split(" with value")[0].replace("found duplicate", "duplicate")
         raise _fail(file, line, col, f"invalid YAML: {message}") from None
     except (YAMLError, RecursionError, ValueError) as exc:
         raise _fail(file, 1, 1, f"invalid YAML: {' '.join(str(exc).split())}") from None
@@ -102,19 +106,27 @@ def _position(container: Any, key: Any) -> tuple[int, int] | None:
     return line + 1, col + 1
 
 
+def _value_position(container: CommentedMap, key: Any) -> tuple[int, int] | None:
+    try:
+        line, col = container.lc.value(key)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+    return line + 1, col + 1
+
+
 def _plain(node: Any, path: Path, doc: Document, depth: int) -> Any:
     if depth > MAX_DEPTH:
         line, col = doc.locate(path)
         raise _fail(doc.file, line, col, f"nested more than {MAX_DEPTH} levels deep")
     tag = getattr(node, "tag", None)
-    tag_value = getattr(tag, "value", tag)
-    if isinstance(tag_value, str) and tag_value.startswith("!"):
+    if tag is not None and getattr(tag, "value", None) is not None:
+        shown = f"{tag.handle or ''}{tag.suffix or ''}" or str(tag.value)
         line, col = doc.locate(path)
-        raise _fail(doc.file, line, col, f"YAML tags such as {tag_value!r} are not allowed")
+        raise _fail(doc.file, line, col, f"YAML tags such as {shown!r} are not allowed", path)
     if isinstance(node, CommentedMap):
         if getattr(node, "merge", None):
             line, col = doc.locate(path)
-            raise _fail(doc.file, line, col, "YAML merge keys (<<) are not allowed")
+            raise _fail(doc.file, line, col, "YAML merge keys (<<) are not allowed", path)
         out: dict[str, Any] = {}
         for key, value in node.items():
             if not isinstance(key, str):
@@ -124,6 +136,9 @@ def _plain(node: Any, path: Path, doc: Document, depth: int) -> Any:
             pos = _position(node, key)
             if pos:
                 doc.positions[child] = pos
+            value_pos = _value_position(node, key)
+            if value_pos:
+                doc.value_positions[child] = value_pos
             out[key] = _plain(value, child, doc, depth + 1)
         return out
     if isinstance(node, CommentedSeq):

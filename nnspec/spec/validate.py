@@ -191,7 +191,8 @@ def _problems_from(exc: ValidationError, doc: Document) -> list[Problem]:
     for err in exc.errors(include_url=False):
         path, owner = walk_location(tuple(err["loc"]))
         message = _message(err, path, owner)
-        problems.setdefault((path, message), doc.problem(path, message))
+        at_key = err["type"] == "extra_forbidden"
+        problems.setdefault((path, message), doc.problem(path, message, at_key=at_key))
     return sorted(problems.values(), key=lambda p: (p.line, p.column, p.message))
 
 
@@ -210,7 +211,9 @@ def cross_field_problems(spec: Spec, doc: Document) -> Iterator[Problem]:
     for path, name in named:
         if name in RESERVED_NAMES:
             yield doc.problem(
-                path, f"{name!r} is reserved (it would shadow a name in the generated code)"
+                path,
+                f"{name!r} is reserved (it would shadow a name in the generated code)",
+                at_key=path[-1] != "name",
             )
     for name, table in spec.embeddings.items():
         base = ("embeddings", name)

@@ -1,0 +1,7 @@
+"""The PyTorch backend. Importing this package does not import torch; only ``runtime`` does."""
+
+from nnspec.backends.torch.emitter import TorchBackend
+
+BACKEND = TorchBackend()
+
+__all__ = ["BACKEND", "TorchBackend"]
