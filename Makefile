@@ -1,0 +1,38 @@
+# Every target sets itself up: a fresh clone needs only Python 3.11+ and pip.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXAMPLES := $(wildcard examples/*/spec.yaml)
+
+.PHONY: demo test regen check lint format clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+## demo: the main job on the built-in example (validate, compile both backends, train, parity)
+demo: $(VENV)/.installed
+	$(PY) -m nnspec demo
+
+## test: the whole test suite
+test: $(VENV)/.installed
+	$(PY) -m pytest -n 2 --dist loadfile -q
+
+## regen: regenerate the examples' code and the checked-in JSON Schema
+regen: $(VENV)/.installed
+	@for spec in $(EXAMPLES); do $(PY) -m nnspec compile $$spec --out $$(dirname $$spec) || exit 1; done
+	$(PY) -m nnspec schema --out schema/nnspec.schema.json
+
+## check: lint, format check, stale generated code
+check: $(VENV)/.installed
+	$(PY) -m ruff check nnspec tests
+	$(PY) -m ruff format --check nnspec tests
+	@for spec in $(EXAMPLES); do $(PY) -m nnspec compile $$spec --out $$(dirname $$spec) --check > /dev/null || exit 1; done
+
+format: $(VENV)/.installed
+	$(PY) -m ruff format nnspec tests
+	$(PY) -m ruff check --fix nnspec tests
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
