@@ -42,7 +42,8 @@ class Initializer:
 
     ``uniform`` uses ``low``/``high``; ``normal`` and ``truncated_normal`` use ``mean``/``std``
     (truncated at two standard deviations). Glorot and He use ``fan_in = shape[0]`` and
-    ``fan_out = shape[1]`` of the canonical ``[in, out]`` layout.
+    ``fan_out = shape[1]`` of the canonical ``[in, out]`` layout (``shape[0]`` for both on a 1-D
+    weight); their ``_normal`` forms are plain (untruncated) normals.
     """
 
     kind: InitializerKind
@@ -282,6 +283,9 @@ class Optimizer:
     * ``adamw``: ``p *= 1 - lr * weight_decay`` first, then the Adam step without L2.
 
     Gradients of embedding tables are dense and merged (repeated ids summed) before the update.
+    With ``clip_norm``, all trainable gradients are first scaled by
+    ``min(1, clip_norm / (global_norm + 1e-6))`` (``torch.nn.utils.clip_grad_norm_``), the
+    global norm taken over the merged gradients.
     """
 
     kind: Literal["sgd", "adam", "adamw"]

@@ -7,6 +7,7 @@ reaches the canonical weights the op owns. The templates only lay the files out 
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -182,13 +183,16 @@ class _Names:
     """The Python names of one program's generated model.
 
     Attributes:
-        attrs: submodule attribute of each table (by table name), of each table's positional
-            encoding (by ``"<table>.positional"``) and of each node that has a submodule.
+        tables: the embedding submodule of each table, by table name.
+        positions: the positional-encoding submodule of each table that has one.
+        layers: the submodule of each node that has one, by node name.
         values: local variable in ``forward`` of each model input and node.
         masks: the padding masks ``forward`` computes, in order, with their local variables.
     """
 
-    attrs: dict[str, str]
+    tables: dict[str, str]
+    positions: dict[str, str]
+    layers: dict[str, str]
     values: dict[str, str]
     masks: dict[ir.Mask, str]
 
@@ -224,15 +228,17 @@ def _names(program: ir.Program) -> _Names:
                 f"input name {inp.name!r} is reserved in the generated PyTorch module; rename it"
             )
     attrs = _Namespace(MODULE_ATTRIBUTES, private_ok=False)
-    names: dict[str, str] = {}
-    for table in program.tables:
-        names[table.name] = attrs.claim(table.name)
-    for table in program.tables:
-        if table.positional is not None:
-            names[f"{table.name}.positional"] = attrs.claim(f"{table.name}_positions")
-    for node in program.nodes:
-        if isinstance(node.op, ir.Dense | ir.Dropout):
-            names[node.name] = attrs.claim(node.name)
+    tables = {table.name: attrs.claim(table.name) for table in program.tables}
+    positions = {
+        table.name: attrs.claim(f"{table.name}_positions")
+        for table in program.tables
+        if table.positional is not None
+    }
+    layers = {
+        node.name: attrs.claim(node.name)
+        for node in program.nodes
+        if isinstance(node.op, ir.Dense | ir.Dropout)
+    }
 
     local = _Namespace(MODULE_NAMES | {inp.name for inp in program.inputs})
     values = {inp.name: inp.name for inp in program.inputs}
@@ -248,7 +254,7 @@ def _names(program: ir.Program) -> _Names:
             masks[mask] = local.claim(f"{mask.input}_mask")
     for node in program.nodes:
         values[node.name] = local.claim(node.name)
-    return _Names(attrs=names, values=values, masks=masks)
+    return _Names(tables=tables, positions=positions, layers=layers, values=values, masks=masks)
 
 
 def _shape(shape: ir.Shape) -> str:
@@ -354,14 +360,14 @@ class TorchBackend(Backend):
         names = _names(program)
         table = program.table(node.op.table)
         out = Emitted()
-        first = next(n for n in program.nodes if getattr(n.op, "table", None) == table.name)
-        if first is node:
+        lookups = (n for n in program.nodes if isinstance(n.op, ir.EmbeddingLookup))
+        if next(n for n in lookups if n.op.table == table.name) is node:
             self._emit_table(program, table, out)
-        expr = f"self.{names.attrs[table.name]}({names.values[node.inputs[0]]})"
+        expr = f"self.{names.tables[table.name]}({names.values[node.inputs[0]]})"
         if table.scale != 1.0:
             expr = f"{expr} * {table.scale!r}"
         if table.positional is not None:
-            expr = f"self.{names.attrs[table.name + '.positional']}({expr})"
+            expr = f"self.{names.positions[table.name]}({expr})"
         value = names.values[node.name]
         out.forward.append(f"{value} = {expr}  # {_shape(node.shape)}")
         mask = _zero_mask(program, node)
@@ -373,7 +379,7 @@ class TorchBackend(Backend):
 
     def _emit_table(self, program: ir.Program, table: ir.EmbeddingTable, out: Emitted) -> None:
         """Create a table's embedding (and positional encoding) submodules and weight code."""
-        attr = _names(program).attrs[table.name]
+        attr = _names(program).tables[table.name]
         weight = program.weight(table.weight)
         vocab, dim = weight.shape
         policy = weight.trainable
@@ -414,15 +420,13 @@ class TorchBackend(Backend):
                 )
             out.init.append(f"self.{attr} = nn.Embedding({vocab}, {dim}{padding}, dtype=dtype)")
             if policy != weight.trainable:
-                weight = ir.Weight(
-                    weight.name, weight.shape, weight.initializer, policy, (), weight.zero_rows
-                )
+                weight = dataclasses.replace(weight, trainable=policy, trainable_rows=())
             out.weights.append(_parameter(weight, f"self.{attr}.weight", out))
 
         positional = table.positional
         if positional is None:
             return
-        pos_attr = _names(program).attrs[f"{table.name}.positional"]
+        pos_attr = _names(program).positions[table.name]
         if isinstance(positional, ir.SinusoidalPositional):
             out.helpers.add("SinusoidalPositionalEncoding")
             base = "" if positional.base == 10000.0 else f", base={positional.base!r}"
@@ -452,7 +456,7 @@ class TorchBackend(Backend):
         """An ``nn.Linear`` and its activation."""
         names = _names(program)
         op: ir.Dense = node.op
-        attr = names.attrs[node.name]
+        attr = names.layers[node.name]
         kernel = program.weight(op.kernel)
         n_in, n_out = kernel.shape
         bias = "" if op.bias is not None else ", bias=False"
@@ -471,7 +475,7 @@ class TorchBackend(Backend):
     def emit_dropout(self, program: ir.Program, node: ir.Node) -> Emitted:
         """An ``nn.Dropout`` (inverted dropout, identity in eval mode)."""
         names = _names(program)
-        attr = names.attrs[node.name]
+        attr = names.layers[node.name]
         return Emitted(
             init=[f"self.{attr} = nn.Dropout({node.op.rate!r})"],
             forward=[f"{names.values[node.name]} = self.{attr}({names.values[node.inputs[0]]})"],
@@ -526,7 +530,7 @@ class TorchBackend(Backend):
         imports = set().union(*(p.imports for p in parts))
 
         masks = [
-            f"{local} = {names.values[mask.input]} != {mask.pad_index!r}  # (B, L), False at padding"
+            f"{local} = {names.values[mask.input]} != {mask.pad_index!r}  # (B, L), False at pads"
             for mask, local in names.masks.items()
         ]
         outputs = [names.values[name] for name in program.outputs]
@@ -549,11 +553,12 @@ class TorchBackend(Backend):
             "shapes": [(repr(code.weight.name), repr(code.weight.shape)) for code in weights],
             "init": [line for part in parts for line in part.init],
             "reset": [line for code in weights for line in code.reset],
-            "arguments": [names.values[inp.name] for inp in program.inputs],
+            "signature": ", ".join(f"{inp.name}: torch.Tensor" for inp in program.inputs),
             "forward": masks + [line for part in parts for line in part.forward],
             "returns": ", ".join(outputs),
+            "returns_type": "torch.Tensor" if len(outputs) == 1 else "tuple[torch.Tensor, ...]",
             "output_shapes": output_shapes,
-            "values": [(repr(code.weight.name), code.value) for code in weights],
+            "state": [(repr(code.weight.name), code.value) for code in weights],
             "grads": [(repr(code.weight.name), code.grad) for code in weights if code.grad],
             "load": load,
             "loss_doc": loss_doc,
@@ -594,54 +599,64 @@ class TorchBackend(Backend):
 # ------------------------------------------------------------------------------ training
 
 
+def _docstring(summary: str, *details: str) -> str:
+    """A docstring literal (quotes included): a summary line, then paragraphs of detail."""
+    if not details:
+        return f'"""{summary}"""'
+    return f'"""{summary}\n\n' + "\n\n".join(details) + '\n"""'
+
+
 def _loss(training: ir.Training, imports: set[str]) -> tuple[str, list[str]]:
-    """Docstring and body of ``loss_fn(y_true, y_pred)`` (mean over the batch)."""
+    """Docstring and body of ``loss_fn(y_true, y_pred)``."""
     eps = repr(training.epsilon)
     clip = f"clamp({eps}, 1 - {eps})"
-    clipped = f"clipped to ``[{eps}, 1 - {eps}]``"
+    clipped = f"Probabilities are clipped to ``[{eps}, 1 - {eps}]``."
     logits = training.from_logits
     match training.loss:
         case "sparse_categorical_crossentropy" if logits:
             imports.add("F")
-            return "Cross-entropy of class ids ``(B,)`` and logits ``(B, C)``.", [
-                "return F.cross_entropy(y_pred, y_true.long().reshape(-1))"
-            ]
+            doc = _docstring("Cross-entropy of class ids ``(B,)`` and logits ``(B, C)``.")
+            return doc, ["return F.cross_entropy(y_pred, y_true.long().reshape(-1))"]
         case "sparse_categorical_crossentropy":
-            return f"Cross-entropy of class ids ``(B,)`` and probabilities ``(B, C)`` {clipped}.", [
+            doc = _docstring(
+                "Cross-entropy of class ids ``(B,)`` and probabilities ``(B, C)``.", clipped
+            )
+            return doc, [
                 "p = y_pred.gather(-1, y_true.long().reshape(-1, 1)).squeeze(-1)",
                 f"return -torch.log(p.{clip}).mean()",
             ]
         case "categorical_crossentropy" if logits:
             imports.add("F")
-            return "Cross-entropy of class probabilities ``(B, C)`` and logits ``(B, C)``.", [
-                "return F.cross_entropy(y_pred, y_true.to(y_pred.dtype))"
-            ]
+            doc = _docstring("Cross-entropy of class probabilities and logits, both ``(B, C)``.")
+            return doc, ["return F.cross_entropy(y_pred, y_true.to(y_pred.dtype))"]
         case "categorical_crossentropy":
-            return f"Cross-entropy of one-hot labels and probabilities ``(B, C)`` {clipped}.", [
+            doc = _docstring(
+                "Cross-entropy of one-hot labels and probabilities, both ``(B, C)``.", clipped
+            )
+            return doc, [
                 f"log_p = torch.log(y_pred.{clip})",
                 "return -(y_true.to(y_pred.dtype) * log_p).sum(dim=-1).mean()",
             ]
         case "binary_crossentropy" if logits:
             imports.add("F")
-            return "Binary cross-entropy of 0/1 labels and logits, mean over all elements.", [
+            doc = _docstring("Binary cross-entropy of 0/1 labels and logits, over all elements.")
+            return doc, [
                 "y_true = y_true.to(y_pred.dtype).reshape_as(y_pred)",
                 "return F.binary_cross_entropy_with_logits(y_pred, y_true)",
             ]
         case "binary_crossentropy":
-            return (
-                f"Binary cross-entropy of 0/1 labels and probabilities {clipped}, mean over all "
-                "elements.",
-                [
-                    "y_true = y_true.to(y_pred.dtype).reshape_as(y_pred)",
-                    f"p = y_pred.{clip}",
-                    "return -(y_true * torch.log(p) + (1 - y_true) * torch.log(1 - p)).mean()",
-                ],
+            doc = _docstring(
+                "Binary cross-entropy of 0/1 labels and probabilities, over all elements.", clipped
             )
+            return doc, [
+                "y_true = y_true.to(y_pred.dtype).reshape_as(y_pred)",
+                f"p = y_pred.{clip}",
+                "return -(y_true * torch.log(p) + (1 - y_true) * torch.log(1 - p)).mean()",
+            ]
         case "mse":
             imports.add("F")
-            return "Mean squared error over all elements.", [
-                "return F.mse_loss(y_pred, y_true.to(y_pred.dtype).reshape_as(y_pred))"
-            ]
+            doc = _docstring("Mean squared error over all elements.")
+            return doc, ["return F.mse_loss(y_pred, y_true.to(y_pred.dtype).reshape_as(y_pred))"]
     raise ValueError(f"unknown loss {training.loss!r}")
 
 
@@ -667,12 +682,13 @@ def _optimizer(opt: ir.Optimizer) -> tuple[str, list[str]]:
         doc = cls
     else:
         raise ValueError(f"unknown optimizer {opt.kind!r}")
-    doc = f"{doc} (learning rate {opt.lr!r} unless ``lr`` is given) over the trainable parameters."
+    summary = f"{doc} over the trainable parameters of ``model``."
+    detail = f"The learning rate is {opt.lr!r} unless ``lr`` is given."
     body = ["params = [p for p in model.parameters() if p.requires_grad]"]
     if opt.clip_norm is None:
-        return doc, [*body, f"return {call}"]
-    doc += f" Gradients are clipped to a global norm of {opt.clip_norm!r} before each step."
-    return doc, [
+        return _docstring(summary, detail), [*body, f"return {call}"]
+    detail += f" Gradients are clipped to a global norm of {opt.clip_norm!r} before each step."
+    return _docstring(summary, detail), [
         *body,
         f"optimizer = {call}",
         "",
