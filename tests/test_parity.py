@@ -31,7 +31,7 @@ def spec(
 ):
     text = f"""
 nnspec: 1
-name: case
+name: parity_case
 inputs:
   tokens: {{length: {length}}}
 embeddings:

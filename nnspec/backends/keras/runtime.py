@@ -1,0 +1,82 @@
+"""Adapts generated Keras code to the parity harness: numpy in, numpy out (see
+:mod:`nnspec.backends.base`). This module imports TensorFlow and Keras."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+_counter = itertools.count()
+
+
+def load_module(model_py: Path) -> ModuleType:
+    """Import a generated ``model.py`` under a fresh module name."""
+    spec = importlib.util.spec_from_file_location(f"nnspec_keras_model_{next(_counter)}", model_py)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {model_py}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build(module: ModuleType, dtype: str) -> Any:
+    """A built model whose every layer computes in ``dtype``."""
+    return module.build_model(dtype)
+
+
+def set_state(model: Any, state: dict[str, np.ndarray]) -> None:
+    """Load canonical weights."""
+    model.load_canonical_state(state)
+
+
+def get_state(model: Any) -> dict[str, np.ndarray]:
+    """The canonical weights."""
+    return model.canonical_state()
+
+
+def forward(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The output in inference mode."""
+    return keras.ops.convert_to_numpy(model(inputs, training=False))
+
+
+def gradients(
+    model: Any, inputs: dict[str, np.ndarray], cotangent: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Canonical gradients of ``sum(output * cotangent)`` in inference mode (0.0 at frozen rows)."""
+    with tf.GradientTape() as tape:
+        output = model(inputs, training=False)
+        total = tf.reduce_sum(output * tf.cast(cotangent, output.dtype))
+    return model.canonical_gradients(tape.gradient(total, model.trainable_variables))
+
+
+def train(
+    module: ModuleType,
+    model: Any,
+    batches: Iterable[tuple[dict[str, np.ndarray], np.ndarray]],
+) -> list[float]:
+    """One step of the generated optimizer on the generated loss per batch, dropout off.
+
+    The optimizer is made with ``floatx`` set to the model's dtype, as a float64 Keras user would
+    have it, so that its learning rate is stored exactly (Keras keeps it in ``floatx``).
+    """
+    floatx = keras.config.floatx()
+    keras.config.set_floatx(model.dtype)
+    try:
+        optimizer = module.make_optimizer(model)
+    finally:
+        keras.config.set_floatx(floatx)
+    losses = []
+    for inputs, labels in batches:
+        with tf.GradientTape() as tape:
+            loss = module.loss_fn(tf.convert_to_tensor(labels), model(inputs, training=False))
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        losses.append(float(loss))
+    return losses
