@@ -18,9 +18,13 @@ from nnspec import backends
 from nnspec.compiler import ir
 
 # Tolerances on max |a - b| / max(1, max |reference|): stated here, reported with every result.
+# float64 is the semantic check: a difference above round-off there is a real disagreement.
+# In float32, Adam's division by sqrt(v) turns the round-off of gradients that nearly cancel
+# (|g| a few times eps) into weight differences of a few 1e-5 after 5 steps at lr 1e-3 on the
+# 14M-parameter example, hence the looser bound on trained weights.
 TOLERANCES = {
     "float64": {"outputs": 1e-10, "gradients": 1e-10, "training": 1e-9},
-    "float32": {"outputs": 1e-6, "gradients": 1e-5, "training": 1e-5},
+    "float32": {"outputs": 1e-6, "gradients": 1e-5, "training": 2e-4},
 }
 
 
