@@ -77,11 +77,18 @@ def scaled_diff(a: np.ndarray, b: np.ndarray) -> float:
 def input_vocab(program: ir.Program) -> dict[str, tuple[int, int | None]]:
     """For each input: the vocabulary size it is looked up in and its pad id (if any)."""
     out: dict[str, tuple[int, int | None]] = {}
+
+    def seen(name: str, size: int, pad: int | None) -> None:
+        vocab, first_pad = out.get(name, (size, pad))
+        out[name] = (min(vocab, size), first_pad)
+
     for node in program.nodes:
         if isinstance(node.op, ir.EmbeddingLookup):
             table = program.table(node.op.table)
-            vocab, pad = out.get(node.inputs[0], (table.vocab_size, table.pad_index))
-            out[node.inputs[0]] = (min(vocab, table.vocab_size), pad)
+            seen(node.inputs[0], table.vocab_size, table.pad_index)
+        elif isinstance(node.op, ir.MemoryNetwork):
+            for name in node.inputs:
+                seen(name, node.op.vocab_size, node.op.pad_index)
     return out
 
 
@@ -107,12 +114,17 @@ def random_batch(
     inputs = {}
     for inp in program.inputs:
         size, pad = vocab.get(inp.name, (2, None))
-        ids = rng.integers(0, size, size=(batch, inp.length))
+        dims = inp.dims
+        ids = rng.integers(0, size, size=(batch, *dims))
         if pad is not None:
+            # Post-padded sequences of random length (the last axis); the last example is all
+            # padding, and in a 3-D input (memories) one memory of each example is padding.
             ids[ids == pad] = (pad + 1) % size
-            lengths = rng.integers(1, inp.length + 1, size=batch)
-            ids[np.arange(inp.length)[None, :] >= lengths[:, None]] = pad
-            ids[-1, :] = pad
+            lengths = rng.integers(1, dims[-1] + 1, size=(batch, *dims[:-1]))
+            ids[np.arange(dims[-1]) >= lengths[..., None]] = pad
+            if len(dims) > 1:
+                ids[np.arange(batch), rng.integers(0, dims[0], size=batch)] = pad
+            ids[-1] = pad
         inputs[inp.name] = ids.astype(inp.dtype)
     width = int(program.node(program.outputs[0]).shape[-1] or 1)
     loss = program.training.loss

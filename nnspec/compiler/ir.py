@@ -69,6 +69,8 @@ class Weight:
         zero_rows: rows held at exactly 0.0 forever (padding). They are never in
             ``trainable_rows``. With ``trainable == "all"`` they live in the trainable tensor
             and are kept at 0.0 by receiving a zero gradient.
+        state: a non-trainable statistic updated by the forward pass in training (batch-norm
+            moving mean / variance); counted as frozen.
     """
 
     name: str
@@ -77,6 +79,7 @@ class Weight:
     trainable: Literal["all", "none", "rows"] = "all"
     trainable_rows: tuple[tuple[int, int], ...] = ()
     zero_rows: tuple[int, ...] = ()
+    state: bool = False
 
     @property
     def size(self) -> int:
@@ -173,11 +176,18 @@ class EmbeddingTable:
 
 @dataclass(frozen=True)
 class Input:
-    """A model input: integer token ids of shape ``(B, length)``."""
+    """A model input: integer token ids of shape ``(B, length)``, or ``(B, *shape)`` when
+    ``shape`` is given (e.g. memories ``(B, memory_size, sentence_length)``)."""
 
     name: str
     length: int
     dtype: Literal["int32", "int64"] = "int32"
+    shape: tuple[int, ...] = ()
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """The per-example shape."""
+        return self.shape or (self.length,)
 
 
 @dataclass(frozen=True)
@@ -230,7 +240,283 @@ class GlobalPool:
     op: Literal["global_pool"] = "global_pool"
 
 
-Op = EmbeddingLookup | Flatten | Dense | Dropout | GlobalPool
+# ----------------------------------------------------------------------------- architectures
+
+
+@dataclass(frozen=True)
+class Conv1D:
+    """1-D convolution over ``(B, L, C)``, channels-last.
+
+    Canonical weights: ``kernel`` ``[kernel_size, in, filters]`` (Keras' layout; torch's
+    ``weight`` is ``kernel.transpose(2, 1, 0)``), ``bias`` ``[filters]``.
+
+    Output length: ``valid``: ``floor((L - dilation * (kernel_size - 1) - 1) / strides) + 1``;
+    ``same``: ``ceil(L / strides)`` with TensorFlow's rule, total padding
+    ``max((ceil(L / s) - 1) * s + (k - 1) * d + 1 - L, 0)``, ``total // 2`` on the left and the
+    rest on the right; ``causal``: ``dilation * (kernel_size - 1)`` zeros on the left, then valid.
+    """
+
+    filters: int
+    kernel_size: int
+    kernel: str
+    bias: str | None
+    strides: int = 1
+    dilation: int = 1
+    padding: Literal["valid", "same", "causal"] = "valid"
+    activation: Activation = "linear"
+    op: Literal["conv1d"] = "conv1d"
+
+
+@dataclass(frozen=True)
+class Pool1D:
+    """Max or average pooling over windows of ``pool_size`` every ``strides`` steps (valid
+    padding, so ``floor((L - pool_size) / strides) + 1`` outputs). Ignores masks."""
+
+    mode: Literal["max", "average"]
+    pool_size: int
+    strides: int
+    op: Literal["pool1d"] = "pool1d"
+
+
+@dataclass(frozen=True)
+class RecurrentDirection:
+    """Canonical weight names of one direction of a recurrent layer (``G`` gates: 4 for LSTM,
+    3 for GRU).
+
+    * ``kernel`` ``[in, G * units]``, ``recurrent_kernel`` ``[units, G * units]``;
+    * ``input_bias`` and ``recurrent_bias`` ``[G * units]`` (PyTorch's ``b_ih`` and ``b_hh``;
+      both train).
+
+    Gate order along the last axis is Keras': LSTM ``(i, f, c, o)`` (the same as torch's
+    ``(i, f, g, o)``), GRU ``(z, r, h)`` (torch: ``(r, z, n)``). The GRU is the ``reset_after``
+    form (torch's): ``h~ = tanh(x W_h + b_ih_h + r * (h U_h + b_hh_h))``,
+    ``h' = z * h + (1 - z) * h~``. Gate activations are sigmoid, the cell/candidate tanh.
+    """
+
+    kernel: str
+    recurrent_kernel: str
+    input_bias: str
+    recurrent_bias: str
+
+
+@dataclass(frozen=True)
+class Recurrent:
+    """An LSTM or GRU over ``(B, L, C)`` with zero initial state.
+
+    With a mask on its input, padded positions must come after the valid ones (post-padding);
+    they are skipped: the state is carried unchanged, outputs there are 0.0, the final state is
+    the state after the last valid step, and the backward direction starts at the last valid
+    step. A row with no valid step gives 0.0 everywhere.
+
+    Output: ``(B, L, D)`` with ``return_sequences`` else the final state ``(B, D)``; ``D`` is
+    ``units``, or ``2 * units`` for bidirectional ``concat`` (forward first), ``units`` for
+    ``sum``.
+    """
+
+    cell: Literal["lstm", "gru"]
+    units: int
+    forward: RecurrentDirection
+    backward: RecurrentDirection | None = None
+    return_sequences: bool = False
+    merge: Literal["concat", "sum"] = "concat"
+    op: Literal["recurrent"] = "recurrent"
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    """``gamma * (x - mean) / sqrt(var + epsilon) + beta`` over the last axis (biased var).
+    Canonical weights ``gamma``, ``beta`` ``[D]``."""
+
+    epsilon: float
+    gamma: str
+    beta: str
+    op: Literal["layer_norm"] = "layer_norm"
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Batch normalization over every axis but the last (masks ignored).
+
+    Training: normalize with the batch mean and biased variance; update
+    ``moving = (1 - momentum) * moving + momentum * batch`` with the *unbiased* batch variance
+    for ``moving_variance`` (PyTorch's rule; Keras' ``momentum`` is ``1 - momentum``).
+    Inference: use the moving statistics. ``gamma``/``beta`` train; ``moving_mean`` and
+    ``moving_variance`` (initialised to 0 and 1) are state weights: counted as frozen, saved in
+    canonical form, never touched by the optimizer.
+    """
+
+    epsilon: float
+    momentum: float
+    gamma: str
+    beta: str
+    moving_mean: str
+    moving_variance: str
+    op: Literal["batch_norm"] = "batch_norm"
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Element-wise ``add`` / ``multiply`` of same-shape inputs, or ``concat`` on the last
+    axis. The output carries the first input mask present (inputs of one length normally share
+    their padding)."""
+
+    mode: Literal["add", "multiply", "concat"]
+    op: Literal["merge"] = "merge"
+
+
+@dataclass(frozen=True)
+class Rotary:
+    """Rotary position embedding (arXiv 2104.09864) applied to queries and keys per head.
+
+    For head dimension ``d`` and position ``p`` (``0..L-1``), the pair
+    ``(x[2i], x[2i+1])`` is rotated by ``p * base**(-2i/d)``:
+    ``(x[2i] cos - x[2i+1] sin, x[2i] sin + x[2i+1] cos)``. Computed in float64 numpy.
+    """
+
+    base: float = 10000.0
+
+
+@dataclass(frozen=True)
+class AttentionWeights:
+    """Canonical weights of multi-head attention, model width ``E = heads * head_dim``:
+    ``query``, ``key``, ``value`` kernels ``[E, E]`` with biases ``[E]``; ``output`` kernel
+    ``[E, E]`` with bias ``[E]``. Head ``h`` uses columns ``h*head_dim:(h+1)*head_dim``."""
+
+    query_kernel: str
+    query_bias: str
+    key_kernel: str
+    key_bias: str
+    value_kernel: str
+    value_bias: str
+    output_kernel: str
+    output_bias: str
+
+
+@dataclass(frozen=True)
+class SelfAttention:
+    """Multi-head self-attention over ``(B, L, E)``.
+
+    ``scores = (q k^T) / sqrt(head_dim)`` per head; keys at padded positions (from the input's
+    mask) get ``-1e9`` added before the softmax; attention dropout at ``dropout`` in training;
+    output ``concat(heads) @ output_kernel + output_bias``. Queries at padded positions are
+    computed like any other. Rotary, if set, rotates q and k after projection.
+    """
+
+    heads: int
+    head_dim: int
+    weights: AttentionWeights
+    dropout: float = 0.0
+    rotary: Rotary | None = None
+    op: Literal["self_attention"] = "self_attention"
+
+
+@dataclass(frozen=True)
+class TransformerBlock:
+    """A Transformer encoder block over ``(B, L, E)``.
+
+    Post-norm (``norm_first`` false, arXiv 1706.03762)::
+
+        x = norm1(x + dropout(attention(x)))
+        x = norm2(x + dropout(ff2(dropout(activation(ff1(x))))))
+
+    Pre-norm::
+
+        x = x + dropout(attention(norm1(x)))
+        x = x + dropout(ff2(dropout(activation(ff1(norm2(x))))))
+
+    Canonical weights: the attention's (see :class:`AttentionWeights`); ``ff1`` kernel
+    ``[E, ff_dim]`` + bias, ``ff2`` kernel ``[ff_dim, E]`` + bias; ``norm1``/``norm2`` gamma and
+    beta ``[E]`` (layer norm with ``epsilon``). The mask passes through.
+    """
+
+    attention: SelfAttention
+    ff_dim: int
+    ff1_kernel: str
+    ff1_bias: str
+    ff2_kernel: str
+    ff2_bias: str
+    norm1_gamma: str
+    norm1_beta: str
+    norm2_gamma: str
+    norm2_beta: str
+    epsilon: float = 1e-5
+    dropout: float = 0.1
+    activation: Activation = "relu"
+    norm_first: bool = False
+    op: Literal["transformer_block"] = "transformer_block"
+
+
+@dataclass(frozen=True)
+class MemoryHop:
+    """Canonical weights of one hop ``k`` of an End-To-End Memory Network: the memory
+    embedding ``A`` and output embedding ``C`` ``[vocab, dim]``, and, with temporal encoding,
+    ``TA`` / ``TC`` ``[memory_size, dim]``. Adjacent tying makes hop ``k+1``'s ``A`` / ``TA``
+    the same names as hop ``k``'s ``C`` / ``TC``; layer-wise tying gives every hop the same
+    names."""
+
+    A: str
+    C: str
+    TA: str | None = None
+    TC: str | None = None
+
+
+@dataclass(frozen=True)
+class MemoryNetwork:
+    """End-To-End Memory Network (arXiv 1503.08895), inputs ``memories`` ``(B, M, S)`` ids and,
+    for ``query == "embedded"``, ``question`` ``(B, Q)`` ids (the node's inputs, in that order).
+
+    With ``pad_index`` p, a word id p embeds to 0.0 (its rows in every embedding are zero rows)
+    and a memory whose words are all p is padded: it gets no attention. Sentences are
+    post-padded; ``J`` is the number of non-pad words of a sentence (at least 1).
+
+    * Sentence encoding: ``m_i = sum_j l_j * A[x_ij]`` (``+ TA[i]``), ``c_i`` likewise with
+      ``C`` / ``TC``; ``l_j = 1`` (bag of words), or with ``position_encoding``
+      ``l_kj = (1 - j/J) - (k/d) (1 - 2j/J)`` for word ``j = 1..J`` and unit ``k = 1..d``
+      (0 beyond ``J``).
+    * Query: ``u_1 = sum_j l_j * B[q_j]`` (``B`` is hop 1's ``A`` under adjacent tying, else
+      the weight ``query_embedding``), or ``constant``: every unit ``query_value``.
+    * Each hop ``k``: ``p = softmax(u_k . m_i)`` over non-padded memories (padded ones get
+      ``-1e9`` added); ``o = sum_i p_i c_i``; ``u_{k+1} = u_k H + o`` with ``H`` ``[d, d]``
+      (``linear_map``) else ``u_k + o``.
+    * Output logits ``u_{K+1} W`` with ``W`` ``[d, vocab_out]``: under adjacent tying ``W`` is
+      the transpose of the last hop's ``C`` (``output`` is ``None``), else its own weight.
+      ``activation`` (``softmax`` or ``linear``) is applied to the logits.
+    """
+
+    hops: tuple[MemoryHop, ...]
+    dim: int
+    vocab_size: int
+    memory_size: int
+    sentence_length: int
+    tying: Literal["adjacent", "layerwise"]
+    query: Literal["constant", "embedded"]
+    query_embedding: str | None = None
+    query_value: float = 0.1
+    linear_map: str | None = None
+    output: str | None = None
+    output_size: int = 0
+    position_encoding: bool = False
+    pad_index: int | None = None
+    activation: Activation = "softmax"
+    op: Literal["memory_network"] = "memory_network"
+
+
+Op = (
+    EmbeddingLookup
+    | Flatten
+    | Dense
+    | Dropout
+    | GlobalPool
+    | Conv1D
+    | Pool1D
+    | Recurrent
+    | LayerNorm
+    | BatchNorm
+    | Merge
+    | SelfAttention
+    | TransformerBlock
+    | MemoryNetwork
+)
 
 
 @dataclass(frozen=True)
@@ -246,8 +532,10 @@ class Node:
     """One op applied to earlier nodes or model inputs (by name), in topological order.
 
     Attributes:
-        name: unique Python identifier (also the owner prefix of its weights).
+        name: unique Python identifier.
         op: what the node computes.
+        layer: the layer object that computes it (the owner prefix of its weights); nodes with
+            the same ``layer`` share (tie) its weights and are the same op. Defaults to ``name``.
         inputs: names of model inputs or earlier nodes.
         shape: output shape, batch first as ``None``.
         mask: the padding mask that travels with the output (position-wise ops keep it;
@@ -259,6 +547,12 @@ class Node:
     inputs: tuple[str, ...]
     shape: Shape
     mask: Mask | None = None
+    layer: str = ""
+
+    @property
+    def layer_name(self) -> str:
+        """The layer object computing this node (``layer`` or ``name``)."""
+        return self.layer or self.name
 
 
 # ----------------------------------------------------------------------------- training
