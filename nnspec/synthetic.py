@@ -43,9 +43,24 @@ def topic_documents(
     return inputs, labels
 
 
+def _language_model_data(
+    program: ir.Program, n: int, seed: int
+) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """Next-word data for a memory-network language model (one input of memories)."""
+    ops = [node.op for node in program.nodes if isinstance(node.op, ir.MemoryNetwork)]
+    if len(program.inputs) != 1 or not ops or ops[0].query != "constant":
+        return None
+    op = ops[0]
+    text = markov_text(op.vocab_size, n + 1, seed)
+    memories, labels = language_model_windows(text, op.memory_size, op.sentence_length)
+    return {program.inputs[0].name: memories[:n]}, labels[:n]
+
+
 def write_npz(program: ir.Program, path: Path, n_train: int, n_val: int, seed: int = 0) -> Path:
-    """Write a train/validation ``.npz`` in the layout the generated ``train.py`` reads."""
-    x, y = topic_documents(program, n_train + n_val, seed)
+    """Write a train/validation ``.npz`` in the layout the generated ``train.py`` reads: topic
+    documents for classifiers, next-word windows of Markov text for memory-network LMs."""
+    data = _language_model_data(program, n_train + n_val, seed)
+    x, y = data if data is not None else topic_documents(program, n_train + n_val, seed)
     arrays = {name: v[:n_train] for name, v in x.items()}
     arrays["labels"] = y[:n_train]
     arrays.update({f"val_{name}": v[n_train:] for name, v in x.items()})
@@ -57,3 +72,49 @@ def write_npz(program: ir.Program, path: Path, n_train: int, n_val: int, seed: i
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
     return path
+
+
+def markov_text(vocab_size: int, n_words: int, seed: int = 0, successors: int = 3) -> np.ndarray:
+    """Project-made "text": word ids ``1..vocab_size-1`` (0 is the pad) from a sparse random
+    Markov chain in which each word has a few likely successors, plus 10% uniform noise. Its
+    unigram entropy is high and its conditional entropy low, so a language model that reads
+    its context learns visibly."""
+    rng = np.random.default_rng(seed)
+    words = np.arange(1, vocab_size)
+    nexts = rng.choice(words, size=(vocab_size, successors))
+    weights = rng.dirichlet(np.ones(successors), size=vocab_size)
+    text = np.empty(n_words, dtype=np.int64)
+    text[0] = rng.choice(words)
+    noise = rng.random(n_words) < 0.1
+    uniform = rng.choice(words, size=n_words)
+    picks = rng.random(n_words)
+    for i in range(1, n_words):
+        if noise[i]:
+            text[i] = uniform[i]
+        else:
+            cumulative = np.cumsum(weights[text[i - 1]])
+            text[i] = nexts[text[i - 1], min(int(np.searchsorted(cumulative, picks[i])), successors - 1)]
+    return text
+
+
+def unigram_entropy(text: np.ndarray) -> float:
+    """Entropy (nats) of the word frequencies of ``text``: the loss of the best context-free
+    language model."""
+    counts = np.bincount(text)
+    p = counts[counts > 0] / len(text)
+    return float(-(p * np.log(p)).sum())
+
+
+def language_model_windows(
+    text: np.ndarray, memory_size: int, sentence_length: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Memories ``(N, memory_size, sentence_length)`` holding the previous words, slot 0 the most
+    recent (padded with 0 at the start of the text), and the next word as the label."""
+    n = len(text)
+    padded = np.concatenate([np.zeros(memory_size, dtype=text.dtype), text])
+    index = np.arange(n)[:, None] + memory_size - 1 - np.arange(memory_size)[None, :]
+    memories = padded[index]
+    labels = text
+    shaped = np.zeros((n, memory_size, sentence_length), dtype=np.int32)
+    shaped[:, :, 0] = memories
+    return shaped[1:], labels[1:]

@@ -83,7 +83,7 @@ def compile_spec(spec: Spec, doc: Document) -> ir.Program:
         inputs=tuple(resolved.inputs),
         tables=tuple(resolved.tables),
         nodes=tuple(resolved.nodes),
-        outputs=(resolved.nodes[-1].name,),
+        outputs=tuple(resolved.outputs),
         weights=tuple(resolved.weights),
         training=training,
         diagnostics=tuple(diagnostics),

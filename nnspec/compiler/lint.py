@@ -15,12 +15,22 @@ from nnspec.spec.errors import Path
 Finding = tuple[Path, str, str]  # (spec path, code, message)
 
 
+def _output_node(resolved: Resolved) -> ir.Node | None:
+    by_name = {node.name: node for node in resolved.nodes}
+    return by_name.get(resolved.outputs[0]) if resolved.outputs else None
+
+
 def _last_activation(resolved: Resolved) -> tuple[str | None, Path]:
-    for node in reversed(resolved.nodes):
-        if isinstance(node.op, ir.Dense):
-            return node.op.activation, (*resolved.node_paths[node.name], "activation")
+    """The activation applied last on the way to the (first) output, and where it is set."""
+    by_name = {node.name: node for node in resolved.nodes}
+    node = _output_node(resolved)
+    while node is not None:
+        path = resolved.node_paths.get(node.name, ())
+        if isinstance(node.op, ir.Dense | ir.Conv1D | ir.MemoryNetwork):
+            return node.op.activation, (*path, "activation")
         if not isinstance(node.op, ir.Dropout):
-            return None, resolved.node_paths.get(node.name, ())
+            return None, path
+        node = by_name.get(node.inputs[0])
     return None, ()
 
 
@@ -55,43 +65,86 @@ def unpadded_sequence_aggregate(spec: m.Spec, resolved: Resolved) -> Iterator[Fi
     """A table without pad zeroing whose sequence is flattened or pooled: padded positions feed
     the classifier a random, trainable vector (DESIGN problem 1)."""
     tables = {t.name: t for t in resolved.tables}
-    current: str | None = None
-    for node in resolved.nodes:
+    by_name = {node.name: node for node in resolved.nodes}
+    reported: set[str] = set()
+
+    def tables_behind(node: ir.Node) -> set[str]:
         if isinstance(node.op, ir.EmbeddingLookup):
-            current = node.op.table
-        elif isinstance(node.op, ir.Flatten | ir.GlobalPool) and current is not None:
-            table = tables[current]
-            if table.pad_index is None:
-                yield (
-                    ("embeddings", current),
-                    "NN201",
-                    f"table {current!r} has no padding: padded positions embed to a random, "
-                    "trainable vector that reaches the classifier; add `padding: {index: 0}`",
-                )
-            current = None
+            return {node.op.table}
+        found: set[str] = set()
+        for name in node.inputs:
+            if name in by_name:
+                found |= tables_behind(by_name[name])
+        return found
+
+    for node in resolved.nodes:
+        if isinstance(node.op, ir.Flatten | ir.GlobalPool):
+            for name in sorted(tables_behind(node)):
+                if tables[name].pad_index is None and name not in reported:
+                    reported.add(name)
+                    yield (
+                        ("embeddings", name),
+                        "NN201",
+                        f"table {name!r} has no padding: padded positions embed to a random, "
+                        "trainable vector that reaches the classifier; add `padding: {index: 0}`",
+                    )
 
 
 def output_rank(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
     """Losses here compare a (batch, classes) output with labels: a sequence output is an error
     the compiler reports (level error)."""
-    if resolved.nodes and len(resolved.nodes[-1].shape) != 2:
+    node = _output_node(resolved)
+    if node is not None and len(node.shape) != 2:
         yield (
-            resolved.node_paths[resolved.nodes[-1].name],
+            resolved.node_paths[node.name],
             "NN301",
-            f"the model's output has shape {resolved.nodes[-1].shape[1:]} per example; "
+            f"the model's output has shape {node.shape[1:]} per example; "
             "the losses need one vector per example: add flatten or a global pooling layer",
         )
 
 
 def sparse_ce_single_unit(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
     """Categorical losses over a single unit always give probability 1."""
-    if resolved.nodes and spec.training.loss.endswith("categorical_crossentropy"):
-        if resolved.nodes[-1].shape[-1] == 1:
+    node = _output_node(resolved)
+    if node is not None and spec.training.loss.endswith("categorical_crossentropy"):
+        if node.shape[-1] == 1:
             yield (
-                resolved.node_paths[resolved.nodes[-1].name],
+                resolved.node_paths[node.name],
                 "NN104",
                 "categorical cross-entropy over 1 class: use binary_crossentropy with sigmoid",
             )
+
+
+def attention_without_mask(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
+    """Attention over ids looked up without padding attends to pad positions as to words."""
+    for node in resolved.nodes:
+        if isinstance(node.op, ir.SelfAttention | ir.TransformerBlock) and node.mask is None:
+            yield (
+                resolved.node_paths[node.name],
+                "NN202",
+                "attention without a padding mask: keys at pad positions are attended to; give "
+                "the embedding table `padding: {index: 0}` (or feed the layer unpadded data)",
+            )
+
+
+def unused_layers(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
+    """Layers that no output depends on are computed for nothing."""
+    by_name = {node.name: node for node in resolved.nodes}
+    needed: set[str] = set()
+    stack = list(resolved.outputs)
+    while stack:
+        name = stack.pop()
+        if name in needed or name not in by_name:
+            continue
+        needed.add(name)
+        stack.extend(by_name[name].inputs)
+    reported: set[Path] = set()
+    for node in resolved.nodes:
+        path = resolved.node_paths[node.name]
+        if node.name not in needed and path not in reported:
+            reported.add(path)
+            yield path, "NN203", f"layer {node.name!r} does not reach any output"
+
 
 
 RULES: tuple[Callable[[m.Spec, Resolved], Iterator[Finding]], ...] = (
@@ -99,6 +152,8 @@ RULES: tuple[Callable[[m.Spec, Resolved], Iterator[Finding]], ...] = (
     unpadded_sequence_aggregate,
     output_rank,
     sparse_ce_single_unit,
+    attention_without_mask,
+    unused_layers,
 )
 
 ERROR_CODES = frozenset({"NN301"})

@@ -1,4 +1,9 @@
-"""Pass 1: resolve a validated spec into IR tables, weights and nodes with inferred shapes."""
+"""Pass 1: resolve a validated spec into IR tables, weights and a graph of nodes.
+
+Layers read the layer before them unless they name their ``inputs``; the graph is sorted
+topologically (cycles are errors), tied layers (``share``) are checked to match, and shapes are
+inferred node by node by :mod:`nnspec.compiler.layers`.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +32,17 @@ class Resolved:
     tables: list[ir.EmbeddingTable] = field(default_factory=list)
     weights: list[ir.Weight] = field(default_factory=list)
     nodes: list[ir.Node] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
     errors: list[CompileProblem] = field(default_factory=list)
     # The spec path each node came from, for locating lint findings.
     node_paths: dict[str, Path] = field(default_factory=dict)
+    # Rotary settings travelling with sequence outputs (from `positional: {type: rotary}`).
+    rotary: dict[str, ir.Rotary] = field(default_factory=dict)
+
+    def add_weight(self, weight: ir.Weight) -> str:
+        """Record ``weight`` and return its name."""
+        self.weights.append(weight)
+        return weight.name
 
 
 def initializer(spec: m.UniformInit | m.NormalInit | m.NamedInit) -> ir.Initializer:
@@ -79,9 +92,7 @@ def _table_weight(name: str, spec: m.EmbeddingTableSpec) -> ir.Weight:
     ranges = [(i, i + 1) for i in selection.ids]
     ranges += [(r.start, r.stop) for r in selection.ranges]
     chosen = (
-        list(specials)
-        if selection.special_tokens is True
-        else list(selection.special_tokens or [])
+        list(specials) if selection.special_tokens is True else list(selection.special_tokens or [])
     )
     ranges += [(specials[t], specials[t] + 1) for t in chosen]
     rows = merge_ranges(ranges, exclude=pad)
@@ -104,7 +115,7 @@ def _positional(
     name: str, spec: m.EmbeddingTableSpec, lengths: list[int], r: Resolved
 ) -> ir.Positional | None:
     pos = spec.positional
-    if pos is None:
+    if pos is None or isinstance(pos, m.RotaryPositional):
         return None
     longest = max(lengths, default=1)
     max_length = pos.max_length or longest
@@ -119,29 +130,175 @@ def _positional(
     if isinstance(pos, m.SinusoidalPositional):
         return ir.SinusoidalPositional(max_length=max_length, base=pos.base)
     wname = f"{name}.positional"
-    r.weights.append(ir.Weight(wname, (max_length, spec.dim), initializer(pos.initializer)))
+    r.add_weight(ir.Weight(wname, (max_length, spec.dim), initializer(pos.initializer)))
     return ir.LearnedPositional(max_length=max_length, weight=wname)
 
 
-def _table_lengths(spec: m.Spec) -> dict[str, list[int]]:
-    """Input lengths each table is looked up with (for positional table sizes)."""
+# ----------------------------------------------------------------------------- the graph
+
+
+@dataclass
+class LayerRef:
+    """A spec layer with its resolved name, inputs and position in the file."""
+
+    index: int
+    name: str
+    spec: m.LayerBase
+    inputs: list[str]
+
+    @property
+    def path(self) -> Path:
+        return ("model", "layers", self.index)
+
+
+def _default_name(layer: m.LayerBase, counts: dict[str, int], taken: set[str]) -> str:
+    base = f"{layer.table}_lookup" if isinstance(layer, m.EmbeddingLayer) else layer.type  # type: ignore[attr-defined]
+    while True:
+        n = counts.get(base, 0)
+        counts[base] = n + 1
+        candidate = base if n == 0 else f"{base}_{n}"
+        if candidate not in taken:
+            taken.add(candidate)
+            return candidate
+
+
+def _layer_refs(spec: m.Spec, r: Resolved) -> list[LayerRef]:
+    """Name every layer and resolve what it reads (names are checked later)."""
+    taken = {layer.name for layer in spec.model.layers if layer.name}
+    taken |= set(spec.inputs) | set(spec.embeddings)
+    counts: dict[str, int] = {}
     only_input = next(iter(spec.inputs)) if len(spec.inputs) == 1 else None
-    lengths: dict[str, list[int]] = {name: [] for name in spec.embeddings}
-    for layer in spec.model.layers:
-        if isinstance(layer, m.EmbeddingLayer) and layer.table in lengths:
-            inp = layer.input or only_input
-            if inp in spec.inputs:
-                lengths[layer.table].append(spec.inputs[inp].length)
-    return lengths
+    refs: list[LayerRef] = []
+    for i, layer in enumerate(spec.model.layers):
+        name = layer.name or _default_name(layer, counts, taken)
+        path: Path = ("model", "layers", i)
+        if layer.name and (layer.name in spec.inputs or layer.name in spec.embeddings):
+            r.errors.append(
+                CompileProblem((*path, "name"), f"{name!r} is already an input or table name")
+            )
+        if layer.inputs is not None:
+            inputs = list(layer.inputs)
+        elif isinstance(layer, m.EmbeddingLayer):
+            if layer.input is None and only_input is None:
+                r.errors.append(
+                    CompileProblem(path, "several inputs exist: say which one to read (`input`)")
+                )
+                inputs = []
+            else:
+                inputs = [layer.input or only_input]  # type: ignore[list-item]
+        elif isinstance(layer, m.MemoryNetworkLayer) and only_input is not None:
+            inputs = [only_input]
+        elif refs:
+            inputs = [refs[-1].name]
+        else:
+            r.errors.append(
+                CompileProblem(
+                    path, f"the first layer ({layer.type}) must say what it reads: give `inputs`"  # type: ignore[attr-defined]
+                )
+            )
+            inputs = []
+        refs.append(LayerRef(i, name, layer, inputs))
+    return refs
+
+
+def _topological(refs: list[LayerRef], spec: m.Spec, r: Resolved) -> list[LayerRef]:
+    """Order layers so every layer comes after what it reads; report unknown names and cycles."""
+    from nnspec.spec.validate import did_you_mean
+
+    by_name = {ref.name: ref for ref in refs}
+    known = [*spec.inputs, *by_name]
+    for ref in refs:
+        for j, name in enumerate(ref.inputs):
+            if name not in by_name and name not in spec.inputs:
+                where = (*ref.path, "inputs", j) if ref.spec.inputs is not None else (*ref.path, "input")
+                r.errors.append(
+                    CompileProblem(
+                        where,
+                        f"unknown layer or input {name!r}{did_you_mean(name, known)}",
+                    )
+                )
+    if r.errors:
+        return []
+    order: list[LayerRef] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(ref: LayerRef, trail: list[str]) -> bool:
+        if state.get(ref.name) == 2:
+            return True
+        if state.get(ref.name) == 1:
+            cycle = [*trail[trail.index(ref.name) :], ref.name]
+            r.errors.append(CompileProblem(ref.path, f"cycle: {' -> '.join(cycle)}"))
+            return False
+        state[ref.name] = 1
+        for name in ref.inputs:
+            if name in by_name and not visit(by_name[name], [*trail, ref.name]):
+                return False
+        state[ref.name] = 2
+        order.append(ref)
+        return True
+
+    for ref in refs:
+        if not visit(ref, []):
+            return []
+    return order
+
+
+_SHARE_IGNORED = {"name", "inputs", "share"}
+
+
+def _share_roots(refs: list[LayerRef], r: Resolved) -> dict[str, str]:
+    """Map every layer to the layer owning its weights; check tied layers match."""
+    from nnspec.spec.validate import did_you_mean
+
+    by_name = {ref.name: ref for ref in refs}
+    owner: dict[str, str] = {}
+    for ref in refs:
+        root, seen = ref, {ref.name}
+        while root.spec.share is not None:
+            target = by_name.get(root.spec.share)
+            if target is None:
+                r.errors.append(
+                    CompileProblem(
+                        (*root.path, "share"),
+                        f"unknown layer {root.spec.share!r}"
+                        f"{did_you_mean(root.spec.share, list(by_name))}",
+                    )
+                )
+                break
+            if target.name in seen:
+                r.errors.append(CompileProblem((*ref.path, "share"), "layers share in a circle"))
+                break
+            seen.add(target.name)
+            root = target
+        owner[ref.name] = root.name
+        if root is not ref:
+            mine = ref.spec.model_dump(exclude=_SHARE_IGNORED)
+            theirs = root.spec.model_dump(exclude=_SHARE_IGNORED)
+            if mine != theirs:
+                diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+                r.errors.append(
+                    CompileProblem(
+                        (*ref.path, "share"),
+                        f"a layer sharing {root.name!r}'s weights must be configured like it; "
+                        f"differs in: {', '.join(diff)}",
+                    )
+                )
+    return owner
 
 
 def resolve(spec: m.Spec) -> Resolved:
     """Resolve ``spec`` into IR pieces; problems are collected in ``errors``, not raised."""
+    from nnspec.compiler.layers import build_node
+
     r = Resolved()
-    r.inputs = [ir.Input(name, i.length, i.dtype) for name, i in spec.inputs.items()]
-    lengths = _table_lengths(spec)
+    r.inputs = [
+        ir.Input(name, i.dims[-1], i.dtype, tuple(i.shape) if i.shape else ())
+        for name, i in spec.inputs.items()
+    ]
+    refs = _layer_refs(spec, r)
+    lengths = _table_lengths(spec, refs)
     for name, table in spec.embeddings.items():
-        r.weights.append(_table_weight(name, table))
+        r.add_weight(_table_weight(name, table))
         r.tables.append(
             ir.EmbeddingTable(
                 name=name,
@@ -154,101 +311,62 @@ def resolve(spec: m.Spec) -> Resolved:
                 zero_padded_positions=table.zero_padded_positions,
             )
         )
-    _resolve_layers(spec, r)
+    if r.errors:
+        return r
+    owners = _share_roots(refs, r)
+    order = _topological(refs, spec, r)
+    if r.errors:
+        return r
+    built: dict[str, ir.Node] = {}
+    owner_shapes: dict[str, tuple] = {}
+    for ref in order:
+        try:
+            nodes = build_node(spec, ref, owners[ref.name], built, owner_shapes, r)
+        except CompileProblem as problem:
+            r.errors.append(problem)
+            return r
+        for node in nodes:
+            r.nodes.append(node)
+            r.node_paths[node.name] = ref.path
+            built[node.name] = node
+    _outputs(spec, refs, r)
+    _unused_inputs(spec, r)
     return r
 
 
-def _default_name(layer: m.LayerBase, counts: dict[str, int], taken: set[str]) -> str:
-    base = layer.type  # type: ignore[attr-defined]
-    if isinstance(layer, m.EmbeddingLayer):
-        base = f"{layer.table}_lookup"
-    while True:
-        n = counts.get(base, 0)
-        counts[base] = n + 1
-        candidate = base if n == 0 else f"{base}_{n}"
-        if candidate not in taken:
-            return candidate
+def _table_lengths(spec: m.Spec, refs: list[LayerRef]) -> dict[str, list[int]]:
+    """Input lengths each table is looked up with (for positional table sizes)."""
+    lengths: dict[str, list[int]] = {name: [] for name in spec.embeddings}
+    for ref in refs:
+        if isinstance(ref.spec, m.EmbeddingLayer) and ref.spec.table in lengths:
+            for name in ref.inputs:
+                if name in spec.inputs:
+                    lengths[ref.spec.table].append(spec.inputs[name].dims[-1])
+    return lengths
 
 
-def _resolve_layers(spec: m.Spec, r: Resolved) -> None:
-    taken = {layer.name for layer in spec.model.layers if layer.name}
-    taken |= set(spec.inputs) | set(spec.embeddings)
-    counts: dict[str, int] = {}
-    prev: ir.Node | None = None
-    only_input = next(iter(spec.inputs)) if len(spec.inputs) == 1 else None
-    for i, layer in enumerate(spec.model.layers):
-        path: Path = ("model", "layers", i)
-        name = layer.name or _default_name(layer, counts, taken)
-        if layer.name and (layer.name in spec.inputs or layer.name in spec.embeddings):
-            r.errors.append(
-                CompileProblem((*path, "name"), f"{name!r} is already an input or table name")
-            )
-            return
-        try:
-            node = _node(spec, layer, name, prev, only_input, path, r)
-        except CompileProblem as problem:
-            r.errors.append(problem)
-            return
-        r.nodes.append(node)
-        r.node_paths[name] = path
-        prev = node
-
-
-def _node(
-    spec: m.Spec,
-    layer: m.LayerBase,
-    name: str,
-    prev: ir.Node | None,
-    only_input: str | None,
-    path: Path,
-    r: Resolved,
-) -> ir.Node:
-    if isinstance(layer, m.EmbeddingLayer):
-        if prev is not None:
-            raise CompileProblem(
-                path, "an embedding lookup must be the first layer (it reads an input's ids)"
-            )
-        inp = layer.input or only_input
-        if inp is None:
-            raise CompileProblem((*path, "input"), "several inputs exist: say which one to read")
-        if inp not in spec.inputs:
-            raise CompileProblem((*path, "input"), _unknown("input", inp, list(spec.inputs)))
-        if layer.table not in spec.embeddings:
-            raise CompileProblem((*path, "table"), _unknown("table", layer.table, list(spec.embeddings)))
-        table = spec.embeddings[layer.table]
-        mask = ir.Mask(inp, table.padding.index) if table.padding else None
-        length = spec.inputs[inp].length
-        return ir.Node(name, ir.EmbeddingLookup(layer.table), (inp,), (None, length, table.dim), mask)
-    if prev is None:
-        raise CompileProblem(path, f"a {layer.type} layer cannot come first: start with an embedding lookup")  # type: ignore[attr-defined]
-    shape = prev.shape
-    if isinstance(layer, m.FlattenLayer):
-        if len(shape) < 3:
-            raise CompileProblem(path, f"flatten needs a sequence input, got shape {_fmt(shape)}")
-        return ir.Node(name, ir.Flatten(), (prev.name,), (None, math.prod(shape[1:])))  # type: ignore[arg-type]
-    if isinstance(layer, m.DenseLayer):
-        kernel, bias = f"{name}.kernel", f"{name}.bias" if layer.use_bias else None
-        r.weights.append(ir.Weight(kernel, (int(shape[-1]), layer.units), initializer(layer.kernel_initializer)))  # type: ignore[arg-type]
-        if bias:
-            r.weights.append(ir.Weight(bias, (layer.units,), initializer(layer.bias_initializer)))
-        op = ir.Dense(layer.units, layer.activation, kernel, bias)
-        return ir.Node(name, op, (prev.name,), (*shape[:-1], layer.units), prev.mask)
-    if isinstance(layer, m.DropoutLayer):
-        return ir.Node(name, ir.Dropout(layer.rate), (prev.name,), shape, prev.mask)
-    if isinstance(layer, m.GlobalAveragePoolLayer | m.GlobalMaxPoolLayer):
-        if len(shape) != 3:
-            raise CompileProblem(path, f"{layer.type} needs a (batch, length, features) input, got {_fmt(shape)}")
-        mode = "average" if isinstance(layer, m.GlobalAveragePoolLayer) else "max"
-        return ir.Node(name, ir.GlobalPool(mode), (prev.name,), (None, shape[2]))
-    raise CompileProblem(path, f"layer type {layer.type!r} is not supported by the compiler")  # type: ignore[attr-defined]
-
-
-def _unknown(kind: str, name: str, known: list[str]) -> str:
+def _outputs(spec: m.Spec, refs: list[LayerRef], r: Resolved) -> None:
     from nnspec.spec.validate import did_you_mean
 
-    listed = ", ".join(known) or "none defined"
-    return f"unknown {kind} {name!r}{did_you_mean(name, known)}; known: {listed}"
+    if spec.model.outputs is None:
+        r.outputs = [refs[-1].name]
+        return
+    names = {n.name for n in r.nodes}
+    for i, name in enumerate(spec.model.outputs):
+        if name not in names:
+            r.errors.append(
+                CompileProblem(
+                    ("model", "outputs", i),
+                    f"unknown layer {name!r}{did_you_mean(name, sorted(names))}",
+                )
+            )
+    r.outputs = list(spec.model.outputs)
 
 
-def _fmt(shape: ir.Shape) -> str:
-    return "(" + ", ".join("batch" if d is None else str(d) for d in shape) + ")"
+def _unused_inputs(spec: m.Spec, r: Resolved) -> None:
+    read = {name for node in r.nodes for name in node.inputs}
+    for name in spec.inputs:
+        if name not in read:
+            r.errors.append(
+                CompileProblem(("inputs", name), f"input {name!r} is not read by any layer")
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from nnspec.compiler import ir
@@ -18,17 +19,31 @@ class Row:
     frozen: int
 
 
-def _owned_weights(program: ir.Program, node: ir.Node) -> list[ir.Weight]:
-    op = node.op
+def _strings(value: object) -> list[str]:
+    """Every string inside a (nested) IR dataclass or tuple, in field order."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, tuple):
+        return [s for item in value for s in _strings(item)]
+    if dataclasses.is_dataclass(value):
+        return [s for f in dataclasses.fields(value) for s in _strings(getattr(value, f.name))]
+    return []
+
+
+def op_weights(program: ir.Program, op: ir.Op) -> list[ir.Weight]:
+    """The canonical weights an op uses, each once, in order."""
+    names = _strings(op)
     if isinstance(op, ir.EmbeddingLookup):
         table = program.table(op.table)
         names = [table.weight]
         if isinstance(table.positional, ir.LearnedPositional):
             names.append(table.positional.weight)
-        return [program.weight(n) for n in names]
-    if isinstance(op, ir.Dense):
-        return [program.weight(n) for n in (op.kernel, op.bias) if n]
-    return []
+    known = {w.name: w for w in program.weights}
+    return [known[n] for n in dict.fromkeys(names) if n in known]
+
+
+def _owned_weights(program: ir.Program, node: ir.Node) -> list[ir.Weight]:
+    return op_weights(program, node.op)
 
 
 def summarize(program: ir.Program) -> list[Row]:

@@ -19,6 +19,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    model_validator,
 )
 
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -101,10 +102,25 @@ Initializer = Annotated[
 
 
 class InputSpec(StrictModel):
-    """A model input: a batch of integer token-id sequences."""
+    """A model input: a batch of integer token-id sequences (``length``), or of id arrays of a
+    given ``shape`` (e.g. memories ``[memory_size, sentence_length]``)."""
 
-    length: PositiveInt = Field(description="Sequence length (ids per example).")
+    length: PositiveInt | None = Field(None, description="Sequence length (ids per example).")
+    shape: list[PositiveInt] | None = Field(
+        None, min_length=1, max_length=2, description="Per-example shape, instead of `length`."
+    )
     dtype: Literal["int32", "int64"] = Field("int32", description="Integer type of the ids.")
+
+    @model_validator(mode="after")
+    def _length_or_shape(self) -> InputSpec:
+        if (self.length is None) == (self.shape is None):
+            raise ValueError("give exactly one of `length` (a sequence) or `shape`")
+        return self
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """The per-example shape."""
+        return tuple(self.shape) if self.shape else (self.length or 0,)
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -163,6 +179,14 @@ Trainable = Annotated[
 ]
 
 
+class RotaryPositional(StrictModel):
+    """Rotary encoding: nothing is added to the embeddings; attention layers fed by this table
+    rotate their queries and keys (arXiv 2104.09864)."""
+
+    type: Literal["rotary"]
+    base: float = Field(10000.0, gt=1.0, description="Wavelength base.", allow_inf_nan=False)
+
+
 class SinusoidalPositional(StrictModel):
     """Fixed sinusoids (arXiv 1706.03762 §3.5) added to the embeddings."""
 
@@ -187,7 +211,7 @@ class LearnedPositional(StrictModel):
 
 
 Positional = Annotated[
-    SinusoidalPositional | LearnedPositional,
+    SinusoidalPositional | LearnedPositional | RotaryPositional,
     Field(discriminator="type", description="A positional encoding, by `type`."),
 ]
 
@@ -241,6 +265,16 @@ class LayerBase(StrictModel):
     """Fields every layer has."""
 
     name: Identifier | None = Field(None, description="Layer name; defaults to `<type>_<n>`.")
+    inputs: list[Identifier] | None = Field(
+        None,
+        min_length=1,
+        description="Layers or model inputs this layer reads; defaults to the layer before it.",
+    )
+    share: Identifier | None = Field(
+        None,
+        description="Reuse the weights of this (earlier or later) layer of the same type: "
+        "tied weights.",
+    )
 
 
 class EmbeddingLayer(LayerBase):
@@ -292,21 +326,186 @@ class GlobalMaxPoolLayer(LayerBase):
     type: Literal["global_max_pool"]
 
 
+PaddingMode = Literal["valid", "same", "causal"]
+
+
+class Conv1DLayer(LayerBase):
+    """1-D convolution over the sequence (channels-last)."""
+
+    type: Literal["conv1d"]
+    filters: PositiveInt = Field(description="Output channels.")
+    kernel_size: PositiveInt = Field(description="Window length.")
+    strides: PositiveInt = Field(1, description="Step between windows.")
+    dilation: PositiveInt = Field(1, description="Spacing of the window's taps.")
+    padding: PaddingMode = Field("valid", description="`valid`, `same` (TF's rule) or `causal`.")
+    activation: ActivationName = Field("linear", description="Activation function.")
+    use_bias: bool = Field(True, description="Add a bias vector.")
+    kernel_initializer: Initializer = Field(
+        default_factory=lambda: NamedInit(type="glorot_uniform"),
+        description="Initializer of the `[kernel_size, in, filters]` kernel.",
+    )
+
+
+class Pool1DLayer(LayerBase):
+    """Max or average pooling over windows of the sequence (valid padding)."""
+
+    type: Literal["max_pool1d", "average_pool1d"]
+    pool_size: PositiveInt = Field(2, description="Window length.")
+    strides: PositiveInt | None = Field(None, description="Step; defaults to `pool_size`.")
+
+
+class RecurrentLayer(LayerBase):
+    """LSTM or GRU over the sequence; padded positions are skipped (post-padding)."""
+
+    type: Literal["lstm", "gru"]
+    units: PositiveInt = Field(description="State size per direction.")
+    return_sequences: bool = Field(False, description="Output every step, not the final state.")
+    bidirectional: bool = Field(False, description="Also run the sequence backwards.")
+    merge: Literal["concat", "sum"] = Field("concat", description="How directions combine.")
+    num_layers: PositiveInt = Field(1, le=16, description="Stacked layers.")
+    dropout: Probability = Field(0.0, description="Dropout between stacked layers.")
+    kernel_initializer: Initializer = Field(
+        default_factory=lambda: NamedInit(type="glorot_uniform"),
+        description="Initializer of the input and recurrent kernels.",
+    )
+
+
+class LayerNormLayer(LayerBase):
+    """Layer normalization over the last axis."""
+
+    type: Literal["layer_norm"]
+    epsilon: float = Field(1e-5, gt=0, description="Added to the variance (torch's default).")
+
+
+class BatchNormLayer(LayerBase):
+    """Batch normalization over every axis but the last."""
+
+    type: Literal["batch_norm"]
+    epsilon: float = Field(1e-5, gt=0, description="Added to the variance (torch's default).")
+    momentum: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="Weight of the new batch in the moving statistics (torch's meaning; "
+        "Keras' momentum is 1 - this).",
+    )
+
+
+class MergeLayer(LayerBase):
+    """Combine several layers: element-wise add or multiply, or concatenate features."""
+
+    type: Literal["add", "multiply", "concatenate"]
+
+
+class RotarySpec(StrictModel):
+    """Rotary position embedding inside attention (arXiv 2104.09864)."""
+
+    base: float = Field(10000.0, gt=1, description="Wavelength base.", allow_inf_nan=False)
+
+
+def _rotary_shorthand(value: Any) -> Any:
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+Rotary = Annotated[
+    RotarySpec | None,
+    BeforeValidator(_rotary_shorthand),
+    Field(description="`true` or `{base: ...}` to rotate queries and keys by position."),
+]
+
+
+class SelfAttentionLayer(LayerBase):
+    """Multi-head self-attention; padded keys are masked out."""
+
+    type: Literal["self_attention"]
+    heads: PositiveInt = Field(description="Attention heads; must divide the input width.")
+    dropout: Probability = Field(0.0, description="Dropout on attention weights.")
+    rotary: Rotary = None
+
+
+class TransformerEncoderLayer(LayerBase):
+    """Transformer encoder blocks (self-attention + feed-forward, residuals, layer norm)."""
+
+    type: Literal["transformer_encoder"]
+    heads: PositiveInt = Field(description="Attention heads; must divide the input width.")
+    ff_dim: PositiveInt = Field(description="Width of the feed-forward layer.")
+    num_layers: PositiveInt = Field(1, le=64, description="Stacked blocks.")
+    dropout: Probability = Field(0.1, description="Dropout on sub-layer outputs and attention.")
+    activation: Literal["relu", "gelu"] = Field("relu", description="Feed-forward activation.")
+    norm_first: bool = Field(False, description="Pre-norm blocks (post-norm by default).")
+    epsilon: float = Field(1e-5, gt=0, description="Layer-norm epsilon.")
+    rotary: Rotary = None
+
+
+class MemoryNetworkLayer(LayerBase):
+    """End-To-End Memory Network hops (arXiv 1503.08895) over memories ``[M, S]`` of word ids and
+    an optional question; outputs a distribution over ``output_size`` answers."""
+
+    type: Literal["memory_network"]
+    vocab_size: PositiveInt = Field(description="Word ids 0 .. vocab_size-1 in memories.")
+    dim: PositiveInt = Field(description="Embedding size d.")
+    hops: PositiveInt = Field(3, le=16, description="Memory hops K.")
+    tying: Literal["adjacent", "layerwise"] = Field(
+        "adjacent", description="Weight tying between hops (paper §2.2)."
+    )
+    query: Literal["constant", "embedded"] = Field(
+        "embedded",
+        description="`embedded`: a question input (the second of `inputs`); `constant`: a "
+        "fixed vector, as in the language-model setting.",
+    )
+    query_value: float = Field(0.1, description="Value of every unit of a constant query.")
+    sentence_encoding: Literal["bag_of_words", "memn2n_pe"] = Field(
+        "bag_of_words", description="`memn2n_pe`: the position encoding l_kj of §4.1."
+    )
+    temporal: bool = Field(False, description="Learned temporal encodings T_A / T_C (§4.1).")
+    linear_map: bool | None = Field(
+        None, description="The map H between hops; defaults to true for layer-wise tying."
+    )
+    output_size: PositiveInt | None = Field(
+        None, description="Number of answers; defaults to vocab_size."
+    )
+    activation: Literal["softmax", "linear"] = Field("softmax", description="Output activation.")
+    padding: Padding | None = Field(
+        default_factory=lambda: Padding(), description="Pad word id (embeds to 0.0)."
+    )
+    initializer: Initializer = Field(
+        default_factory=lambda: NormalInit(type="normal", std=0.1),
+        description="Initializer of every embedding and matrix (the paper: N(0, 0.1)).",
+    )
+
+
 Layer = Annotated[
     EmbeddingLayer
     | FlattenLayer
     | DenseLayer
     | DropoutLayer
     | GlobalAveragePoolLayer
-    | GlobalMaxPoolLayer,
+    | GlobalMaxPoolLayer
+    | Conv1DLayer
+    | Pool1DLayer
+    | RecurrentLayer
+    | LayerNormLayer
+    | BatchNormLayer
+    | MergeLayer
+    | SelfAttentionLayer
+    | TransformerEncoderLayer
+    | MemoryNetworkLayer,
     Field(discriminator="type"),
 ]
 
 
 class ModelSpec(StrictModel):
-    """The architecture: an ordered list of layers, each feeding the next."""
+    """The architecture: layers in order, each reading the one before it unless it names its
+    `inputs` — so a list is a sequential model and named inputs make a graph."""
 
-    layers: list[Layer] = Field(min_length=1, description="Layers in order.")
+    layers: list[Layer] = Field(min_length=1, max_length=100_000, description="Layers.")
+    outputs: list[Identifier] | None = Field(
+        None, min_length=1, description="Output layers; defaults to the last layer."
+    )
 
 
 # ----------------------------------------------------------------------------- training
