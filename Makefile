@@ -21,14 +21,14 @@ test: $(VENV)/.installed
 
 ## regen: regenerate the examples' code and the checked-in JSON Schema
 regen: $(VENV)/.installed
-	@for spec in $(EXAMPLES); do $(PY) -m nnspec compile $$spec --out $$(dirname $$spec) || exit 1; done
+	$(PY) -m nnspec compile --beside $(EXAMPLES)
 	$(PY) -m nnspec schema --out schema/nnspec.schema.json
 
 ## check: lint, format check, stale generated code
 check: $(VENV)/.installed
 	$(PY) -m ruff check nnspec tests
 	$(PY) -m ruff format --check nnspec tests
-	@for spec in $(EXAMPLES); do $(PY) -m nnspec compile $$spec --out $$(dirname $$spec) --check > /dev/null || exit 1; done
+	$(PY) -m nnspec compile --beside --check $(EXAMPLES) > /dev/null
 
 format: $(VENV)/.installed
 	$(PY) -m ruff format nnspec tests

@@ -183,55 +183,88 @@ def _backends(name: str) -> list[str]:
 
 @app.command("compile")
 def compile_(
-    file: Annotated[Path, typer.Argument(help="The spec file.")],
+    files: Annotated[list[Path], typer.Argument(help="Spec files.")],
     backend: Annotated[str, typer.Option(help="torch, keras or all.")] = "all",
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Output folder (default: <name>_<backend>; with --backend all, <out>/<backend>)."),
+        typer.Option(
+            "--out",
+            help="Output folder for one spec (with --backend all: <out>/<backend>). "
+            "Default: <name>_<backend>.",
+        ),
     ] = None,
+    beside: Annotated[
+        bool, typer.Option(help="Write into <spec folder>/<backend>/ (the examples' layout).")
+    ] = False,
     check: Annotated[
         bool, typer.Option(help="Write nothing; exit 1 with a diff if files on disk are stale.")
     ] = False,
     force: Annotated[bool, typer.Option(help="Overwrite files nnspec did not generate.")] = False,
 ) -> None:
-    """Generate the model module and training script for a backend."""
+    """Generate the model module and training script for each backend."""
+    if out_dir is not None and (beside or len(files) > 1):
+        raise _usage_error("--out takes one spec and cannot be combined with --beside")
+    names = _backends(backend)
+    failed = False
+    for file in files:
+        try:
+            _compile_one(file, names, backend == "all", out_dir, beside, check, force)
+        except typer.Exit as exc:
+            if exc.exit_code == 2:
+                raise
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+def _compile_one(
+    file: Path,
+    names: list[str],
+    all_backends: bool,
+    out_dir: Path | None,
+    beside: bool,
+    check: bool,
+    force: bool,
+) -> None:
+    """Compile one spec for ``names``; exits 1 on a bad spec, stale code or a refused write."""
     from nnspec import backends
     from nnspec.backends.base import UnsupportedOpError
     from nnspec.writer import WriteRefused, stale, write_files
 
-    names = _backends(backend)
     program, doc = _compile(file)
     _print_warnings(program, doc)
     outputs: dict[str, tuple[Path, dict[str, str]]] = {}
     for name in names:
         try:
-            files = backends.get(name).generate(program)
+            generated = backends.get(name).generate(program)
         except UnsupportedOpError as exc:
             err.print(f"{file}: error: {exc}", markup=False)
             raise typer.Exit(1) from None
-        if out_dir is None:
+        if beside:
+            target = file.parent / name
+        elif out_dir is None:
             target = Path(f"{program.name}_{name}")
         else:
-            target = out_dir / name if len(names) > 1 or backend == "all" else out_dir
-        outputs[name] = (target, files)
+            target = out_dir / name if all_backends else out_dir
+        outputs[name] = (target, generated)
     if check:
         diffs = {}
-        for target, files in outputs.values():
-            diffs.update({str(target / rel): d for rel, d in stale(files, target).items()})
-        for path, diff in diffs.items():
+        for target, generated in outputs.values():
+            diffs.update({str(target / rel): d for rel, d in stale(generated, target).items()})
+        for diff in diffs.values():
             out.print(diff, markup=False, end="")
         if diffs:
+            how = " --beside" if beside else (f" --out {out_dir}" if out_dir else "")
             err.print(
-                f"{len(diffs)} generated file(s) are stale; run: nnspec compile {file}"
-                + (f" --out {out_dir}" if out_dir else ""),
+                f"{file}: {len(diffs)} generated file(s) are stale; run: nnspec compile {file}{how}",
                 markup=False,
             )
             raise typer.Exit(1)
         out.print(f"{file}: generated code is current", markup=False)
         return
-    for name, (target, files) in outputs.items():
+    for name, (target, generated) in outputs.items():
         try:
-            written = write_files(files, target, force=force)
+            written = write_files(generated, target, force=force)
         except WriteRefused as exc:
             err.print(f"error: {exc}", markup=False)
             raise typer.Exit(1) from None
