@@ -104,7 +104,7 @@ mutation = st.tuples(
 )
 
 SETTINGS = settings(
-    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
