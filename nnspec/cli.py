@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -31,7 +31,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     """Output formats of ``validate``."""
 
     text = "text"
@@ -256,7 +256,8 @@ def _compile_one(
         if diffs:
             how = " --beside" if beside else (f" --out {out_dir}" if out_dir else "")
             err.print(
-                f"{file}: {len(diffs)} generated file(s) are stale; run: nnspec compile {file}{how}",
+                f"{file}: {len(diffs)} generated file(s) are stale; "
+                f"run: nnspec compile {file}{how}",
                 markup=False,
             )
             raise typer.Exit(1)
@@ -287,7 +288,10 @@ def summary(file: Annotated[Path, typer.Argument(help="The spec file.")]) -> Non
     table.add_column("Frozen", justify="right")
     for row in summarize(program):
         table.add_row(
-            f"{row.name} ({row.op})", format_shape(row.shape), f"{row.trainable:,}", f"{row.frozen:,}"
+            f"{row.name} ({row.op})",
+            format_shape(row.shape),
+            f"{row.trainable:,}",
+            f"{row.frozen:,}",
         )
     out.print(table)
     total = program.trainable_count + program.frozen_count
@@ -324,7 +328,7 @@ def parity(
     dtypes = ["float32", "float64"] if dtype == "both" else [dtype]
     if any(d not in ("float32", "float64") for d in dtypes):
         raise _usage_error(f"unknown dtype {dtype!r}; use float32, float64 or both")
-    program, doc = _compile(file)
+    program, _ = _compile(file)
     ok = True
     for d in dtypes:
         report = compare(program, dtype=d, steps=steps, batch=batch, seed=seed)

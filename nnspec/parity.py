@@ -194,7 +194,12 @@ def compare(
             results.append(result)
     ref, other = results
     report.comparisons.append(
-        Comparison("outputs", program.outputs[0], scaled_diff(other["outputs"], ref["outputs"]), tol["outputs"])
+        Comparison(
+            "outputs",
+            program.outputs[0],
+            scaled_diff(other["outputs"], ref["outputs"]),
+            tol["outputs"],
+        )
     )
     for name in sorted(set(ref["gradients"]) | set(other["gradients"])):
         diff = (

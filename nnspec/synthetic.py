@@ -93,7 +93,9 @@ def markov_text(vocab_size: int, n_words: int, seed: int = 0, successors: int = 
             text[i] = uniform[i]
         else:
             cumulative = np.cumsum(weights[text[i - 1]])
-            text[i] = nexts[text[i - 1], min(int(np.searchsorted(cumulative, picks[i])), successors - 1)]
+            text[i] = nexts[
+                text[i - 1], min(int(np.searchsorted(cumulative, picks[i])), successors - 1)
+            ]
     return text
 
 

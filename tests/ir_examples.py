@@ -36,7 +36,9 @@ def flat_classifier(
     """Problem 1 in miniature: padded embedding, flatten, dense relu, dropout, dense softmax."""
     mask = ir.Mask("tokens", 0)
     table = ir.EmbeddingTable("words", vocab, dim, weight="words.embeddings", pad_index=0)
-    emb = ir.Node("words_lookup", ir.EmbeddingLookup("words"), ("tokens",), (None, length, dim), mask)
+    emb = ir.Node(
+        "words_lookup", ir.EmbeddingLookup("words"), ("tokens",), (None, length, dim), mask
+    )
     flat = ir.Node("flatten", ir.Flatten(), ("words_lookup",), (None, length * dim))
     d1, w1 = _dense("dense", "flatten", flat.shape, 6, "relu")
     drop = ir.Node("dropout", ir.Dropout(0.3), ("dense",), d1.shape)
@@ -73,7 +75,9 @@ def special_rows_pooled(vocab: int = 40, length: int = 10, dim: int = 6) -> ir.P
         pad_index=0,
         positional=ir.LearnedPositional(max_length=length, weight="glove.positional"),
     )
-    emb = ir.Node("glove_lookup", ir.EmbeddingLookup("glove"), ("tokens",), (None, length, dim), mask)
+    emb = ir.Node(
+        "glove_lookup", ir.EmbeddingLookup("glove"), ("tokens",), (None, length, dim), mask
+    )
     pool = ir.Node("pool", ir.GlobalPool("average"), ("glove_lookup",), (None, dim))
     out, w = _dense("out", "pool", pool.shape, 1, "sigmoid")
     weights = (

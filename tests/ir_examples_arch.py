@@ -53,7 +53,9 @@ def conv_pool(length: int = 20, dim: int = 6) -> ir.Program:
     TF, so dilation 1), causal (dilation 2), max and average pooling, then global max pooling."""
     mask = ir.Mask("tokens", 0)
     table = ir.EmbeddingTable("words", 40, dim, "words.embeddings", pad_index=0)
-    nodes = [ir.Node("words_lookup", ir.EmbeddingLookup("words"), ("tokens",), (None, length, dim), mask)]
+    nodes = [
+        ir.Node("words_lookup", ir.EmbeddingLookup("words"), ("tokens",), (None, length, dim), mask)
+    ]
     weights = [ir.Weight("words.embeddings", (40, dim), EMB, zero_rows=(0,))]
 
     def conv(name, inp, in_ch, filters, k, s, d, padding, out_len, act, m=None):
@@ -86,7 +88,10 @@ def conv_pool(length: int = 20, dim: int = 6) -> ir.Program:
 def _direction(owner: str, cell: str, inp: int, units: int, weights: list) -> ir.RecurrentDirection:
     gates = 4 if cell == "lstm" else 3
     d = ir.RecurrentDirection(
-        f"{owner}.kernel", f"{owner}.recurrent_kernel", f"{owner}.input_bias", f"{owner}.recurrent_bias"
+        f"{owner}.kernel",
+        f"{owner}.recurrent_kernel",
+        f"{owner}.input_bias",
+        f"{owner}.recurrent_bias",
     )
     weights += [
         ir.Weight(d.kernel, (inp, gates * units), GLOROT),
@@ -119,10 +124,14 @@ def recurrent(length: int = 9, dim: int = 5) -> ir.Program:
         return_sequences=False,
         merge="sum",
     )
-    gru_seq = ir.Recurrent("gru", 2, _direction("gru_seq.forward", "gru", dim, 2, weights), return_sequences=True)
+    gru_seq = ir.Recurrent(
+        "gru", 2, _direction("gru_seq.forward", "gru", dim, 2, weights), return_sequences=True
+    )
     lstm_last = ir.Recurrent("lstm", 3, _direction("lstm_last.forward", "lstm", dim, 3, weights))
     nodes = [
-        ir.Node("words_lookup", ir.EmbeddingLookup("words"), ("tokens",), (None, length, dim), mask),
+        ir.Node(
+            "words_lookup", ir.EmbeddingLookup("words"), ("tokens",), (None, length, dim), mask
+        ),
         ir.Node("lstm", lstm, ("words_lookup",), (None, length, 8), mask),
         ir.Node("gru", gru, ("lstm",), (None, 3)),
         ir.Node("gru_seq", gru_seq, ("words_lookup",), (None, length, 2), mask),
@@ -244,12 +253,19 @@ def transformer(length: int = 8, width: int = 8) -> ir.Program:
     a bare rotary self-attention layer, masked average pooling."""
     mask = ir.Mask("tokens", 0)
     table = ir.EmbeddingTable(
-        "words", 30, width, "words.embeddings", pad_index=0, positional=ir.SinusoidalPositional(length)
+        "words",
+        30,
+        width,
+        "words.embeddings",
+        pad_index=0,
+        positional=ir.SinusoidalPositional(length),
     )
     weights: list = [ir.Weight("words.embeddings", (30, width), EMB, zero_rows=(0,))]
     post = _block("post", width, 2, 16, False, None, weights)
     pre = _block("pre", width, 4, 12, True, ir.Rotary(), weights, act="gelu")
-    att = ir.SelfAttention(2, width // 2, _attention_weights("attention", width, weights), 0.0, ir.Rotary(500.0))
+    att = ir.SelfAttention(
+        2, width // 2, _attention_weights("attention", width, weights), 0.0, ir.Rotary(500.0)
+    )
     shape = (None, length, width)
     nodes = [
         ir.Node("words_lookup", ir.EmbeddingLookup("words"), ("tokens",), shape, mask),
@@ -266,7 +282,14 @@ def transformer(length: int = 8, width: int = 8) -> ir.Program:
     )
 
 
-def memn2n(tying: str = "adjacent", memory_size: int = 5, sentence: int = 4, vocab: int = 20, dim: int = 6, hops: int = 3) -> ir.Program:
+def memn2n(
+    tying: str = "adjacent",
+    memory_size: int = 5,
+    sentence: int = 4,
+    vocab: int = 20,
+    dim: int = 6,
+    hops: int = 3,
+) -> ir.Program:
     """A memory network: adjacent tying with position encoding, temporal encoding and an
     embedded question; or layer-wise tying with a constant query, the linear map H and its own
     output matrix W (the language-model setting)."""
@@ -284,10 +307,22 @@ def memn2n(tying: str = "adjacent", memory_size: int = 5, sentence: int = 4, voc
         for n in tnames:
             weights.append(ir.Weight(n, (memory_size, dim), emb))
         op = ir.MemoryNetwork(
-            tuple(hop_list), dim, vocab, memory_size, sentence, "adjacent", "embedded",
-            position_encoding=True, pad_index=0, output_size=vocab, activation="softmax",
+            tuple(hop_list),
+            dim,
+            vocab,
+            memory_size,
+            sentence,
+            "adjacent",
+            "embedded",
+            position_encoding=True,
+            pad_index=0,
+            output_size=vocab,
+            activation="softmax",
         )
-        inputs = (ir.Input("memories", sentence, shape=(memory_size, sentence)), ir.Input("question", sentence))
+        inputs = (
+            ir.Input("memories", sentence, shape=(memory_size, sentence)),
+            ir.Input("question", sentence),
+        )
         node_inputs = ("memories", "question")
     else:
         hop = ir.MemoryHop("memory.A", "memory.C", "memory.TA", "memory.TC")
@@ -301,8 +336,17 @@ def memn2n(tying: str = "adjacent", memory_size: int = 5, sentence: int = 4, voc
             ir.Weight("memory.W", (dim, vocab), emb),
         ]
         op = ir.MemoryNetwork(
-            tuple(hop_list), dim, vocab, memory_size, 1, "layerwise", "constant",
-            linear_map="memory.H", output="memory.W", output_size=vocab, pad_index=0,
+            tuple(hop_list),
+            dim,
+            vocab,
+            memory_size,
+            1,
+            "layerwise",
+            "constant",
+            linear_map="memory.H",
+            output="memory.W",
+            output_size=vocab,
+            pad_index=0,
             activation="softmax",
         )
         inputs = (ir.Input("memories", 1, shape=(memory_size, 1)),)

@@ -19,6 +19,7 @@ model:
   layers:
     - {type: embedding, table: words}
 """
+SOFTMAX = "    - {type: dense, units: 3, activation: softmax}\n"
 TAIL = """\
 training:
   loss: sparse_categorical_crossentropy
@@ -65,7 +66,13 @@ def test_stacked_bidirectional_lstm():
         "    - {type: lstm, units: 4, bidirectional: true, num_layers: 2, dropout: 0.5}\n"
         "    - {type: dense, units: 3, activation: softmax}\n"
     )
-    assert [n.name for n in p.nodes] == ["words_lookup", "lstm_layer0", "lstm_dropout0", "lstm", "dense"]
+    assert [n.name for n in p.nodes] == [
+        "words_lookup",
+        "lstm_layer0",
+        "lstm_dropout0",
+        "lstm",
+        "dense",
+    ]
     assert shapes(p)["lstm_layer0"] == (None, 12, 8)
     assert shapes(p)["lstm"] == (None, 8)
     assert p.weight("lstm_layer0.backward.kernel").shape == (8, 16)
@@ -98,7 +105,10 @@ def test_graph_with_tied_layer_residual_and_concat():
         "    - {type: batch_norm}\n"
         "    - {type: global_average_pool}\n"
         "    - {type: dense, units: 3, activation: softmax}\n",
-        head=head.replace("    - {type: embedding, table: words}", "    - {type: embedding, table: words, input: left}"),
+        head=head.replace(
+            "    - {type: embedding, table: words}",
+            "    - {type: embedding, table: words, input: left}",
+        ),
     )
     nodes = {n.name: n for n in p.nodes}
     assert nodes["enc_r"].layer_name == "enc_l"
@@ -110,7 +120,9 @@ def test_graph_with_tied_layer_residual_and_concat():
 
 
 def test_transformer_blocks_rotary_from_table():
-    head = HEAD.replace("padding: {index: 0}}", "padding: {index: 0}, positional: {type: rotary, base: 500}}")
+    head = HEAD.replace(
+        "padding: {index: 0}}", "padding: {index: 0}, positional: {type: rotary, base: 500}}"
+    )
     p = compile_layers(
         "    - {type: transformer_encoder, heads: 2, ff_dim: 16, num_layers: 2}\n"
         "    - {type: self_attention, heads: 4}\n"
@@ -170,12 +182,18 @@ training:
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
-        ("    - {type: lstm, units: 4}\n    - {type: lstm, units: 4}\n    - {type: dense, units: 3, activation: softmax}\n",
-         "lstm needs a (batch, length, features) input, got shape (batch, 4)"),
-        ("    - {type: global_max_pool}\n    - {type: max_pool1d}\n    - {type: dense, units: 3, activation: softmax}\n",
-         "max_pool1d needs"),
-        ("    - {type: multiply, inputs: [words_lookup]}\n    - {type: flatten}\n    - {type: dense, units: 3, activation: softmax}\n",
-         "at least two inputs"),
+        (
+            "    - {type: lstm, units: 4}\n    - {type: lstm, units: 4}\n" + SOFTMAX,
+            "lstm needs a (batch, length, features) input, got shape (batch, 4)",
+        ),
+        (
+            "    - {type: global_max_pool}\n    - {type: max_pool1d}\n" + SOFTMAX,
+            "max_pool1d needs",
+        ),
+        (
+            "    - {type: multiply, inputs: [words_lookup]}\n    - {type: flatten}\n" + SOFTMAX,
+            "at least two inputs",
+        ),
     ],
 )
 def test_graph_errors(layers, message):

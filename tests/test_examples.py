@@ -14,7 +14,7 @@ from nnspec import backends
 from nnspec.compiler import compile_file
 from nnspec.parity import generate_all
 from nnspec.synthetic import language_model_windows, markov_text, unigram_entropy
-from tests.conftest import EXAMPLES, EXAMPLE_NAMES
+from tests.conftest import EXAMPLE_NAMES, EXAMPLES
 
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
@@ -27,7 +27,9 @@ def framework_counts(backend: str, model) -> tuple[int, int]:
         frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
         # Batch-norm moving statistics are buffers in torch, non-trainable weights in Keras.
         frozen += sum(
-            b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var"))
+            b.numel()
+            for n, b in model.named_buffers()
+            if n.endswith(("running_mean", "running_var"))
         )
         return trainable, frozen
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)

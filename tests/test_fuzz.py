@@ -103,9 +103,7 @@ mutation = st.tuples(
     st.sampled_from(["replace", "delete", "add_key"]), st.sampled_from(ALL_PATHS), values
 )
 
-SETTINGS = settings(
-    max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS

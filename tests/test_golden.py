@@ -9,7 +9,7 @@ import pytest
 
 from nnspec import backends
 from nnspec.compiler import compile_file
-from tests.conftest import EXAMPLES, EXAMPLE_NAMES
+from tests.conftest import EXAMPLE_NAMES, EXAMPLES
 
 BACKENDS = list(backends.available())
 
@@ -40,7 +40,9 @@ def test_generation_is_deterministic_and_parses(name, backend):
             alias.name.split(".")[0]
             for node in ast.walk(tree)
             if isinstance(node, ast.Import | ast.ImportFrom)
-            for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+            for alias in (
+                node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
+            )
         }
         assert "nnspec" not in imported, f"{rel} depends on nnspec"
 

@@ -17,10 +17,33 @@ from nnspec.spec import SpecError, load_string
 from nnspec.spec.reserved import RESERVED_NAMES
 
 ALLOWED_IMPORTS = {
-    "__future__", "argparse", "collections", "contextlib", "csv", "dataclasses", "datetime",
-    "functools", "json", "keras", "math", "matplotlib", "numpy", "os", "pathlib", "random",
-    "safetensors", "shutil", "sys", "tempfile", "tensorflow", "time", "torch", "tqdm", "typing",
-    "warnings", "model",
+    "__future__",
+    "argparse",
+    "collections",
+    "contextlib",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "functools",
+    "json",
+    "keras",
+    "math",
+    "matplotlib",
+    "numpy",
+    "os",
+    "pathlib",
+    "random",
+    "safetensors",
+    "shutil",
+    "sys",
+    "tempfile",
+    "tensorflow",
+    "time",
+    "torch",
+    "tqdm",
+    "typing",
+    "warnings",
+    "model",
 }
 FORBIDDEN_FUNCTIONS = {"eval", "exec", "compile", "__import__"}
 FORBIDDEN_METHODS = {"system", "popen", "spawn", "rmtree"}
@@ -80,20 +103,45 @@ def assert_clean(tree: ast.Module, where: str) -> None:
 
 def test_hostile_strings_never_reach_code():
     text = render(
-        name="victim", description=HOSTILE_TEXT, inp="tokens", table="words",
-        token=HOSTILE_TEXT, l1="lookup", l2="pool", l3="out",
+        name="victim",
+        description=HOSTILE_TEXT,
+        inp="tokens",
+        table="words",
+        token=HOSTILE_TEXT,
+        l1="lookup",
+        l2="pool",
+        l3="out",
     )
     for where, tree in generated_trees(text).items():
         assert_clean(tree, where)
 
 
 @pytest.mark.parametrize(
-    "bad", ["os.system", "x;y", "__class__", "import", "a b", "print(1)", "ñ", "self", "torch", "1x", "x" * 65]
+    "bad",
+    [
+        "os.system",
+        "x;y",
+        "__class__",
+        "import",
+        "a b",
+        "print(1)",
+        "ñ",
+        "self",
+        "torch",
+        "1x",
+        "x" * 65,
+    ],
 )
 def test_hostile_names_are_rejected(bad):
     text = render(
-        name="victim", description="d", inp="tokens", table="words", token="t",
-        l1="lookup", l2="pool", l3=json.dumps(bad),
+        name="victim",
+        description="d",
+        inp="tokens",
+        table="words",
+        token="t",
+        l1="lookup",
+        l2="pool",
+        l3=json.dumps(bad),
     )
     with pytest.raises(SpecError) as info:
         spec, doc = load_string(text, "hostile.yaml")
@@ -102,10 +150,12 @@ def test_hostile_names_are_rejected(bad):
 
 
 identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,11}", fullmatch=True).filter(
-    lambda s: not keyword.iskeyword(s)
-    and not keyword.issoftkeyword(s)
-    and s not in RESERVED_NAMES
-    and not s.startswith("__")
+    lambda s: (
+        not keyword.iskeyword(s)
+        and not keyword.issoftkeyword(s)
+        and s not in RESERVED_NAMES
+        and not s.startswith("__")
+    )
 )
 
 

@@ -15,7 +15,7 @@ from nnspec.compiler import compile_file, compile_spec
 from nnspec.parity import compare, random_state
 from nnspec.spec import load_string
 from tests import ir_examples
-from tests.conftest import EXAMPLES, EXAMPLE_NAMES
+from tests.conftest import EXAMPLE_NAMES, EXAMPLES
 
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
@@ -70,7 +70,8 @@ CASES = {
     "sinusoidal": spec(AVG, table="padding: {index: 0}, positional: {type: sinusoidal}"),
     "sinusoidal_scaled_long_table": spec(
         FLAT,
-        table="padding: {index: 0}, scale: sqrt_dim, positional: {type: sinusoidal, max_length: 50}",
+        table="padding: {index: 0}, scale: sqrt_dim,"
+        " positional: {type: sinusoidal, max_length: 50}",
     ),
     "learned_positional": spec(MAX, table="padding: {index: 0}, positional: {type: learned}"),
     "positional_pads_not_zeroed": spec(
@@ -82,9 +83,7 @@ CASES = {
         table="padding: {index: 3}, trainable: {ranges: [[0, 8]]}, positional: {type: learned}",
     ),
     **{
-        f"activation_{act}": spec(
-            f"    - {{type: dense, units: 5, activation: {act}}}\n" + AVG
-        )
+        f"activation_{act}": spec(f"    - {{type: dense, units: 5, activation: {act}}}\n" + AVG)
         for act in ("linear", "relu", "gelu", "tanh", "sigmoid")
     },
     "dense_without_bias": spec(
@@ -126,7 +125,11 @@ CASES = {
 
 
 def check(report):
-    bad = [f"{c.what} {c.name}: {c.diff:.3e} > {c.tolerance:.0e}" for c in report.comparisons if not c.ok]
+    bad = [
+        f"{c.what} {c.name}: {c.diff:.3e} > {c.tolerance:.0e}"
+        for c in report.comparisons
+        if not c.ok
+    ]
     assert not bad, f"{report.dtype}: " + "; ".join(bad)
 
 

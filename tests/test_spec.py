@@ -9,7 +9,7 @@ import pytest
 
 from nnspec.compiler import compile_file, compile_spec
 from nnspec.spec import SpecError, json_schema_text, load_string
-from tests.conftest import EXAMPLES, EXAMPLE_NAMES, ROOT
+from tests.conftest import EXAMPLE_NAMES, EXAMPLES, ROOT
 
 BAD = sorted((Path(__file__).parent / "bad_specs").glob("*.yaml"))
 
@@ -138,7 +138,16 @@ def test_spec_hash_ignores_formatting_and_comments():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "\ufeff", "\x00\x01", "[", "{a: 1, a: 2}", "nnspec: 1\n\tname: x", "- 1\n- 2", "nnspec: [1]"],
+    [
+        "",
+        "\ufeff",
+        "\x00\x01",
+        "[",
+        "{a: 1, a: 2}",
+        "nnspec: 1\n\tname: x",
+        "- 1\n- 2",
+        "nnspec: [1]",
+    ],
 )
 def test_garbage_gives_a_located_error(text):
     with pytest.raises(SpecError) as info:

@@ -98,6 +98,4 @@ def compile_file(path: str | FsPath) -> tuple[ir.Program, Document]:
 
 def problems_of(program: ir.Program, doc: Document) -> list[Problem]:
     """The program's lint warnings as located problems."""
-    return [
-        doc.problem(d.path, d.message, level=d.level, code=d.code) for d in program.diagnostics
-    ]
+    return [doc.problem(d.path, d.message, level=d.level, code=d.code) for d in program.diagnostics]

@@ -56,8 +56,15 @@ class Context:
         source = self.sources[i]
         return None if isinstance(source, ir.Input) else source.mask
 
-    def node(self, op: ir.Op, shape: ir.Shape, mask: ir.Mask | None, name: str | None = None,
-             inputs: tuple[str, ...] | None = None, layer: str | None = None) -> ir.Node:
+    def node(
+        self,
+        op: ir.Op,
+        shape: ir.Shape,
+        mask: ir.Mask | None,
+        name: str | None = None,
+        inputs: tuple[str, ...] | None = None,
+        layer: str | None = None,
+    ) -> ir.Node:
         name = name or self.ref.name
         inputs = inputs if inputs is not None else tuple(self.ref.inputs)
         layer_name = layer if layer is not None else self.owner
@@ -84,7 +91,9 @@ def _rank_words(rank: int) -> str:
 
 def _one_input(ctx: Context) -> None:
     if len(ctx.sources) != 1:
-        raise ctx.fail(f"{ctx.layer.type} reads exactly one input, got {len(ctx.sources)}", "inputs")  # type: ignore[attr-defined]
+        raise ctx.fail(
+            f"{ctx.layer.type} reads exactly one input, got {len(ctx.sources)}", "inputs"
+        )  # type: ignore[attr-defined]
     if isinstance(ctx.sources[0], ir.Input) and not isinstance(ctx.layer, m.EmbeddingLayer):
         raise ctx.fail(
             f"{ctx.layer.type} cannot read the ids of input {ctx.sources[0].name!r} directly: "  # type: ignore[attr-defined]
@@ -118,7 +127,9 @@ def embedding(ctx: Context) -> list[ir.Node]:
     if isinstance(table.positional, m.RotaryPositional):
         ctx.resolved.rotary[ctx.ref.name] = ir.Rotary(table.positional.base)
     return [
-        ctx.node(ir.EmbeddingLookup(layer.table), (None, source.dims[-1], table.dim), mask, layer="")
+        ctx.node(
+            ir.EmbeddingLookup(layer.table), (None, source.dims[-1], table.dim), mask, layer=""
+        )
     ]
 
 
@@ -134,9 +145,19 @@ def dense(ctx: Context) -> list[ir.Node]:
     layer: m.DenseLayer = ctx.layer  # type: ignore[assignment]
     _one_input(ctx)
     shape = ctx.shape_of()
-    kernel = ctx.weight("kernel", (int(shape[-1]), layer.units), initializer(layer.kernel_initializer))  # type: ignore[arg-type]
-    bias = ctx.weight("bias", (layer.units,), initializer(layer.bias_initializer)) if layer.use_bias else None
-    node = ctx.node(ir.Dense(layer.units, layer.activation, kernel, bias), (*shape[:-1], layer.units), ctx.mask_of())
+    kernel = ctx.weight(
+        "kernel", (int(shape[-1]), layer.units), initializer(layer.kernel_initializer)
+    )  # type: ignore[arg-type]
+    bias = (
+        ctx.weight("bias", (layer.units,), initializer(layer.bias_initializer))
+        if layer.use_bias
+        else None
+    )
+    node = ctx.node(
+        ir.Dense(layer.units, layer.activation, kernel, bias),
+        (*shape[:-1], layer.units),
+        ctx.mask_of(),
+    )
     _carry_rotary(ctx, node)
     return [node]
 
@@ -161,7 +182,9 @@ def conv1d(ctx: Context) -> list[ir.Node]:
     _, length, channels = _need_rank(ctx, 3, "conv1d")
     assert length is not None and channels is not None
     if layer.strides > 1 and layer.dilation > 1:
-        raise ctx.fail("strides > 1 with dilation > 1 is not supported (TensorFlow refuses it)", "dilation")
+        raise ctx.fail(
+            "strides > 1 with dilation > 1 is not supported (TensorFlow refuses it)", "dilation"
+        )
     span = layer.dilation * (layer.kernel_size - 1) + 1
     if layer.padding == "valid":
         out = (length - span) // layer.strides + 1
@@ -171,9 +194,22 @@ def conv1d(ctx: Context) -> list[ir.Node]:
         raise ctx.fail(
             f"the window spans {span} steps but the input has only {length}", "kernel_size"
         )
-    kernel = ctx.weight("kernel", (layer.kernel_size, channels, layer.filters), initializer(layer.kernel_initializer))
+    kernel = ctx.weight(
+        "kernel",
+        (layer.kernel_size, channels, layer.filters),
+        initializer(layer.kernel_initializer),
+    )
     bias = ctx.weight("bias", (layer.filters,), ZEROS) if layer.use_bias else None
-    op = ir.Conv1D(layer.filters, layer.kernel_size, kernel, bias, layer.strides, layer.dilation, layer.padding, layer.activation)
+    op = ir.Conv1D(
+        layer.filters,
+        layer.kernel_size,
+        kernel,
+        bias,
+        layer.strides,
+        layer.dilation,
+        layer.padding,
+        layer.activation,
+    )
     aligned = layer.strides == 1 and layer.padding != "valid"
     node = ctx.node(op, (None, out, layer.filters), ctx.mask_of() if aligned else None)
     if aligned:
@@ -189,9 +225,13 @@ def pool1d(ctx: Context) -> list[ir.Node]:
     strides = layer.strides or layer.pool_size
     out = (length - layer.pool_size) // strides + 1
     if out < 1:
-        raise ctx.fail(f"pool_size {layer.pool_size} is longer than the input ({length})", "pool_size")
+        raise ctx.fail(
+            f"pool_size {layer.pool_size} is longer than the input ({length})", "pool_size"
+        )
     mode = "max" if layer.type == "max_pool1d" else "average"
-    return [ctx.node(ir.Pool1D(mode, layer.pool_size, strides), (None, out, channels), None, layer="")]
+    return [
+        ctx.node(ir.Pool1D(mode, layer.pool_size, strides), (None, out, channels), None, layer="")
+    ]
 
 
 def recurrent(ctx: Context) -> list[ir.Node]:
@@ -212,10 +252,15 @@ def recurrent(ctx: Context) -> list[ir.Node]:
         name = ctx.ref.name if last else f"{ctx.ref.name}_layer{i}"
         owner = ctx.owner if last else f"{ctx.owner}_layer{i}"
 
-        def direction(prefix: str, owner: str = owner, n_in: int = in_features) -> ir.RecurrentDirection:
+        def direction(
+            prefix: str, owner: str = owner, n_in: int = in_features
+        ) -> ir.RecurrentDirection:
             full = f"{owner}.{prefix}"
             names = ir.RecurrentDirection(
-                f"{full}.kernel", f"{full}.recurrent_kernel", f"{full}.input_bias", f"{full}.recurrent_bias"
+                f"{full}.kernel",
+                f"{full}.recurrent_kernel",
+                f"{full}.input_bias",
+                f"{full}.recurrent_bias",
             )
             if ctx.first_use:
                 ctx.resolved.weights.extend(
@@ -238,11 +283,20 @@ def recurrent(ctx: Context) -> list[ir.Node]:
             layer.merge,
         )
         shape = (None, length, width) if sequences else (None, width)
-        node = ir.Node(name, op, (previous,), shape, mask if sequences else None, "" if owner == name else owner)
+        node = ir.Node(
+            name,
+            op,
+            (previous,),
+            shape,
+            mask if sequences else None,
+            "" if owner == name else owner,
+        )
         nodes.append(node)
         previous, in_features = name, width
         if not last and layer.dropout > 0:
-            drop = ir.Node(f"{ctx.ref.name}_dropout{i}", ir.Dropout(layer.dropout), (previous,), shape, mask)
+            drop = ir.Node(
+                f"{ctx.ref.name}_dropout{i}", ir.Dropout(layer.dropout), (previous,), shape, mask
+            )
             nodes.append(drop)
             previous = drop.name
     return nodes
@@ -280,7 +334,9 @@ def batch_norm(ctx: Context) -> list[ir.Node]:
 def merge(ctx: Context) -> list[ir.Node]:
     layer: m.MergeLayer = ctx.layer  # type: ignore[assignment]
     if len(ctx.sources) < 2:
-        raise ctx.fail(f"{layer.type} combines at least two inputs; name them in `inputs`", "inputs")
+        raise ctx.fail(
+            f"{layer.type} combines at least two inputs; name them in `inputs`", "inputs"
+        )
     shapes = [ctx.shape_of(i) for i in range(len(ctx.sources))]
     first = shapes[0]
     for i, shape in enumerate(shapes[1:], start=1):
@@ -300,7 +356,15 @@ def merge(ctx: Context) -> list[ir.Node]:
     return [node]
 
 
-def _attention(ctx: Context, owner: str, width: int, heads: int, dropout: float, rotary: ir.Rotary | None, field: str = "heads") -> ir.SelfAttention:
+def _attention(
+    ctx: Context,
+    owner: str,
+    width: int,
+    heads: int,
+    dropout: float,
+    rotary: ir.Rotary | None,
+    field: str = "heads",
+) -> ir.SelfAttention:
     if width % heads:
         raise ctx.fail(f"{heads} heads do not divide the input width {width}", field)
     names = {}
@@ -323,7 +387,9 @@ def self_attention(ctx: Context) -> list[ir.Node]:
     layer: m.SelfAttentionLayer = ctx.layer  # type: ignore[assignment]
     _one_input(ctx)
     shape = _need_rank(ctx, 3, "self_attention")
-    op = _attention(ctx, ctx.owner, int(shape[2]), layer.heads, layer.dropout, _rotary(ctx, layer.rotary))  # type: ignore[arg-type]
+    op = _attention(
+        ctx, ctx.owner, int(shape[2]), layer.heads, layer.dropout, _rotary(ctx, layer.rotary)
+    )  # type: ignore[arg-type]
     node = ctx.node(op, shape, ctx.mask_of())
     _carry_rotary(ctx, node)
     return [node]
@@ -392,7 +458,8 @@ def memory_network(ctx: Context) -> list[ir.Node]:
     out_size = layer.output_size or layer.vocab_size
     if layer.tying == "adjacent" and out_size != layer.vocab_size:
         raise ctx.fail(
-            "adjacent tying uses the last C as the output matrix: output_size must equal vocab_size",
+            "adjacent tying uses the last C as the output matrix: "
+            "output_size must equal vocab_size",
             "output_size",
         )
     pad = layer.padding.index if layer.padding else None
@@ -405,7 +472,11 @@ def memory_network(ctx: Context) -> list[ir.Node]:
     hops = []
     if layer.tying == "adjacent":
         a = [ctx.weight(f"A{k + 1}", words, init, zero_rows=zero) for k in range(layer.hops + 1)]
-        t = [ctx.weight(f"T{k + 1}", slots, init) for k in range(layer.hops + 1)] if layer.temporal else None
+        t = (
+            [ctx.weight(f"T{k + 1}", slots, init) for k in range(layer.hops + 1)]
+            if layer.temporal
+            else None
+        )
         for k in range(layer.hops):
             hops.append(ir.MemoryHop(a[k], a[k + 1], t[k] if t else None, t[k + 1] if t else None))
         query_embedding, output = None, None
@@ -417,7 +488,9 @@ def memory_network(ctx: Context) -> list[ir.Node]:
             ctx.weight("TC", slots, init) if layer.temporal else None,
         )
         hops = [hop] * layer.hops
-        query_embedding = ctx.weight("B", words, init, zero_rows=zero) if layer.query == "embedded" else None
+        query_embedding = (
+            ctx.weight("B", words, init, zero_rows=zero) if layer.query == "embedded" else None
+        )
         output = ctx.weight("W", (layer.dim, out_size), init)
     linear = layer.linear_map if layer.linear_map is not None else layer.tying == "layerwise"
     op = ir.MemoryNetwork(

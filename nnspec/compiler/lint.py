@@ -106,13 +106,13 @@ def output_rank(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
 def sparse_ce_single_unit(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
     """Categorical losses over a single unit always give probability 1."""
     node = _output_node(resolved)
-    if node is not None and spec.training.loss.endswith("categorical_crossentropy"):
-        if node.shape[-1] == 1:
-            yield (
-                resolved.node_paths[node.name],
-                "NN104",
-                "categorical cross-entropy over 1 class: use binary_crossentropy with sigmoid",
-            )
+    categorical = spec.training.loss.endswith("categorical_crossentropy")
+    if node is not None and categorical and node.shape[-1] == 1:
+        yield (
+            resolved.node_paths[node.name],
+            "NN104",
+            "categorical cross-entropy over 1 class: use binary_crossentropy with sigmoid",
+        )
 
 
 def attention_without_mask(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
@@ -144,7 +144,6 @@ def unused_layers(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
         if node.name not in needed and path not in reported:
             reported.add(path)
             yield path, "NN203", f"layer {node.name!r} does not reach any output"
-
 
 
 RULES: tuple[Callable[[m.Spec, Resolved], Iterator[Finding]], ...] = (

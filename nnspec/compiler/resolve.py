@@ -193,7 +193,8 @@ def _layer_refs(spec: m.Spec, r: Resolved) -> list[LayerRef]:
         else:
             r.errors.append(
                 CompileProblem(
-                    path, f"the first layer ({layer.type}) must say what it reads: give `inputs`"  # type: ignore[attr-defined]
+                    path,
+                    f"the first layer ({layer.type}) must say what it reads: give `inputs`",  # type: ignore[attr-defined]
                 )
             )
             inputs = []
@@ -210,7 +211,11 @@ def _topological(refs: list[LayerRef], spec: m.Spec, r: Resolved) -> list[LayerR
     for ref in refs:
         for j, name in enumerate(ref.inputs):
             if name not in by_name and name not in spec.inputs:
-                where = (*ref.path, "inputs", j) if ref.spec.inputs is not None else (*ref.path, "input")
+                where = (
+                    (*ref.path, "inputs", j)
+                    if ref.spec.inputs is not None
+                    else (*ref.path, "input")
+                )
                 r.errors.append(
                     CompileProblem(
                         where,

@@ -28,7 +28,8 @@ class Problem:
     def __str__(self) -> str:
         kind = "" if self.level == "error" else "warning: "
         code = f"[{self.code}] " if self.code else ""
-        return f"{self.file}:{self.line}:{self.column}: {dotted(self.path)}: {kind}{code}{self.message}"
+        where = f"{self.file}:{self.line}:{self.column}: {dotted(self.path)}"
+        return f"{where}: {kind}{code}{self.message}"
 
 
 class SpecError(Exception):

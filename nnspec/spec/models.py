@@ -79,9 +79,7 @@ class NormalInit(StrictModel):
 class NamedInit(StrictModel):
     """An initializer without parameters (Glorot and He use fan_in/fan_out of ``[in, out]``)."""
 
-    type: Literal[
-        "zeros", "ones", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal"
-    ]
+    type: Literal["zeros", "ones", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal"]
 
 
 def _init_shorthand(value: Any) -> Any:
@@ -130,7 +128,9 @@ class Padding(StrictModel):
     """Pad zeroing: wherever the id is ``index`` the embedding output is exactly 0.0."""
 
     index: int = Field(0, ge=0, description="The pad id (usually 0).")
-    mode: Literal["zero"] = Field("zero", description="`zero`: the pad row is 0.0 and never trains.")
+    mode: Literal["zero"] = Field(
+        "zero", description="`zero`: the pad row is 0.0 and never trains."
+    )
 
 
 class Range(StrictModel):
@@ -174,7 +174,9 @@ Trainable = Annotated[
     Discriminator(
         _trainable_tag,
         custom_error_type="invalid_trainable",
-        custom_error_message="expected true, false, or a row selection {ids, ranges, special_tokens}",
+        custom_error_message=(
+            "expected true, false, or a row selection {ids, ranges, special_tokens}"
+        ),
     ),
 ]
 
@@ -219,9 +221,9 @@ Positional = Annotated[
 def _check_scale(value: Any) -> Any:
     if value in ("none", "sqrt_dim"):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if math.isfinite(value) and value > 0:
-            return float(value)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and math.isfinite(value) and value > 0:
+        return float(value)
     raise ValueError("expected 'none', 'sqrt_dim' or a positive number")
 
 
@@ -595,9 +597,7 @@ class Spec(StrictModel):
     nnspec: Literal[1] = Field(description="Spec language version.")
     name: Identifier = Field(description="Model name; the generated class is its CamelCase.")
     description: str = Field("", max_length=2000, description="Free text, for people.")
-    inputs: dict[Identifier, InputSpec] = Field(
-        min_length=1, description="Named integer inputs."
-    )
+    inputs: dict[Identifier, InputSpec] = Field(min_length=1, description="Named integer inputs.")
     embeddings: dict[Identifier, EmbeddingTableSpec] = Field(
         default_factory=dict, description="Named embedding tables."
     )

@@ -16,10 +16,10 @@ from typing import Any, Union
 
 from pydantic import BaseModel, ValidationError
 
-from nnspec.spec.reserved import RESERVED_NAMES
 from nnspec.spec.errors import Path, Problem, SpecError
 from nnspec.spec.loader import Document
 from nnspec.spec.models import Spec
+from nnspec.spec.reserved import RESERVED_NAMES
 
 SUPPORTED_VERSIONS = (1,)
 
@@ -236,7 +236,8 @@ def cross_field_problems(spec: Spec, doc: Document) -> Iterator[Problem]:
             if layer.name in seen_layer_names:
                 yield doc.problem(
                     ("model", "layers", i, "name"),
-                    f"layer name {layer.name!r} is already used by layer {seen_layer_names[layer.name]}",
+                    f"layer name {layer.name!r} is already used by layer "
+                    f"{seen_layer_names[layer.name]}",
                 )
             seen_layer_names[layer.name] = i
 
@@ -250,21 +251,25 @@ def _selection_problems(table: Any, base: Path, doc: Document) -> Iterator[Probl
     for i, row in enumerate(selection.ids):
         if row >= table.vocab_size:
             yield doc.problem(
-                (*where, "ids", i), f"row {row} is outside the table (vocab_size {table.vocab_size})"
+                (*where, "ids", i),
+                f"row {row} is outside the table (vocab_size {table.vocab_size})",
             )
         elif row == pad:
             yield doc.problem(
-                (*where, "ids", i), f"row {row} is the padding row; it is always 0.0 and never trains"
+                (*where, "ids", i),
+                f"row {row} is the padding row; it is always 0.0 and never trains",
             )
     for i, rng in enumerate(selection.ranges):
         if rng.start >= rng.stop:
             yield doc.problem(
-                (*where, "ranges", i), f"empty range [{rng.start}, {rng.stop}): start must be < stop"
+                (*where, "ranges", i),
+                f"empty range [{rng.start}, {rng.stop}): start must be < stop",
             )
         elif rng.stop > table.vocab_size:
             yield doc.problem(
                 (*where, "ranges", i),
-                f"range [{rng.start}, {rng.stop}) ends past the table (vocab_size {table.vocab_size})",
+                f"range [{rng.start}, {rng.stop}) ends past the table "
+                f"(vocab_size {table.vocab_size})",
             )
     special = selection.special_tokens
     if special is True and not table.special_tokens:
