@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 Shape = tuple[int | None, ...]
@@ -673,17 +674,25 @@ class Program:
     training: Training
     diagnostics: tuple[Diagnostic, ...] = field(default=())
 
+    @cached_property
+    def _by_name(self) -> dict[str, dict[str, object]]:
+        return {
+            "table": {t.name: t for t in self.tables},
+            "weight": {w.name: w for w in self.weights},
+            "node": {n.name: n for n in self.nodes},
+        }
+
     def table(self, name: str) -> EmbeddingTable:
         """The embedding table called ``name``."""
-        return next(t for t in self.tables if t.name == name)
+        return self._by_name["table"][name]  # type: ignore[return-value]
 
     def weight(self, name: str) -> Weight:
         """The canonical weight called ``name``."""
-        return next(w for w in self.weights if w.name == name)
+        return self._by_name["weight"][name]  # type: ignore[return-value]
 
     def node(self, name: str) -> Node:
         """The node called ``name``."""
-        return next(n for n in self.nodes if n.name == name)
+        return self._by_name["node"][name]  # type: ignore[return-value]
 
     @property
     def trainable_count(self) -> int:

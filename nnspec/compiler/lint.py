@@ -65,17 +65,16 @@ def unpadded_sequence_aggregate(spec: m.Spec, resolved: Resolved) -> Iterator[Fi
     """A table without pad zeroing whose sequence is flattened or pooled: padded positions feed
     the classifier a random, trainable vector (DESIGN problem 1)."""
     tables = {t.name: t for t in resolved.tables}
-    by_name = {node.name: node for node in resolved.nodes}
     reported: set[str] = set()
+    behind: dict[str, set[str]] = {}  # node -> tables it reads, in topological order
+    for node in resolved.nodes:
+        if isinstance(node.op, ir.EmbeddingLookup):
+            behind[node.name] = {node.op.table}
+        else:
+            behind[node.name] = set().union(*(behind.get(n, set()) for n in node.inputs))
 
     def tables_behind(node: ir.Node) -> set[str]:
-        if isinstance(node.op, ir.EmbeddingLookup):
-            return {node.op.table}
-        found: set[str] = set()
-        for name in node.inputs:
-            if name in by_name:
-                found |= tables_behind(by_name[name])
-        return found
+        return behind[node.name]
 
     for node in resolved.nodes:
         if isinstance(node.op, ir.Flatten | ir.GlobalPool):

@@ -224,27 +224,34 @@ def _topological(refs: list[LayerRef], spec: m.Spec, r: Resolved) -> list[LayerR
                 )
     if r.errors:
         return []
+    # Iterative depth-first search (graphs may be thousands of layers deep).
     order: list[LayerRef] = []
-    state: dict[str, int] = {}  # 1 = visiting, 2 = done
-
-    def visit(ref: LayerRef, trail: list[str]) -> bool:
-        if state.get(ref.name) == 2:
-            return True
-        if state.get(ref.name) == 1:
-            cycle = [*trail[trail.index(ref.name) :], ref.name]
-            r.errors.append(CompileProblem(ref.path, f"cycle: {' -> '.join(cycle)}"))
-            return False
-        state[ref.name] = 1
-        for name in ref.inputs:
-            if name in by_name and not visit(by_name[name], [*trail, ref.name]):
-                return False
-        state[ref.name] = 2
-        order.append(ref)
-        return True
-
-    for ref in refs:
-        if not visit(ref, []):
-            return []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for root in refs:
+        if state.get(root.name) == 2:
+            continue
+        stack: list[tuple[LayerRef, int]] = [(root, 0)]
+        path: list[str] = [root.name]
+        state[root.name] = 1
+        while stack:
+            ref, i = stack[-1]
+            deps = [n for n in ref.inputs if n in by_name]
+            if i < len(deps):
+                stack[-1] = (ref, i + 1)
+                dep = by_name[deps[i]]
+                if state.get(dep.name) == 1:
+                    cycle = [*path[path.index(dep.name) :], dep.name]
+                    r.errors.append(CompileProblem(dep.path, f"cycle: {' -> '.join(cycle)}"))
+                    return []
+                if state.get(dep.name) != 2:
+                    state[dep.name] = 1
+                    stack.append((dep, 0))
+                    path.append(dep.name)
+                continue
+            state[ref.name] = 2
+            order.append(ref)
+            stack.pop()
+            path.pop()
     return order
 
 
