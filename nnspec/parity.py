@@ -99,6 +99,8 @@ def random_state(program: ir.Program, rng: np.random.Generator) -> dict[str, np.
         fan_in = w.shape[0] if len(w.shape) > 1 else 1
         scale = 0.5 if w.name.endswith((".embeddings", ".positional")) else 1 / math.sqrt(fan_in)
         values = rng.normal(0.0, scale, size=w.shape)
+        if w.state:  # moving statistics: a variance must be positive
+            values = np.abs(values) + 0.5
         for row in w.zero_rows:
             values[row] = 0.0
         state[w.name] = values
@@ -212,5 +214,17 @@ def compare(
     report.comparisons.append(Comparison("training", "losses", losses, tol["training"]))
     for name in sorted(ref["state"]):
         diff = scaled_diff(other["state"].get(name, np.array(math.nan)), ref["state"][name])
-        report.comparisons.append(Comparison("training", name, diff, tol["training"]))
+        tolerance = tol["training"]
+        if dtype == "float32" and _null_gradient(ref["gradients"].get(name)):
+            # A weight whose true gradient is zero (e.g. a key bias: softmax ignores a shift)
+            # gets float32 round-off as gradient, which Adam scales up to steps of about lr
+            # in each backend independently. Bound: lr per step, both ways.
+            name = f"{name} (null gradient)"
+            tolerance = max(tolerance, 2 * steps * program.training.optimizer.lr)
+        report.comparisons.append(Comparison("training", name, diff, tolerance))
     return report
+
+
+def _null_gradient(gradient: np.ndarray | None) -> bool:
+    """A gradient that is round-off only (every entry below 1e-6)."""
+    return gradient is not None and bool(np.max(np.abs(gradient), initial=0.0) < 1e-6)

@@ -1,6 +1,11 @@
 """Adapts a generated PyTorch ``model.py`` to the parity harness (numpy in, numpy out).
 
 See :mod:`nnspec.backends.base` for the contract. This module imports torch.
+
+Modes: ``forward`` and ``gradients`` run the model in eval mode (dropout off, batch norm on its
+moving statistics). ``train`` runs batch normalization in training mode (batch statistics, moving
+statistics updated with the IR's momentum rule) and everything else in eval mode, so dropout and
+attention dropout stay off: the trajectory is deterministic and comparable across backends.
 """
 
 from __future__ import annotations
@@ -11,9 +16,13 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
+
+# Every batch-norm module a generated model may hold.
+BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
 
 
 def load_module(model_py: Path) -> ModuleType:
@@ -33,27 +42,27 @@ def load_module(model_py: Path) -> ModuleType:
     return module
 
 
-def build(module: ModuleType, dtype: str) -> torch.nn.Module:
+def build(module: ModuleType, dtype: str) -> Any:
     """A fresh model in ``dtype`` (``"float32"`` or ``"float64"``)."""
     return module.build_model(dtype)
 
 
-def set_state(model: torch.nn.Module, state: Mapping[str, np.ndarray]) -> None:
-    """Load canonical weights."""
+def set_state(model: Any, state: Mapping[str, np.ndarray]) -> None:
+    """Load canonical weights (batch-norm moving statistics included)."""
     model.load_canonical_state(state)
 
 
-def get_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    """The canonical weights."""
+def get_state(model: Any) -> dict[str, np.ndarray]:
+    """The canonical weights (batch-norm moving statistics included)."""
     return model.canonical_state()
 
 
 def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """Torch copies of numpy arrays, keeping their dtypes."""
+    """Torch copies of numpy arrays (of any shape), keeping their dtypes."""
     return {name: torch.tensor(np.asarray(array)) for name, array in arrays.items()}
 
 
-def forward(model: torch.nn.Module, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+def forward(model: Any, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
     """The output for ``inputs`` in inference mode."""
     model.eval()
     with torch.no_grad():
@@ -61,7 +70,7 @@ def forward(model: torch.nn.Module, inputs: Mapping[str, np.ndarray]) -> np.ndar
 
 
 def gradients(
-    model: torch.nn.Module, inputs: Mapping[str, np.ndarray], cotangent: np.ndarray
+    model: Any, inputs: Mapping[str, np.ndarray], cotangent: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Gradients of ``sum(output * cotangent)`` (inference mode) in canonical layout."""
     model.eval()
@@ -73,20 +82,34 @@ def gradients(
     return grads
 
 
+def training_mode(model: Any) -> None:
+    """Batch normalization in training mode, every other module (dropout) in eval mode."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, BATCH_NORMS):
+            module.train()
+
+
 def train(
     module: ModuleType,
-    model: torch.nn.Module,
+    model: Any,
     batches: Iterable[tuple[Mapping[str, np.ndarray], np.ndarray]],
 ) -> list[float]:
-    """One step of the generated optimizer per ``(inputs, labels)`` batch, dropout disabled."""
-    model.eval()
+    """One step of the generated optimizer per ``(inputs, labels)`` batch; returns the losses.
+
+    Batch normalization trains (batch statistics; moving statistics updated), dropout is off.
+    """
+    training_mode(model)
     optimizer = module.make_optimizer(model)
     losses = []
-    for inputs, labels in batches:
-        optimizer.zero_grad(set_to_none=True)
-        loss = module.loss_fn(torch.tensor(np.asarray(labels)), model(**_tensors(inputs)))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    model.zero_grad(set_to_none=True)
+    try:
+        for inputs, labels in batches:
+            optimizer.zero_grad(set_to_none=True)
+            loss = module.loss_fn(torch.tensor(np.asarray(labels)), model(**_tensors(inputs)))
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    finally:
+        model.eval()
+        model.zero_grad(set_to_none=True)
     return losses

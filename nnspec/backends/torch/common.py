@@ -1,0 +1,204 @@
+"""What an op emitter returns, and the code that maps canonical weights to torch tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from nnspec.compiler import ir
+
+OpT = TypeVar("OpT")
+
+ACTIVATIONS = {
+    "linear": "{}",
+    "relu": "torch.relu({})",
+    "gelu": "F.gelu({})",
+    "tanh": "torch.tanh({})",
+    "sigmoid": "torch.sigmoid({})",
+    "softmax": "torch.softmax({}, dim=-1)",
+}
+
+# The same activations as modules, for layers that take one as an argument.
+ACTIVATION_MODULES = {
+    "linear": "nn.Identity()",
+    "relu": "nn.ReLU()",
+    "gelu": "nn.GELU()",
+    "tanh": "nn.Tanh()",
+    "sigmoid": "nn.Sigmoid()",
+    "softmax": "nn.Softmax(dim=-1)",
+}
+
+
+@dataclass
+class WeightCode:
+    """How the generated model reaches one canonical weight.
+
+    Attributes:
+        weight: the canonical weight.
+        value: expression for the weight in canonical layout.
+        grad: expression for its gradient in canonical layout (0.0 at frozen rows); ``None`` when
+            the weight has no trainable scalars.
+        load: statement copying a canonical-layout tensor, written as ``{}``, into the model.
+        reset: statements drawing fresh initial values (padding rows included, as 0.0).
+    """
+
+    weight: ir.Weight
+    value: str
+    grad: str | None
+    load: str
+    reset: list[str]
+
+
+@dataclass
+class Emitted:
+    """What one op contributes to ``model.py``.
+
+    Attributes:
+        init: lines of the model's ``__init__`` (creating its submodules).
+        forward: lines of ``forward``.
+        weights: the canonical weights the op owns.
+        helpers: names of the fixed helper classes and functions it uses (``layers.py.j2``).
+        imports: optional imports it needs (``"math"``, ``"F"``, ``"pairwise"``).
+        classes: module-level classes generated for it, as ``(name, source)``.
+    """
+
+    init: list[str] = field(default_factory=list)
+    forward: list[str] = field(default_factory=list)
+    weights: list[WeightCode] = field(default_factory=list)
+    helpers: set[str] = field(default_factory=set)
+    imports: set[str] = field(default_factory=set)
+    classes: list[tuple[str, str]] = field(default_factory=list)
+
+
+def op_of(node: ir.Node, kind: type[OpT]) -> OpT:
+    """``node.op``, checked to be a ``kind``."""
+    if not isinstance(node.op, kind):
+        raise TypeError(f"node {node.name!r}: expected a {kind.__name__}, got {node.op!r}")
+    return node.op
+
+
+def shape_comment(dims: ir.Shape) -> str:
+    """A shape comment such as ``(B, 12, 8)``."""
+    return "(" + ", ".join("B" if d is None else str(d) for d in dims) + ")"
+
+
+def row_index(ids: tuple[int, ...]) -> str:
+    """An index selecting rows ``ids`` of a tensor's first axis."""
+    return str(ids[0]) if len(ids) == 1 else repr(list(ids))
+
+
+def activation(name: str, expr: str, out: Emitted) -> str:
+    """``expr`` under the activation ``name``."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}")
+    if name == "gelu":
+        out.imports.add("F")
+    return ACTIVATIONS[name].format(expr)
+
+
+def _fans(dims: tuple[int, ...]) -> tuple[int, int]:
+    """Canonical fans: ``shape[0]`` and ``shape[1]`` (both ``shape[0]`` for a vector)."""
+    return dims[0], dims[1] if len(dims) > 1 else dims[0]
+
+
+def init(target: str, weight: ir.Weight, torch_fans: bool, out: Emitted) -> str:
+    """A statement drawing ``target`` (a tensor) from ``weight.initializer``.
+
+    ``torch_fans`` says that torch's fan computation on ``target`` is the one to use (true of an
+    ``nn.Linear`` weight, ``[out, in]``, whose fans are the canonical ``[in, out]`` ones), so
+    ``nn.init``'s Glorot and He apply.
+    """
+    spec = weight.initializer
+    kind = spec.kind
+    if kind == "zeros":
+        return f"nn.init.zeros_({target})"
+    if kind == "ones":
+        return f"nn.init.ones_({target})"
+    if kind == "uniform":
+        return f"nn.init.uniform_({target}, {spec.low!r}, {spec.high!r})"
+    if kind == "normal":
+        return f"nn.init.normal_({target}, mean={spec.mean!r}, std={spec.std!r})"
+    if kind == "truncated_normal":
+        low, high = spec.mean - 2 * spec.std, spec.mean + 2 * spec.std
+        return (
+            f"nn.init.trunc_normal_({target}, mean={spec.mean!r}, std={spec.std!r}, "
+            f"a={low!r}, b={high!r})"
+        )
+    symmetric = kind.startswith("glorot") and len(weight.shape) == 2
+    if torch_fans or symmetric:
+        return {
+            "glorot_uniform": f"nn.init.xavier_uniform_({target})",
+            "glorot_normal": f"nn.init.xavier_normal_({target})",
+            "he_uniform": f'nn.init.kaiming_uniform_({target}, nonlinearity="relu")',
+            "he_normal": f'nn.init.kaiming_normal_({target}, nonlinearity="relu")',
+        }[kind]
+    out.imports.add("math")
+    fan_in, fan_out = _fans(weight.shape)
+    if kind == "glorot_uniform":
+        limit = f"math.sqrt(6 / ({fan_in} + {fan_out}))"
+        return f"nn.init.uniform_({target}, -{limit}, {limit})"
+    if kind == "glorot_normal":
+        return f"nn.init.normal_({target}, std=math.sqrt(2 / ({fan_in} + {fan_out})))"
+    if kind == "he_uniform":
+        limit = f"math.sqrt(6 / {fan_in})"
+        return f"nn.init.uniform_({target}, -{limit}, {limit})"
+    if kind == "he_normal":
+        return f"nn.init.normal_({target}, std=math.sqrt(2 / {fan_in}))"
+    raise ValueError(f"unknown initializer {kind!r} for weight {weight.name!r}")
+
+
+def parameter(
+    weight: ir.Weight,
+    param: str,
+    out: Emitted,
+    *,
+    transposed: bool = False,
+    part: str = "",
+    to_canonical: str = "{}",
+    from_canonical: str = "{}",
+    torch_fans: bool | None = None,
+) -> WeightCode:
+    """The code for a weight held in one parameter (``param``, e.g. ``self.dense.weight``).
+
+    Args:
+        weight: the canonical weight.
+        param: the parameter holding it.
+        out: the op's emitted code (receives ``requires_grad_`` lines and imports).
+        transposed: the parameter is the canonical layout transposed (``nn.Linear.weight``).
+        part: an index of ``param`` holding the weight when it holds several (``"[:8]"``).
+        to_canonical: expression turning the torch layout ``{}`` into the canonical one.
+        from_canonical: expression turning the canonical layout ``{}`` into torch's.
+        torch_fans: whether ``nn.init``'s fans on the parameter are the right ones (default:
+            ``transposed``).
+    """
+    if weight.trainable == "rows":
+        raise ValueError(f"weight {weight.name!r}: row-wise trainability is for embedding tables")
+    if transposed:
+        to_canonical = from_canonical = "{}.T"
+    target = f"{param}{part}"
+    fans = transposed if torch_fans is None else torch_fans
+    reset = [init(target, weight, fans, out)]
+    if weight.zero_rows:
+        reset.append(f"{target}[{row_index(weight.zero_rows)}] = 0.0")
+    if weight.trainable == "none":
+        line = f"{param}.requires_grad_(False)"
+        if line not in out.init:
+            out.init.append(line)
+    return WeightCode(
+        weight=weight,
+        value=to_canonical.format(target),
+        grad=None if weight.trainable == "none" else to_canonical.format(f"_grad({param}){part}"),
+        load=f"{target}.copy_({from_canonical})",
+        reset=reset,
+    )
+
+
+def buffer(weight: ir.Weight, name: str, out: Emitted) -> WeightCode:
+    """The code for a state weight held in a buffer (batch-norm moving statistics)."""
+    return WeightCode(
+        weight=weight,
+        value=name,
+        grad=None,
+        load=f"{name}.copy_({{}})",
+        reset=[init(name, weight, False, out)],
+    )

@@ -1,0 +1,253 @@
+"""The Python names of a generated PyTorch model: attributes, locals and the masks ``forward``
+computes, chosen so that nothing a spec names can shadow what the module relies on."""
+
+from __future__ import annotations
+
+import keyword
+from dataclasses import dataclass
+from functools import lru_cache
+
+from nnspec.compiler import ir
+
+# Module-level names of the generated model.py; no input, local or class may shadow them.
+MODULE_NAMES = frozenset(
+    {
+        "CANONICAL_SHAPES",
+        "F",
+        "LearnedPositionalEncoding",
+        "Mapping",
+        "MemoryNetwork",
+        "MultiHeadSelfAttention",
+        "PartiallyTrainableEmbedding",
+        "Path",
+        "RotaryEmbedding",
+        "SinusoidalPositionalEncoding",
+        "TransformerBlock",
+        "build_model",
+        "load_file",
+        "loss_fn",
+        "make_optimizer",
+        "masked_max",
+        "masked_mean",
+        "math",
+        "nn",
+        "np",
+        "packed_rnn",
+        "pairwise",
+        "save_file",
+        "swap_gru_gates",
+        "self",
+        "torch",
+    }
+)
+
+# The helper classes and functions (emitted only when used) among them.
+HELPER_NAMES = frozenset(
+    {
+        "LearnedPositionalEncoding",
+        "MemoryNetwork",
+        "MultiHeadSelfAttention",
+        "PartiallyTrainableEmbedding",
+        "RotaryEmbedding",
+        "SinusoidalPositionalEncoding",
+        "TransformerBlock",
+        "masked_max",
+        "masked_mean",
+        "packed_rnn",
+        "swap_gru_gates",
+    }
+)
+
+# Public attributes of torch.nn.Module (torch 2.13) and the methods the model class adds: a
+# submodule stored under one of these names would shadow it.
+MODULE_ATTRIBUTES = frozenset(
+    {
+        "T_destination",
+        "add_module",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "canonical_gradients",
+        "canonical_state",
+        "children",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "ipu",
+        "load_canonical",
+        "load_canonical_state",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "reset_parameters",
+        "save_canonical",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "training",
+        "type",
+        "xpu",
+        "zero_grad",
+    }
+)
+
+# Ops computed by a submodule of the model (one per layer; tied nodes share it).
+LAYER_OPS = (
+    ir.Dense,
+    ir.Dropout,
+    ir.Conv1D,
+    ir.Recurrent,
+    ir.LayerNorm,
+    ir.BatchNorm,
+    ir.SelfAttention,
+    ir.TransformerBlock,
+    ir.MemoryNetwork,
+)
+
+# Ops that read the padding mask of their input.
+MASKED_OPS = (ir.GlobalPool, ir.Recurrent, ir.SelfAttention, ir.TransformerBlock)
+
+
+class Namespace:
+    """Hands out unique Python names, appending ``_`` to any name that is taken or reserved."""
+
+    def __init__(self, reserved: frozenset[str], private_ok: bool = True) -> None:
+        self.taken = set(reserved)
+        self.private_ok = private_ok
+
+    def free(self, name: str) -> bool:
+        """Whether ``name`` can be handed out as it is."""
+        return not (
+            name in self.taken
+            or keyword.iskeyword(name)
+            or (not self.private_ok and name.startswith("_") and not name.endswith("_"))
+        )
+
+    def claim(self, name: str) -> str:
+        """``name``, or ``name`` followed by enough underscores to be free; now taken."""
+        while not self.free(name):
+            name += "_"
+        self.taken.add(name)
+        return name
+
+
+@dataclass(frozen=True)
+class Names:
+    """The Python names of one program's generated model.
+
+    Attributes:
+        tables: the embedding submodule of each table, by table name.
+        positions: the positional-encoding submodule of each table that has one.
+        layers: the submodule of each layer (:attr:`ir.Node.layer_name`) that has one.
+        values: local variable in ``forward`` of each model input and node.
+        masks: the padding masks ``forward`` computes, in order, with their local variables.
+    """
+
+    tables: dict[str, str]
+    positions: dict[str, str]
+    layers: dict[str, str]
+    values: dict[str, str]
+    masks: dict[ir.Mask, str]
+
+    def layer(self, node: ir.Node) -> str:
+        """``self.<attribute>`` of the submodule computing ``node``."""
+        return f"self.{self.layers[node.layer_name]}"
+
+
+def zero_mask(program: ir.Program, node: ir.Node) -> ir.Mask | None:
+    """The mask an embedding lookup multiplies its output by, if it needs one.
+
+    Without a positional encoding the padding row of the table is already 0.0, so no multiply is
+    needed (see :class:`ir.EmbeddingTable`).
+    """
+    assert isinstance(node.op, ir.EmbeddingLookup)
+    table = program.table(node.op.table)
+    if table.pad_index is None or not table.zero_padded_positions:
+        return None
+    if table.positional is None and table.pad_index in program.weight(table.weight).zero_rows:
+        return None
+    return ir.Mask(node.inputs[0], table.pad_index)
+
+
+def input_mask(program: ir.Program, node: ir.Node) -> ir.Mask | None:
+    """The padding mask of ``node``'s (first) input: that node's mask, none for a model input."""
+    source = node.inputs[0]
+    if any(n.name == source for n in program.nodes):
+        return program.node(source).mask
+    return None
+
+
+def first_of_layer(program: ir.Program, node: ir.Node) -> bool:
+    """Whether ``node`` is the first node computed by its layer (which then creates it)."""
+    return next(n for n in program.nodes if n.layer_name == node.layer_name) is node
+
+
+@lru_cache(maxsize=16)
+def names(program: ir.Program) -> Names:
+    """Assign every attribute and local name of the generated model."""
+    for inp in program.inputs:
+        if inp.name in MODULE_NAMES or keyword.iskeyword(inp.name):
+            raise ValueError(
+                f"input name {inp.name!r} is reserved in the generated PyTorch module; rename it"
+            )
+    attrs = Namespace(MODULE_ATTRIBUTES, private_ok=False)
+    tables = {table.name: attrs.claim(table.name) for table in program.tables}
+    positions = {
+        table.name: attrs.claim(f"{table.name}_positions")
+        for table in program.tables
+        if table.positional is not None
+    }
+    layers: dict[str, str] = {}
+    for node in program.nodes:
+        if isinstance(node.op, LAYER_OPS) and node.layer_name not in layers:
+            layers[node.layer_name] = attrs.claim(node.layer_name)
+
+    local = Namespace(MODULE_NAMES | {inp.name for inp in program.inputs})
+    values = {inp.name: inp.name for inp in program.inputs}
+    masks: dict[ir.Mask, str] = {}
+    for node in program.nodes:
+        if isinstance(node.op, ir.EmbeddingLookup):
+            mask = zero_mask(program, node)
+        elif isinstance(node.op, MASKED_OPS):
+            mask = input_mask(program, node)
+        else:
+            mask = None
+        if mask is not None and mask not in masks:
+            masks[mask] = local.claim(f"{mask.input}_mask")
+    for node in program.nodes:
+        values[node.name] = local.claim(node.name)
+    return Names(tables=tables, positions=positions, layers=layers, values=values, masks=masks)

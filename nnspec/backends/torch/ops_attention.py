@@ -1,0 +1,132 @@
+"""Emitters of ``SelfAttention`` and ``TransformerBlock``, built on the generated
+``MultiHeadSelfAttention`` (one fused ``qkv`` projection, ``F.scaled_dot_product_attention``)
+and ``TransformerBlock`` helpers.
+
+Canonical layouts: the query, key and value kernels ``[E, E]`` are rows ``0:E``, ``E:2E`` and
+``2E:3E`` of ``qkv.weight`` (``[3E, E]``) transposed, their biases the same slices of
+``qkv.bias``; the output kernel is ``out.weight`` transposed.
+"""
+
+from __future__ import annotations
+
+from nnspec.backends.torch.common import (
+    ACTIVATION_MODULES,
+    Emitted,
+    op_of,
+    parameter,
+    shape_comment,
+)
+from nnspec.backends.torch.naming import input_mask, names
+from nnspec.compiler import ir
+
+
+def _attention_args(program: ir.Program, node: ir.Node, op: ir.SelfAttention, out: Emitted) -> str:
+    """Constructor arguments of ``MultiHeadSelfAttention`` (or the block's attention)."""
+    out.helpers.add("MultiHeadSelfAttention")
+    out.imports.add("F")
+    width = op.heads * op.head_dim
+    args = [str(width), str(op.heads)]
+    if op.dropout:
+        args.append(f"dropout={op.dropout!r}")
+    if op.rotary is not None:
+        if op.head_dim % 2:
+            raise ValueError(f"node {node.name!r}: rotary needs an even head_dim")
+        out.helpers.add("RotaryEmbedding")
+        base = "" if op.rotary.base == 10000.0 else f", base={op.rotary.base!r}"
+        length = node.shape[1]
+        args.append(f"rotary=RotaryEmbedding({op.head_dim}, {length}{base}, dtype=dtype)")
+    return ", ".join(args)
+
+
+def _attention_weights(
+    program: ir.Program, op: ir.SelfAttention, module: str, out: Emitted
+) -> None:
+    """Weight code of an attention layer held by ``module`` (``self.attention``)."""
+    w = op.weights
+    width = op.heads * op.head_dim
+    parts = ("query", "key", "value")
+    for i, part in enumerate(parts):
+        index = f"[{i * width or ''}:{(i + 1) * width if i < 2 else ''}]"
+        kernel, bias = getattr(w, f"{part}_kernel"), getattr(w, f"{part}_bias")
+        out.weights.append(
+            parameter(
+                program.weight(kernel), f"{module}.qkv.weight", out, part=index, transposed=True
+            )
+        )
+        out.weights.append(parameter(program.weight(bias), f"{module}.qkv.bias", out, part=index))
+    for names_ in (
+        (w.query_kernel, w.key_kernel, w.value_kernel),
+        (w.query_bias, w.key_bias, w.value_bias),
+    ):
+        if len({program.weight(name).trainable for name in names_}) > 1:
+            raise ValueError(f"weights {names_}: the fused qkv projection trains all or none")
+    out.weights.append(
+        parameter(program.weight(w.output_kernel), f"{module}.out.weight", out, transposed=True)
+    )
+    out.weights.append(parameter(program.weight(w.output_bias), f"{module}.out.bias", out))
+
+
+def _call(program: ir.Program, node: ir.Node, layer: str) -> str:
+    """``layer(x, mask)`` with the input's padding mask, if it has one."""
+    n = names(program)
+    x = n.values[node.inputs[0]]
+    mask = input_mask(program, node)
+    return f"{layer}({x})" if mask is None else f"{layer}({x}, {n.masks[mask]})"
+
+
+def emit_self_attention(program: ir.Program, node: ir.Node) -> Emitted:
+    """A ``MultiHeadSelfAttention`` layer (padded keys masked with -1e9)."""
+    n = names(program)
+    op = op_of(node, ir.SelfAttention)
+    layer = n.layer(node)
+    out = Emitted()
+    out.init.append(
+        f"{layer} = MultiHeadSelfAttention({_attention_args(program, node, op, out)}, dtype=dtype)"
+    )
+    _attention_weights(program, op, layer, out)
+    out.forward.append(
+        f"{n.values[node.name]} = {_call(program, node, layer)}  # {shape_comment(node.shape)}"
+    )
+    return out
+
+
+def emit_transformer_block(program: ir.Program, node: ir.Node) -> Emitted:
+    """A ``TransformerBlock`` (post-norm or pre-norm)."""
+    n = names(program)
+    op = op_of(node, ir.TransformerBlock)
+    layer = n.layer(node)
+    out = Emitted()
+    out.helpers.add("TransformerBlock")
+    attention = (
+        f"MultiHeadSelfAttention({_attention_args(program, node, op.attention, out)}, dtype=dtype)"
+    )
+    if op.activation not in ACTIVATION_MODULES:
+        raise ValueError(f"node {node.name!r}: unknown activation {op.activation!r}")
+    args = [attention, str(op.ff_dim), f"dropout={op.dropout!r}"]
+    if op.activation != "relu":
+        args.append(f"activation={ACTIVATION_MODULES[op.activation]}")
+    if op.epsilon != 1e-5:
+        args.append(f"eps={op.epsilon!r}")
+    if op.norm_first:
+        args.append("norm_first=True")
+    out.init.append(f"{layer} = TransformerBlock({', '.join(args)}, dtype=dtype)")
+    _attention_weights(program, op.attention, f"{layer}.attention", out)
+    for kernel, bias, module in (
+        (op.ff1_kernel, op.ff1_bias, "ff1"),
+        (op.ff2_kernel, op.ff2_bias, "ff2"),
+    ):
+        target = f"{layer}.{module}"
+        out.weights.append(
+            parameter(program.weight(kernel), f"{target}.weight", out, transposed=True)
+        )
+        out.weights.append(parameter(program.weight(bias), f"{target}.bias", out))
+    for gamma, beta, module in (
+        (op.norm1_gamma, op.norm1_beta, "norm1"),
+        (op.norm2_gamma, op.norm2_beta, "norm2"),
+    ):
+        out.weights.append(parameter(program.weight(gamma), f"{layer}.{module}.weight", out))
+        out.weights.append(parameter(program.weight(beta), f"{layer}.{module}.bias", out))
+    out.forward.append(
+        f"{n.values[node.name]} = {_call(program, node, layer)}  # {shape_comment(node.shape)}"
+    )
+    return out

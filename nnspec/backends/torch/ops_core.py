@@ -1,0 +1,218 @@
+"""Emitters of the position-wise ops: embedding lookups, flatten, dense, dropout, global
+pooling, merges and normalization."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from nnspec.backends.torch.common import (
+    Emitted,
+    WeightCode,
+    activation,
+    buffer,
+    init,
+    op_of,
+    parameter,
+    row_index,
+    shape_comment,
+)
+from nnspec.backends.torch.naming import input_mask, names, zero_mask
+from nnspec.compiler import ir
+
+
+def emit_embedding(program: ir.Program, node: ir.Node) -> Emitted:
+    """Look ids up: ``table[ids] * scale``, plus positions, times the padding mask."""
+    n = names(program)
+    table = program.table(op_of(node, ir.EmbeddingLookup).table)
+    out = Emitted()
+    lookups = (m for m in program.nodes if isinstance(m.op, ir.EmbeddingLookup))
+    if next(m for m in lookups if op_of(m, ir.EmbeddingLookup).table == table.name) is node:
+        _emit_table(program, table, out)
+    expr = f"self.{n.tables[table.name]}({n.values[node.inputs[0]]})"
+    if table.scale != 1.0:
+        expr = f"{expr} * {table.scale!r}"
+    if table.positional is not None:
+        expr = f"self.{n.positions[table.name]}({expr})"
+    value = n.values[node.name]
+    out.forward.append(f"{value} = {expr}  # {shape_comment(node.shape)}")
+    mask = zero_mask(program, node)
+    if mask is not None:
+        out.forward.append(f"{value} = {value} * {n.masks[mask]}.unsqueeze(-1)  # 0.0 at padding")
+    return out
+
+
+def _emit_table(program: ir.Program, table: ir.EmbeddingTable, out: Emitted) -> None:
+    """Create a table's embedding (and positional encoding) submodules and weight code."""
+    attr = names(program).tables[table.name]
+    weight = program.weight(table.weight)
+    vocab, dim = weight.shape
+    policy = weight.trainable
+    if policy == "rows" and weight.n_trainable_rows == 0:
+        policy = "none"
+    elif policy == "rows" and weight.n_trainable_rows == vocab:
+        policy = "all"
+    if policy == "rows":
+        out.helpers.add("PartiallyTrainableEmbedding")
+        out.imports.add("F")
+        out.init.append(
+            f"self.{attr} = PartiallyTrainableEmbedding({vocab}, {dim}, "
+            f"trainable_rows={list(weight.trainable_rows)!r}, dtype=dtype)"
+        )
+        reset = [f"table = {init(f'torch.empty({vocab}, {dim})', weight, False, out)}"]
+        if weight.zero_rows:
+            reset.append(f"table[{row_index(weight.zero_rows)}] = 0.0")
+        reset.append(f"self.{attr}.load_weight(table)")
+        out.weights.append(
+            WeightCode(
+                weight=weight,
+                value=f"self.{attr}.weight",
+                grad=(
+                    f"self.{attr}.merge(_grad(self.{attr}.trainable), "
+                    f"torch.zeros_like(self.{attr}.frozen))"
+                ),
+                load=f"self.{attr}.load_weight({{}})",
+                reset=reset,
+            )
+        )
+    else:
+        padding = ""
+        if len(weight.zero_rows) == 1:
+            padding = f", padding_idx={weight.zero_rows[0]}"
+        elif weight.zero_rows and policy == "all":
+            raise ValueError(
+                f"weight {weight.name!r}: a fully trainable table can hold only one row at 0.0"
+            )
+        out.init.append(f"self.{attr} = nn.Embedding({vocab}, {dim}{padding}, dtype=dtype)")
+        if policy != weight.trainable:
+            weight = dataclasses.replace(weight, trainable=policy, trainable_rows=())
+        out.weights.append(parameter(weight, f"self.{attr}.weight", out))
+
+    positional = table.positional
+    if positional is None:
+        return
+    pos_attr = names(program).positions[table.name]
+    if isinstance(positional, ir.SinusoidalPositional):
+        out.helpers.add("SinusoidalPositionalEncoding")
+        base = "" if positional.base == 10000.0 else f", base={positional.base!r}"
+        out.init.append(
+            f"self.{pos_attr} = SinusoidalPositionalEncoding("
+            f"{positional.max_length}, {dim}{base}, dtype=dtype)"
+        )
+    else:
+        out.helpers.add("LearnedPositionalEncoding")
+        out.init.append(
+            f"self.{pos_attr} = LearnedPositionalEncoding("
+            f"{positional.max_length}, {dim}, dtype=dtype)"
+        )
+        out.weights.append(
+            parameter(program.weight(positional.weight), f"self.{pos_attr}.weight", out)
+        )
+
+
+def emit_flatten(program: ir.Program, node: ir.Node) -> Emitted:
+    """Flatten all but the batch axis (row-major over the channels-last layout)."""
+    n = names(program)
+    x = n.values[node.inputs[0]]
+    line = f"{n.values[node.name]} = {x}.flatten(1)  # {shape_comment(node.shape)}"
+    return Emitted(forward=[line])
+
+
+def emit_dense(program: ir.Program, node: ir.Node) -> Emitted:
+    """An ``nn.Linear`` and its activation."""
+    n = names(program)
+    op = op_of(node, ir.Dense)
+    layer = n.layer(node)
+    kernel = program.weight(op.kernel)
+    n_in, n_out = kernel.shape
+    bias = "" if op.bias is not None else ", bias=False"
+    out = Emitted(init=[f"{layer} = nn.Linear({n_in}, {n_out}{bias}, dtype=dtype)"])
+    out.weights.append(parameter(kernel, f"{layer}.weight", out, transposed=True))
+    if op.bias is not None:
+        out.weights.append(parameter(program.weight(op.bias), f"{layer}.bias", out))
+    expr = activation(op.activation, f"{layer}({n.values[node.inputs[0]]})", out)
+    out.forward.append(f"{n.values[node.name]} = {expr}  # {shape_comment(node.shape)}")
+    return out
+
+
+def emit_dropout(program: ir.Program, node: ir.Node) -> Emitted:
+    """An ``nn.Dropout`` (inverted dropout, identity in eval mode)."""
+    n = names(program)
+    layer = n.layer(node)
+    return Emitted(
+        init=[f"{layer} = nn.Dropout({op_of(node, ir.Dropout).rate!r})"],
+        forward=[f"{n.values[node.name]} = {layer}({n.values[node.inputs[0]]})"],
+    )
+
+
+def emit_global_pool(program: ir.Program, node: ir.Node) -> Emitted:
+    """Average or max over the sequence axis, ignoring padded positions when masked."""
+    n = names(program)
+    x = n.values[node.inputs[0]]
+    mode = op_of(node, ir.GlobalPool).mode
+    mask = input_mask(program, node)
+    out = Emitted()
+    if mask is not None:
+        helper = "masked_mean" if mode == "average" else "masked_max"
+        out.helpers.add(helper)
+        expr = f"{helper}({x}, {n.masks[mask]})"
+    else:
+        expr = f"{x}.mean(dim=1)" if mode == "average" else f"{x}.amax(dim=1)"
+    out.forward.append(f"{n.values[node.name]} = {expr}  # {shape_comment(node.shape)}")
+    return out
+
+
+def emit_merge(program: ir.Program, node: ir.Node) -> Emitted:
+    """Element-wise sum or product of the inputs, or their concatenation on the last axis."""
+    n = names(program)
+    xs = [n.values[name] for name in node.inputs]
+    mode = op_of(node, ir.Merge).mode
+    if mode == "concat":
+        expr = f"torch.cat([{', '.join(xs)}], dim=-1)"
+    else:
+        expr = (" + " if mode == "add" else " * ").join(xs)
+    return Emitted(forward=[f"{n.values[node.name]} = {expr}  # {shape_comment(node.shape)}"])
+
+
+def emit_layer_norm(program: ir.Program, node: ir.Node) -> Emitted:
+    """An ``nn.LayerNorm`` over the last axis (``gamma`` is its weight, ``beta`` its bias)."""
+    n = names(program)
+    op = op_of(node, ir.LayerNorm)
+    layer = n.layer(node)
+    width = program.weight(op.gamma).shape[0]
+    out = Emitted(init=[f"{layer} = nn.LayerNorm({width}, eps={op.epsilon!r}, dtype=dtype)"])
+    out.weights.append(parameter(program.weight(op.gamma), f"{layer}.weight", out))
+    out.weights.append(parameter(program.weight(op.beta), f"{layer}.bias", out))
+    x = n.values[node.inputs[0]]
+    out.forward.append(f"{n.values[node.name]} = {layer}({x})  # {shape_comment(node.shape)}")
+    return out
+
+
+def emit_batch_norm(program: ir.Program, node: ir.Node) -> Emitted:
+    """An ``nn.BatchNorm1d`` over every axis but the last; the moving statistics are its
+    ``running_mean`` / ``running_var`` buffers, with the IR's (PyTorch's) momentum rule."""
+    n = names(program)
+    op = op_of(node, ir.BatchNorm)
+    layer = n.layer(node)
+    width = program.weight(op.gamma).shape[0]
+    out = Emitted(
+        init=[
+            f"{layer} = nn.BatchNorm1d({width}, eps={op.epsilon!r}, momentum={op.momentum!r}, "
+            "dtype=dtype)"
+        ]
+    )
+    out.weights += [
+        parameter(program.weight(op.gamma), f"{layer}.weight", out),
+        parameter(program.weight(op.beta), f"{layer}.bias", out),
+        buffer(program.weight(op.moving_mean), f"{layer}.running_mean", out),
+        buffer(program.weight(op.moving_variance), f"{layer}.running_var", out),
+    ]
+    x = n.values[node.inputs[0]]
+    rank = len(node.shape)
+    if rank == 2:
+        expr = f"{layer}({x})"
+    elif rank == 3:  # BatchNorm1d wants channels first: (B, C, L)
+        expr = f"{layer}({x}.transpose(1, 2)).transpose(1, 2)"
+    else:
+        expr = f"{layer}({x}.flatten(0, -2)).view_as({x})"
+    out.forward.append(f"{n.values[node.name]} = {expr}  # {shape_comment(node.shape)}")
+    return out

@@ -1,0 +1,107 @@
+"""The loss and optimizer code of the generated ``model.py``: ``loss_fn`` and ``make_optimizer``."""
+
+from __future__ import annotations
+
+from nnspec.compiler import ir
+
+
+def docstring(summary: str, *details: str) -> str:
+    """A docstring literal (quotes included): a summary line, then paragraphs of detail."""
+    if not details:
+        return f'"""{summary}"""'
+    return f'"""{summary}\n\n' + "\n\n".join(details) + '\n"""'
+
+
+def loss(training: ir.Training, imports: set[str]) -> tuple[str, list[str]]:
+    """Docstring and body of ``loss_fn(y_true, y_pred)``."""
+    eps = repr(training.epsilon)
+    clip = f"clamp({eps}, 1 - {eps})"
+    clipped = f"Probabilities are clipped to ``[{eps}, 1 - {eps}]``."
+    logits = training.from_logits
+    match training.loss:
+        case "sparse_categorical_crossentropy" if logits:
+            imports.add("F")
+            doc = docstring("Cross-entropy of class ids ``(B,)`` and logits ``(B, C)``.")
+            return doc, ["return F.cross_entropy(y_pred, y_true.long().reshape(-1))"]
+        case "sparse_categorical_crossentropy":
+            doc = docstring(
+                "Cross-entropy of class ids ``(B,)`` and probabilities ``(B, C)``.", clipped
+            )
+            return doc, [
+                "p = y_pred.gather(-1, y_true.long().reshape(-1, 1)).squeeze(-1)",
+                f"return -torch.log(p.{clip}).mean()",
+            ]
+        case "categorical_crossentropy" if logits:
+            imports.add("F")
+            doc = docstring("Cross-entropy of class probabilities and logits, both ``(B, C)``.")
+            return doc, ["return F.cross_entropy(y_pred, y_true.to(y_pred.dtype))"]
+        case "categorical_crossentropy":
+            doc = docstring(
+                "Cross-entropy of one-hot labels and probabilities, both ``(B, C)``.", clipped
+            )
+            return doc, [
+                f"log_p = torch.log(y_pred.{clip})",
+                "return -(y_true.to(y_pred.dtype) * log_p).sum(dim=-1).mean()",
+            ]
+        case "binary_crossentropy" if logits:
+            imports.add("F")
+            doc = docstring("Binary cross-entropy of 0/1 labels and logits, over all elements.")
+            return doc, [
+                "y_true = y_true.to(y_pred.dtype).reshape_as(y_pred)",
+                "return F.binary_cross_entropy_with_logits(y_pred, y_true)",
+            ]
+        case "binary_crossentropy":
+            doc = docstring(
+                "Binary cross-entropy of 0/1 labels and probabilities, over all elements.", clipped
+            )
+            return doc, [
+                "y_true = y_true.to(y_pred.dtype).reshape_as(y_pred)",
+                f"p = y_pred.{clip}",
+                "return -(y_true * torch.log(p) + (1 - y_true) * torch.log(1 - p)).mean()",
+            ]
+        case "mse":
+            imports.add("F")
+            doc = docstring("Mean squared error over all elements.")
+            return doc, ["return F.mse_loss(y_pred, y_true.to(y_pred.dtype).reshape_as(y_pred))"]
+    raise ValueError(f"unknown loss {training.loss!r}")
+
+
+def optimizer(opt: ir.Optimizer) -> tuple[str, list[str]]:
+    """Docstring and body of ``make_optimizer(model, lr=None)``."""
+    lr = f"{opt.lr!r} if lr is None else lr"
+    if opt.kind == "sgd":
+        args = [f"lr={lr}"]
+        if opt.momentum:
+            args.append(f"momentum={opt.momentum!r}")
+        if opt.nesterov:
+            args.append("nesterov=True")
+        if opt.weight_decay:
+            args.append(f"weight_decay={opt.weight_decay!r}")
+        call = f"torch.optim.SGD(params, {', '.join(args)})"
+        doc = "SGD" + (" with Nesterov momentum" if opt.nesterov else "")
+    elif opt.kind in ("adam", "adamw"):
+        args = [f"lr={lr}", f"betas=({opt.beta1!r}, {opt.beta2!r})", f"eps={opt.eps!r}"]
+        if opt.weight_decay or opt.kind == "adamw":
+            args.append(f"weight_decay={opt.weight_decay!r}")
+        cls = "Adam" if opt.kind == "adam" else "AdamW"
+        call = f"torch.optim.{cls}(params, {', '.join(args)})"
+        doc = cls
+    else:
+        raise ValueError(f"unknown optimizer {opt.kind!r}")
+    summary = f"{doc} over the trainable parameters of ``model``."
+    detail = f"The learning rate is {opt.lr!r} unless ``lr`` is given."
+    body = ["params = [p for p in model.parameters() if p.requires_grad]"]
+    if opt.clip_norm is None:
+        return docstring(summary, detail), [*body, f"return {call}"]
+    detail += f" Gradients are clipped to a global norm of {opt.clip_norm!r} before each step."
+    return docstring(summary, detail), [
+        *body,
+        f"optimizer = {call}",
+        "",
+        "def clip_gradients(*_: object) -> None:",
+        f'    """Scale the gradients down to a global norm of at most {opt.clip_norm!r}."""',
+        f"    nn.utils.clip_grad_norm_(params, {opt.clip_norm!r})",
+        "",
+        "optimizer.register_step_pre_hook(clip_gradients)",
+        "return optimizer",
+    ]
