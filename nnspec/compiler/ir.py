@@ -644,7 +644,7 @@ class Diagnostic:
     path: tuple[str | int, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Program:
     """A compiled spec: everything a backend needs, and nothing framework-specific.
 
@@ -674,6 +674,8 @@ class Program:
     training: Training
     diagnostics: tuple[Diagnostic, ...] = field(default=())
 
+    # Programs compare and hash by identity: backends cache per-program work keyed on them.
+
     @cached_property
     def _by_name(self) -> dict[str, dict[str, object]]:
         return {
@@ -693,6 +695,18 @@ class Program:
     def node(self, name: str) -> Node:
         """The node called ``name``."""
         return self._by_name["node"][name]  # type: ignore[return-value]
+
+    def is_node(self, name: str) -> bool:
+        """Whether ``name`` names a node (rather than a model input)."""
+        return name in self._by_name["node"]
+
+    @cached_property
+    def first_nodes(self) -> dict[str, str]:
+        """For each layer, the first node (in order) that computes it."""
+        first: dict[str, str] = {}
+        for node in self.nodes:
+            first.setdefault(node.layer_name, node.name)
+        return first
 
     @property
     def trainable_count(self) -> int:

@@ -62,10 +62,13 @@ def train(
     model: Any,
     batches: Iterable[tuple[dict[str, np.ndarray], np.ndarray]],
 ) -> list[float]:
-    """One step of the generated optimizer on the generated loss per batch, dropout off.
+    """One step of the generated optimizer on the generated loss per batch.
 
-    The optimizer is made with ``floatx`` set to the model's dtype, as a float64 Keras user would
-    have it, so that its learning rate is stored exactly (Keras keeps it in ``floatx``).
+    The model runs in training mode with every dropout rate set to 0.0 for the steps: batch
+    normalization normalizes with batch statistics and updates its moving ones, as the IR's
+    training semantics say, and nothing is random. The optimizer is made with ``floatx`` set to
+    the model's dtype, as a float64 Keras user would have it, so that its learning rate is
+    stored exactly (Keras keeps it in ``floatx``).
     """
     floatx = keras.config.floatx()
     keras.config.set_floatx(model.dtype)
@@ -73,10 +76,23 @@ def train(
         optimizer = module.make_optimizer(model)
     finally:
         keras.config.set_floatx(floatx)
+    dropouts = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.Dropout)
+    ]
+    rates = [layer.rate for layer in dropouts]
     losses = []
-    for inputs, labels in batches:
-        with tf.GradientTape() as tape:
-            loss = module.loss_fn(tf.convert_to_tensor(labels), model(inputs, training=False))
-        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
-        losses.append(float(loss))
+    try:
+        for layer in dropouts:
+            layer.rate = 0.0
+        for inputs, labels in batches:
+            with tf.GradientTape() as tape:
+                loss = module.loss_fn(tf.convert_to_tensor(labels), model(inputs, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+            losses.append(float(loss))
+    finally:
+        for layer, rate in zip(dropouts, rates, strict=True):
+            layer.rate = rate
     return losses

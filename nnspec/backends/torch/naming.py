@@ -206,14 +206,12 @@ def zero_mask(program: ir.Program, node: ir.Node) -> ir.Mask | None:
 def input_mask(program: ir.Program, node: ir.Node) -> ir.Mask | None:
     """The padding mask of ``node``'s (first) input: that node's mask, none for a model input."""
     source = node.inputs[0]
-    if any(n.name == source for n in program.nodes):
-        return program.node(source).mask
-    return None
+    return program.node(source).mask if program.is_node(source) else None
 
 
 def first_of_layer(program: ir.Program, node: ir.Node) -> bool:
     """Whether ``node`` is the first node computed by its layer (which then creates it)."""
-    return next(n for n in program.nodes if n.layer_name == node.layer_name) is node
+    return program.first_nodes[node.layer_name] == node.name
 
 
 @lru_cache(maxsize=16)

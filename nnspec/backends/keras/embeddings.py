@@ -1,0 +1,396 @@
+"""Embedding tables: the layer computing each table's lookup formula (see
+:class:`nnspec.compiler.ir.EmbeddingTable`), and the lookups that call it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from nnspec.backends.keras.code import (
+    Emitted,
+    WeightCode,
+    docstring,
+    indent,
+    initializer,
+    variable,
+)
+from nnspec.backends.keras.naming import names
+from nnspec.compiler import ir
+
+SINUSOIDS = '''
+def sinusoids(max_length, dim, base):
+    """The fixed positional encodings of Vaswani et al. (2017), section 3.5, in float64.
+
+    ``pe[pos, 2i] = sin(pos / base ** (2i / dim))`` and ``pe[pos, 2i + 1]`` is the cosine of the
+    same angle, for every absolute position ``pos < max_length``.
+    """
+    angles = np.arange(max_length, dtype=np.float64)[:, None] / base ** (np.arange(0, dim, 2) / dim)
+    table = np.zeros((max_length, dim))
+    table[:, 0::2] = np.sin(angles)
+    table[:, 1::2] = np.cos(angles[:, : dim // 2])
+    return table
+'''
+
+
+@dataclass(frozen=True)
+class TableKind:
+    """What decides the code of an embedding layer class (tables alike share one class).
+
+    ``mask``: where the output is multiplied by ``ids != pad_index``: ``"end"`` after the
+    positions are added (``zero_padded_positions``), ``"lookup"`` on the looked-up vectors (only
+    to give the padding row of a trainable table a zero gradient), or nowhere.
+    """
+
+    storage: Literal["all", "none", "rows"]
+    pad: bool
+    scaled: bool
+    positional: Literal["sinusoidal", "learned"] | None
+    mask: Literal["end", "lookup"] | None
+
+    @classmethod
+    def of(cls, program: ir.Program, table: ir.EmbeddingTable) -> TableKind:
+        """The kind of ``table``, after checking that its weights are what the IR promises."""
+        weight = program.weight(table.weight)
+        expected = () if table.pad_index is None else (table.pad_index,)
+        if weight.zero_rows != expected:
+            raise ValueError(
+                f"weight {weight.name!r}: zero_rows {weight.zero_rows} must be the padding row "
+                f"{list(expected)} of table {table.name!r}"
+            )
+        positional = table.positional
+        if isinstance(positional, ir.LearnedPositional):
+            pos = program.weight(positional.weight)
+            if pos.trainable != "all" or pos.zero_rows:
+                raise ValueError(f"weight {pos.name!r}: learned positions are trainable rows")
+        pad = table.pad_index is not None
+        if pad and positional is not None and table.zero_padded_positions:
+            mask: Literal["end", "lookup"] | None = "end"
+        elif pad and weight.trainable == "all":
+            mask = "lookup"
+        else:
+            mask = None
+        return cls(
+            storage=weight.trainable,
+            pad=pad,
+            scaled=table.scale != 1.0,
+            positional=None if positional is None else positional.kind,
+            mask=mask,
+        )
+
+    @property
+    def plain(self) -> bool:
+        """Whether ``keras.layers.Embedding`` computes it as it is."""
+        return self.storage != "rows" and not (self.pad or self.scaled or self.positional)
+
+    @property
+    def class_name(self) -> str:
+        """The generated layer class, named after what it does."""
+        storage = {"all": "", "none": "Frozen", "rows": "PartiallyTrainable"}[self.storage]
+        suffix = {None: "", "sinusoidal": "WithSinusoids", "learned": "WithLearnedPositions"}
+        name = f"{storage}{'Padded' if self.pad else ''}{'Scaled' if self.scaled else ''}"
+        name += f"Embedding{suffix[self.positional]}"
+        if self.pad and self.positional and self.mask != "end":
+            name += "AtPads"
+        return name
+
+    def params(self) -> list[str]:
+        """The constructor's parameters, in order."""
+        params = ["vocab_size", "dim"]
+        params += ["pad_index"] if self.pad else []
+        params += ["trainable_rows"] if self.storage == "rows" else []
+        params += ["scale"] if self.scaled else []
+        params += ["max_length"] if self.positional else []
+        params += ["base"] if self.positional == "sinusoidal" else []
+        params += ["embeddings_initializer"]
+        params += ["positions_initializer"] if self.positional == "learned" else []
+        return params
+
+    def docstring(self) -> str:
+        """The class docstring, paragraphs separated by blank lines."""
+        formula = "table[ids]" + (" * scale" if self.scaled else "")
+        formula += {None: "", "sinusoidal": " + sinusoids[:L]", "learned": " + positions[:L]"}[
+            self.positional
+        ]
+        zero_at_pads = self.pad and (self.positional is None or self.mask == "end")
+        text = f"Token embedding ``{formula}``" + (
+            ", exactly 0.0 at the padding id." if zero_at_pads else "."
+        )
+        if self.storage == "all" and self.pad:
+            where = (
+                "the output is multiplied by ``ids != pad_index``"
+                if self.mask == "end"
+                else "looked-up vectors are multiplied by ``ids != pad_index``"
+            )
+            text += (
+                f"\n\nThe padding row is 0.0 and, as {where}, gets a zero gradient: it stays 0.0 "
+                "under any optimizer, weight decay included."
+            )
+        elif self.storage == "none":
+            text += "\n\nThe table is frozen (a non-trainable weight)"
+            text += ", its padding row 0.0." if self.pad else "."
+        elif self.storage == "rows":
+            text += (
+                "\n\nOnly the rows in the half-open ``trainable_rows`` ranges train. They live in "
+                "``trainable_embeddings`` and every other row"
+                + (" (the padding row included, at 0.0)" if self.pad else "")
+                + " in the non-trainable ``frozen_embeddings``; constant index maps route each id "
+                "to its table, so no optimizer ever sees a frozen row: frozen rows stay "
+                "bit-identical."
+            )
+        if self.positional == "sinusoidal":
+            text += (
+                "\n\n``sinusoids`` are the fixed encodings of Vaswani et al. (2017): a constant, "
+                "not a weight."
+            )
+        elif self.positional == "learned":
+            text += "\n\n``positions`` is a trainable ``[max_length, dim]`` table."
+        if self.pad and self.positional and self.mask != "end":
+            text += " Padded positions keep their positional encoding."
+        return text
+
+    def source(self) -> str:
+        """The layer class."""
+        rows = self.storage == "rows"
+        params = self.params()
+        init = ["super().__init__(**kwargs)"]
+        init += [
+            f"self.{p} = {p}"
+            for p in params
+            if p not in ("trainable_rows", "base") and not p.endswith("_initializer")
+        ]
+        init.append("self.embeddings_initializer = keras.initializers.get(embeddings_initializer)")
+        if self.positional == "learned":
+            init.append(
+                "self.positions_initializer = keras.initializers.get(positions_initializer)"
+            )
+        if self.positional == "sinusoidal":
+            init.append(
+                "self.sinusoids = ops.convert_to_tensor("
+                "sinusoids(max_length, dim, base), self.compute_dtype)"
+            )
+        if rows:
+            init += [
+                "is_trainable = np.zeros(vocab_size, dtype=bool)",
+                "for start, stop in trainable_rows:",
+                "    is_trainable[start:stop] = True",
+                "self.trainable_ids = np.flatnonzero(is_trainable)",
+                "self.frozen_ids = np.flatnonzero(~is_trainable)",
+                "# Constant index maps: whether an id trains, and its row in its own table (0 in",
+                "# the other table, whose vector `call` then discards).",
+                'trainable_row = np.zeros(vocab_size, dtype="int32")',
+                "trainable_row[self.trainable_ids] = np.arange(len(self.trainable_ids))",
+                'frozen_row = np.zeros(vocab_size, dtype="int32")',
+                "frozen_row[self.frozen_ids] = np.arange(len(self.frozen_ids))",
+                "self.is_trainable = ops.convert_to_tensor(is_trainable)",
+                "self.trainable_row = ops.convert_to_tensor(trainable_row)",
+                "self.frozen_row = ops.convert_to_tensor(frozen_row)",
+            ]
+
+        build = []
+        if rows:
+            build += [
+                "self.trainable_embeddings = self.add_weight(",
+                "    shape=(len(self.trainable_ids), self.dim),",
+                "    initializer=self.rows_initializer(self.trainable_ids),",
+                '    name="trainable_embeddings",',
+                ")",
+                "self.frozen_embeddings = self.add_weight(",
+                "    shape=(len(self.frozen_ids), self.dim),",
+                "    initializer=self.rows_initializer(self.frozen_ids),",
+                "    trainable=False,",
+                '    name="frozen_embeddings",',
+                ")",
+            ]
+        else:
+            initializer = "self.padded_initializer" if self.pad else "self.embeddings_initializer"
+            frozen = " trainable=False," if self.storage == "none" else ""
+            build += [
+                "self.embeddings = self.add_weight(",
+                f"    shape=(self.vocab_size, self.dim), initializer={initializer},{frozen}",
+                '    name="embeddings",',
+                ")",
+            ]
+        if self.positional == "learned":
+            build += [
+                "self.positions = self.add_weight(",
+                "    shape=(self.max_length, self.dim), initializer=self.positions_initializer,",
+                '    name="positions",',
+                ")",
+            ]
+
+        draw = []
+        if self.pad:
+            draw += [
+                "def padded_initializer(self, shape, dtype=None):",
+                '    """``embeddings_initializer`` with the padding row set to 0.0."""',
+                "    table = self.embeddings_initializer(shape, dtype)",
+                "    is_pad = ops.expand_dims(ops.equal(ops.arange(shape[0]), self.pad_index), -1)",
+                "    return ops.where(is_pad, ops.zeros_like(table), table)",
+                "",
+            ]
+        if rows:
+            table = "self.padded_initializer" if self.pad else "self.embeddings_initializer"
+            draw += [
+                "def rows_initializer(self, ids):",
+                '    """An initializer of the rows ``ids`` of a freshly drawn canonical table."""',
+                "",
+                "    def initializer(shape, dtype=None):",
+                f"        table = {table}((self.vocab_size, self.dim), dtype)",
+                "        return ops.take(table, ids, axis=0)",
+                "",
+                "    return initializer",
+                "",
+            ]
+
+        if rows:
+            get_table = [
+                "table = np.empty((self.vocab_size, self.dim), dtype=self.variable_dtype)",
+                "table[self.trainable_ids] = self.trainable_embeddings.numpy()",
+                "table[self.frozen_ids] = self.frozen_embeddings.numpy()",
+                "return table",
+            ]
+        else:
+            get_table = ["return self.embeddings.numpy()"]
+
+        set_table = []
+        if self.pad:
+            set_table += [
+                "table = np.array(table, dtype=self.variable_dtype)",
+                "table[self.pad_index] = 0.0",
+            ]
+        elif rows:
+            set_table.append("table = np.asarray(table)")
+        if rows:
+            set_table += [
+                "self.trainable_embeddings.assign(table[self.trainable_ids])",
+                "self.frozen_embeddings.assign(table[self.frozen_ids])",
+            ]
+        else:
+            set_table.append("self.embeddings.assign(table)")
+
+        if rows:
+            call = [
+                "trainable = ops.take(",
+                "    self.trainable_embeddings, ops.take(self.trainable_row, ids), axis=0",
+                ")",
+                "frozen = ops.take(self.frozen_embeddings, ops.take(self.frozen_row, ids), axis=0)",
+                "is_trainable = ops.expand_dims(ops.take(self.is_trainable, ids), -1)",
+                "x = ops.where(is_trainable, trainable, frozen)  # (B, L, dim)",
+            ]
+        else:
+            call = ["x = ops.take(self.embeddings, ids, axis=0)  # (B, L, dim)"]
+        not_pad = (
+            "not_pad = ops.expand_dims(ops.cast(ops.not_equal(ids, self.pad_index), x.dtype), -1)"
+        )
+        if self.mask == "lookup":
+            call += [not_pad, "x = x * not_pad"]
+        if self.scaled:
+            call.append("x = x * self.scale")
+        if self.positional == "sinusoidal":
+            call.append("x = x + self.sinusoids[: ops.shape(ids)[1]]")
+        elif self.positional == "learned":
+            call.append("x = x + self.positions[: ops.shape(ids)[1]]")
+        if self.mask == "end":
+            call += [not_pad, "x = x * not_pad"]
+        if call[-1].startswith("x = ") and "  #" not in call[-1]:
+            call[-1] = "return " + call[-1][4:]
+        else:
+            call.append("return x")
+
+        pad_note = "; its padding row is set to 0.0" if self.pad else ""
+        body = [
+            *docstring(self.docstring(), 4),
+            "",
+            f"def __init__(self, {', '.join(params)}, **kwargs):",
+            '    """``kwargs`` (such as ``dtype`` and ``name``) go to ``keras.layers.Layer``."""',
+            *indent(init, 1),
+            "",
+            "def build(self, input_shape):",
+            '    """Create the weights."""',
+            *indent(build, 1),
+            "",
+            *draw,
+            "def get_table(self):",
+            '    """The canonical ``[vocab_size, dim]`` table, as numpy."""',
+            *indent(get_table, 1),
+            "",
+            "def set_table(self, table):",
+            f'    """Load a canonical ``[vocab_size, dim]`` table{pad_note}."""',
+            *indent(set_table, 1),
+            "",
+        ]
+        if rows:
+            body += [
+                "def table_gradient(self, grad):",
+                '    """Spread the gradient of ``trainable_embeddings`` over a canonical table."""',
+                "    table = np.zeros((self.vocab_size, self.dim), dtype=grad.dtype)",
+                "    table[self.trainable_ids] = grad",
+                "    return table",
+                "",
+            ]
+        body += [
+            "def call(self, ids):",
+            '    """Embed ``ids`` (B, L) as (B, L, dim)."""',
+            *indent(call, 1),
+        ]
+        lines = [f"class {self.class_name}(keras.layers.Layer):", *indent(body, 1)]
+        return "\n".join(lines) + "\n"
+
+
+def emit_table(program: ir.Program, table: ir.EmbeddingTable) -> Emitted:
+    """The layer computing ``table``'s lookup formula (see :class:`ir.EmbeddingTable`)."""
+    kind = TableKind.of(program, table)
+    attr = f"self.{names(program).attrs[table.name]}"
+    weight = program.weight(table.weight)
+    out = Emitted()
+    if kind.plain:
+        args = [str(table.vocab_size), str(table.dim)]
+        args.append(f"embeddings_initializer={initializer(weight.initializer)}")
+        if kind.storage == "none":
+            args.append("trainable=False")
+        out.weights.append(variable(weight, f"{attr}.embeddings"))
+        layer = "keras.layers.Embedding"
+    else:
+        values = {
+            "vocab_size": table.vocab_size,
+            "dim": table.dim,
+            "pad_index": table.pad_index,
+            "trainable_rows": weight.trainable_rows,
+            "scale": table.scale,
+            "max_length": getattr(table.positional, "max_length", None),
+            "base": getattr(table.positional, "base", None),
+        }
+        args = []
+        for param in kind.params():
+            if param == "embeddings_initializer":
+                value = initializer(weight.initializer)
+            elif param == "positions_initializer":
+                positions = program.weight(table.positional.weight)  # type: ignore[union-attr]
+                value = initializer(positions.initializer)
+                out.weights.append(variable(positions, f"{attr}.positions"))
+            else:
+                value = repr(values[param])
+            args.append(f"{param}={value}")
+        if kind.storage == "rows":
+            grad = f"{attr}.table_gradient(grads[{attr}.trainable_embeddings.path])"
+        elif kind.storage == "all":
+            grad = f"grads[{attr}.embeddings.path]"
+        else:
+            grad = None
+        out.weights.insert(
+            0, WeightCode(weight.name, f"{attr}.get_table()", f"{attr}.set_table({{}})", grad)
+        )
+        if kind.positional == "sinusoidal":
+            out.helpers["sinusoids"] = SINUSOIDS
+        out.helpers[kind.class_name] = kind.source()
+        layer = kind.class_name
+    args += ["dtype=self.dtype_policy", f"name={attr[5:]!r}"]
+    out.init.append(f"{attr} = {layer}({', '.join(args)})")
+    return out
+
+
+def emit_embedding(program: ir.Program, node: ir.Node) -> Emitted:
+    """A lookup calls its table's layer on the ids."""
+    assert isinstance(node.op, ir.EmbeddingLookup)
+    n = names(program)
+    return Emitted(call=f"self.{n.attrs[node.op.table]}({n.values[node.inputs[0]]})")

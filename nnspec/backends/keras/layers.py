@@ -1,0 +1,241 @@
+"""Position-wise and pooling ops: flatten, dense, dropout, masked global pooling, merges, layer
+and batch normalization, 1-D convolution and pooling. Each is a stock Keras layer except where
+the IR's semantics differ from Keras' (masked pooling, PyTorch's batch-norm update)."""
+
+from __future__ import annotations
+
+from nnspec.backends.keras.code import (
+    Emitted,
+    activation_arg,
+    initializer_args,
+    layer,
+    variable,
+    whole,
+)
+from nnspec.backends.keras.naming import input_mask, names
+from nnspec.compiler import ir
+
+MASKED_POOLING = {
+    "average": (
+        "MaskedGlobalAveragePooling1D",
+        '''
+class MaskedGlobalAveragePooling1D(keras.layers.Layer):
+    """Mean over the sequence axis of the valid (``padding_mask``) positions; 0.0 if none is."""
+
+    def call(self, x, padding_mask):
+        """Pool ``x`` (B, L, D) to (B, D); ``padding_mask`` (B, L) is true at valid positions."""
+        weights = ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)  # (B, L, 1)
+        total = ops.sum(x * weights, axis=1)  # (B, D)
+        count = ops.sum(weights, axis=1)  # (B, 1)
+        return total / ops.maximum(count, 1.0)
+
+    def compute_mask(self, x, mask=None):
+        """No mask comes out (pooling removes the sequence axis)."""
+        return None
+''',
+    ),
+    "max": (
+        "MaskedGlobalMaxPooling1D",
+        '''
+class MaskedGlobalMaxPooling1D(keras.layers.Layer):
+    """Maximum over the sequence axis of the valid (``padding_mask``) positions; 0.0 if none is."""
+
+    def call(self, x, padding_mask):
+        """Pool ``x`` (B, L, D) to (B, D); ``padding_mask`` (B, L) is true at valid positions."""
+        valid = ops.expand_dims(padding_mask, -1)  # (B, L, 1)
+        pooled = ops.max(ops.where(valid, x, float("-inf")), axis=1)  # (B, D)
+        return ops.where(ops.any(valid, axis=1), pooled, 0.0)
+
+    def compute_mask(self, x, mask=None):
+        """No mask comes out (pooling removes the sequence axis)."""
+        return None
+''',
+    ),
+}
+
+TORCH_BATCH_NORM = '''
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` updating its moving variance as PyTorch does.
+
+    In training, inputs are normalized with the batch mean and (biased) variance over every axis
+    but the last, and the moving statistics move towards the batch's with the *unbiased*
+    variance, as in ``torch.nn.BatchNorm1d`` (Keras' own update uses the biased one):
+    ``moving = momentum * moving + (1 - momentum) * batch``, where ``momentum`` is Keras' (one
+    minus PyTorch's). Masks are ignored.
+    """
+
+    def call(self, inputs, training=False):
+        """Normalize ``inputs`` (..., features); in training, update the moving statistics."""
+        if not training:
+            return super().call(inputs, training=False)
+        axes = list(range(len(inputs.shape) - 1))  # every axis but the features
+        mean, variance = ops.moments(inputs, axes=axes)  # (features,)
+        count = ops.cast(ops.size(inputs) // ops.shape(inputs)[-1], inputs.dtype)
+        unbiased = variance * count / (count - 1)
+        self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
+        self.moving_variance.assign(
+            self.momentum * self.moving_variance + (1 - self.momentum) * unbiased
+        )
+        return ops.batch_normalization(
+            inputs, mean, variance, axis=-1, offset=self.beta, scale=self.gamma,
+            epsilon=self.epsilon,
+        )
+'''
+
+
+def emit_flatten(program: ir.Program, node: ir.Node) -> Emitted:
+    """``keras.layers.Flatten``: row-major over the channels-last layout, as the IR says."""
+    return layer(program, node, "keras.layers.Flatten()")
+
+
+def emit_dropout(program: ir.Program, node: ir.Node) -> Emitted:
+    """``keras.layers.Dropout`` (inverted dropout), active only when ``training``."""
+    assert isinstance(node.op, ir.Dropout)
+    return layer(program, node, f"keras.layers.Dropout({node.op.rate!r})", "training=training")
+
+
+def _kernel_layer(
+    program: ir.Program, node: ir.Node, args: list[str], kernel: str, bias: str | None
+) -> tuple[list[str], Emitted]:
+    """The arguments shared by dense and convolution layers (bias, initializers, trainability)
+    after ``args``, and an :class:`Emitted` holding the activation's helper and the weights."""
+    op = node.op
+    assert isinstance(op, ir.Dense | ir.Conv1D)
+    owned = [kernel] if bias is None else [kernel, bias]
+    trains = whole(program, node, owned)
+    out = Emitted()
+    activation = activation_arg(op.activation, out)
+    args = [*args, *([activation] if activation else [])]
+    if bias is None:
+        args.append("use_bias=False")
+    args += initializer_args(
+        program,
+        node,
+        {
+            "kernel_initializer": ([kernel], "'glorot_uniform'"),
+            "bias_initializer": ([] if bias is None else [bias], "'zeros'"),
+        },
+    )
+    if not trains:
+        args.append("trainable=False")
+    attr = names(program).layer(node)
+    for weight, param in zip(owned, ("kernel", "bias"), strict=False):
+        out.weights.append(variable(program.weight(weight), f"{attr}.{param}"))
+    return args, out
+
+
+def _merge(first: Emitted, second: Emitted) -> Emitted:
+    """``first`` with ``second``'s weights and helpers added."""
+    first.weights += second.weights
+    first.helpers.update(second.helpers)
+    return first
+
+
+def emit_dense(program: ir.Program, node: ir.Node) -> Emitted:
+    """``keras.layers.Dense``, whose kernel is already the canonical ``[in, out]``."""
+    op = node.op
+    assert isinstance(op, ir.Dense)
+    args, out = _kernel_layer(program, node, [str(op.units)], op.kernel, op.bias)
+    return _merge(layer(program, node, f"keras.layers.Dense({', '.join(args)})"), out)
+
+
+def emit_conv1d(program: ir.Program, node: ir.Node) -> Emitted:
+    """``keras.layers.Conv1D``: its kernel is the canonical ``[kernel_size, in, filters]`` and
+    its ``same`` and ``causal`` paddings are the IR's (TensorFlow's rule)."""
+    op = node.op
+    assert isinstance(op, ir.Conv1D)
+    args = [str(op.filters), str(op.kernel_size)]
+    if op.strides != 1:
+        args.append(f"strides={op.strides}")
+    if op.padding != "valid":
+        args.append(f"padding={op.padding!r}")
+    if op.dilation != 1:
+        args.append(f"dilation_rate={op.dilation}")
+    args, out = _kernel_layer(program, node, args, op.kernel, op.bias)
+    return _merge(layer(program, node, f"keras.layers.Conv1D({', '.join(args)})"), out)
+
+
+def emit_pool1d(program: ir.Program, node: ir.Node) -> Emitted:
+    """``keras.layers.MaxPooling1D`` / ``AveragePooling1D`` with valid padding."""
+    op = node.op
+    assert isinstance(op, ir.Pool1D)
+    cls = {"max": "MaxPooling1D", "average": "AveragePooling1D"}[op.mode]
+    return layer(program, node, f"keras.layers.{cls}({op.pool_size}, strides={op.strides})")
+
+
+def emit_global_pool(program: ir.Program, node: ir.Node) -> Emitted:
+    """Pooling over the sequence axis; masked by the input node's mask when it has one."""
+    op = node.op
+    assert isinstance(op, ir.GlobalPool)
+    mask = input_mask(program, node)
+    if mask is None:
+        cls = {"average": "GlobalAveragePooling1D", "max": "GlobalMaxPooling1D"}[op.mode]
+        return layer(program, node, f"keras.layers.{cls}()")
+    cls, source = MASKED_POOLING[op.mode]
+    out = layer(program, node, f"{cls}()", f"padding_mask={names(program).masks[mask]}")
+    out.helpers[cls] = source
+    return out
+
+
+def emit_merge(program: ir.Program, node: ir.Node) -> Emitted:
+    """``keras.layers.Add`` / ``Multiply`` / ``Concatenate`` (last axis) of the inputs."""
+    op = node.op
+    assert isinstance(op, ir.Merge)
+    cls = {"add": "Add", "multiply": "Multiply", "concat": "Concatenate"}[op.mode]
+    return layer(program, node, f"keras.layers.{cls}()")
+
+
+def emit_layer_norm(program: ir.Program, node: ir.Node) -> Emitted:
+    """``keras.layers.LayerNormalization`` over the last axis with the IR's epsilon."""
+    op = node.op
+    assert isinstance(op, ir.LayerNorm)
+    args = [f"epsilon={op.epsilon!r}"]
+    args += initializer_args(
+        program,
+        node,
+        {"gamma_initializer": ([op.gamma], "'ones'"), "beta_initializer": ([op.beta], "'zeros'")},
+    )
+    if not whole(program, node, [op.gamma, op.beta]):
+        args.append("trainable=False")
+    out = layer(program, node, f"keras.layers.LayerNormalization({', '.join(args)})")
+    attr = names(program).layer(node)
+    out.weights += [
+        variable(program.weight(op.gamma), f"{attr}.gamma"),
+        variable(program.weight(op.beta), f"{attr}.beta"),
+    ]
+    return out
+
+
+def emit_batch_norm(program: ir.Program, node: ir.Node) -> Emitted:
+    """``TorchBatchNormalization``: Keras' layer with PyTorch's moving-variance update; its
+    moving statistics are non-trainable state weights."""
+    op = node.op
+    assert isinstance(op, ir.BatchNorm)
+    for name in (op.moving_mean, op.moving_variance):
+        if not program.weight(name).state:
+            raise ValueError(f"weight {name!r}: batch-norm statistics must be state weights")
+    momentum = float(f"{1 - op.momentum:.12g}")  # Keras' momentum is one minus PyTorch's
+    args = [f"momentum={momentum!r}", f"epsilon={op.epsilon!r}"]
+    args += initializer_args(
+        program,
+        node,
+        {
+            "gamma_initializer": ([op.gamma], "'ones'"),
+            "beta_initializer": ([op.beta], "'zeros'"),
+            "moving_mean_initializer": ([op.moving_mean], "'zeros'"),
+            "moving_variance_initializer": ([op.moving_variance], "'ones'"),
+        },
+    )
+    if not whole(program, node, [op.gamma, op.beta]):
+        args.append("trainable=False")
+    out = layer(program, node, f"TorchBatchNormalization({', '.join(args)})", "training=training")
+    out.helpers["TorchBatchNormalization"] = TORCH_BATCH_NORM
+    attr = names(program).layer(node)
+    for name, param in (
+        (op.gamma, "gamma"),
+        (op.beta, "beta"),
+        (op.moving_mean, "moving_mean"),
+        (op.moving_variance, "moving_variance"),
+    ):
+        out.weights.append(variable(program.weight(name), f"{attr}.{param}"))
+    return out

@@ -1,0 +1,390 @@
+"""End-To-End Memory Networks (``ir.MemoryNetwork``, arXiv 1503.08895): one layer class written
+for the op's configuration (tying, query, encodings, output), holding only what it uses.
+
+Every distinct word table and temporal encoding is one weight of the layer's ``tables`` dict,
+named after its canonical name's last part (``"memory.A2"`` is ``tables["A2"]``); hops name
+the tables they use, so tied hops name the same one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nnspec.backends.keras.code import (
+    FRESH_INITIALIZER,
+    Emitted,
+    WeightCode,
+    docstring,
+    indent,
+    initializer,
+    shared_initializer,
+    variable,
+)
+from nnspec.backends.keras.naming import names
+from nnspec.compiler import ir
+
+KWARGS_DOC = "``kwargs`` (such as ``dtype`` and ``name``) go to ``keras.layers.Layer``."
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The tables of one memory network, by their names in the layer (canonical last parts).
+
+    Attributes:
+        hops: for each hop, ``(A, C)`` or ``(A, C, TA, TC)``.
+        words: the distinct word tables, in order of first use.
+        temporal: the distinct temporal encodings.
+        question: the table embedding the question (``None``: a constant query).
+        answer: the table whose transpose gives the logits (``None``: its own weight ``W``).
+    """
+
+    hops: tuple[tuple[str, ...], ...]
+    words: tuple[str, ...]
+    temporal: tuple[str, ...]
+    question: str | None
+    answer: str | None
+
+    @classmethod
+    def of(cls, op: ir.MemoryNetwork, node: ir.Node) -> _Layout:
+        """The layout of ``op``, computed by ``node``."""
+        prefix = f"{node.layer_name}."
+
+        def local(name: str) -> str:
+            if not name.startswith(prefix) or "/" in name:
+                raise ValueError(f"weight {name!r} of node {node.name!r} must be {prefix}<name>")
+            return name[len(prefix) :]
+
+        temporal = op.hops[0].TA is not None
+        if any((hop.TA is not None, hop.TC is not None) != (temporal, temporal) for hop in op.hops):
+            raise ValueError(f"node {node.name!r}: every hop needs TA and TC, or none does")
+        hops = tuple(
+            tuple(local(n) for n in (hop.A, hop.C, *((hop.TA, hop.TC) if temporal else ())))
+            for hop in op.hops
+        )
+        question = None
+        if op.query == "embedded":
+            b = op.hops[0].A if op.tying == "adjacent" else op.query_embedding
+            if b is None:
+                raise ValueError(f"node {node.name!r}: an embedded query needs query_embedding")
+            question = local(b)
+        answer = local(op.hops[-1].C) if op.output is None else None
+        words = dict.fromkeys(
+            [*(t for hop in hops for t in hop[:2]), *([question] if question else [])]
+        )
+        return cls(
+            hops=hops,
+            words=tuple(words),
+            temporal=tuple(dict.fromkeys(t for hop in hops for t in hop[2:])),
+            question=question,
+            answer=answer,
+        )
+
+
+def _source(cls: str, op: ir.MemoryNetwork, layout: _Layout) -> str:
+    """The memory-network class ``cls`` for ``op``."""
+    pad = op.pad_index is not None
+    temporal = bool(layout.temporal)
+    if op.position_encoding:
+        bag = (
+            "the sum of its word vectors weighted by the position encoding "
+            "``l_kj = (1 - j / J) - (k / d) * (1 - 2 * j / J)`` (word ``j`` of ``J``, unit "
+            "``k`` of ``d``)"
+        )
+    else:
+        bag = "the sum of its word vectors"
+    doc = (
+        "An End-To-End Memory Network (Sukhbaatar et al., 2015) over sentences of word ids.\n\n"
+        f"Each sentence (a row of word ids) is embedded as {bag}"
+        + (", plus the temporal encoding of its memory slot" if temporal else "")
+        + ". Each hop names its word tables ``(A, C)``"
+        + (" and temporal tables ``(TA, TC)``" if temporal else "")
+        + " in ``tables``; hops naming the same table share it. From ``u`` "
+        + ("(the embedded question)" if layout.question else "(a constant)")
+        + ", each hop attends over the memories encoded with ``A``: ``p = softmax(u . m)``, "
+        "then ``u = "
+        + ("u @ linear_map" if op.linear_map else "u")
+        + " + sum_i p_i c_i`` with the ``C`` encodings. The logits are ``u @ "
+        + ("tables[answer_table].T" if layout.answer else "answer")
+        + "``, then ``activation``."
+    )
+    if pad:
+        doc += (
+            "\n\nThe pad id embeds to 0.0 (its rows are 0.0 and get no gradient) and a memory of "
+            "pad ids only gets no attention (``-1e9`` is added to its score)."
+        )
+    params = ["vocab_size", "dim", "memory_size", "hops"]
+    params += ["question_table"] if layout.question else ["query_value"]
+    params += ["answer_table"] if layout.answer else ["output_size"]
+    params += ["pad_index"] if pad else []
+    params += ["activation", "embeddings_initializer"]
+    params += ["temporal_initializer"] if temporal else []
+    params += ["linear_map_initializer"] if op.linear_map else []
+    params += [] if layout.answer else ["answer_initializer"]
+    init = ["super().__init__(**kwargs)", "self.dim = dim", "self.hops = hops"]
+    init += ["self.question_table = question_table"] if layout.question else []
+    init += ["self.query_value = query_value"] if not layout.question else []
+    init += ["self.answer_table = answer_table"] if layout.answer else []
+    init += ["self.pad_index = pad_index"] if pad else []
+    init.append("self.activation = keras.activations.get(activation)")
+    words = "[name for hop in hops for name in hop[:2]]"
+    words += " + [question_table]" if layout.question else ""
+    init += [
+        f"words = {words}",
+        "self.tables = {}",
+        "for name in dict.fromkeys(words):  # each table once, in order of first use",
+        "    self.tables[name] = self.add_weight(",
+        "        shape=(vocab_size, dim),",
+        "        initializer="
+        + (
+            "self.padded(fresh_initializer(embeddings_initializer)),"
+            if pad
+            else "fresh_initializer(embeddings_initializer),"
+        ),
+        "        name=name,",
+        "    )",
+    ]
+    if temporal:
+        init += [
+            "for name in dict.fromkeys(name for hop in hops for name in hop[2:]):",
+            "    self.tables[name] = self.add_weight(",
+            "        shape=(memory_size, dim),",
+            "        initializer=fresh_initializer(temporal_initializer),",
+            "        name=name,",
+            "    )",
+        ]
+    if op.linear_map:
+        init += [
+            "self.linear_map = self.add_weight(",
+            '    shape=(dim, dim), initializer=linear_map_initializer, name="linear_map"',
+            ")",
+        ]
+    if not layout.answer:
+        init += [
+            "self.answer = self.add_weight(",
+            '    shape=(dim, output_size), initializer=answer_initializer, name="answer"',
+            ")",
+        ]
+    elif pad:
+        init.append(
+            "self.is_padding_row = "
+            "ops.expand_dims(ops.equal(ops.arange(vocab_size), pad_index), -1)"
+        )
+
+    methods = []
+    if pad:
+        methods += [
+            "def padded(self, initializer):",
+            '    """``initializer`` with the padding row set to 0.0."""',
+            "",
+            "    def draw(shape, dtype=None):",
+            "        table = initializer(shape, dtype)",
+            "        is_pad = ops.expand_dims(ops.equal(ops.arange(shape[0]), self.pad_index), -1)",
+            "        return ops.where(is_pad, ops.zeros_like(table), table)",
+            "",
+            "    return draw",
+            "",
+            "def set_table(self, name, table):",
+            '    """Load the canonical word table ``name``; its padding row is set to 0.0."""',
+            "    table = np.array(table, dtype=self.variable_dtype)",
+            "    table[self.pad_index] = 0.0",
+            "    self.tables[name].assign(table)",
+            "",
+        ]
+    weighted = op.position_encoding or pad
+    if op.position_encoding:
+        j_over_count = (
+            "j = ops.arange(1, ids.shape[-1] + 1, dtype=self.compute_dtype) / count  # j / J"
+        )
+        weights = [
+            "def word_weights(self, ids):",
+            '    """``l_kj`` of each word of ``ids`` (..., S), 0.0 at pads: (..., S, dim)."""',
+        ]
+        if pad:
+            weights += [
+                "    is_word = ops.cast(ops.not_equal(ids, self.pad_index), self.compute_dtype)",
+                "    count = ops.maximum(ops.sum(is_word, axis=-1, keepdims=True), 1.0)  # J",
+                f"    {j_over_count}",
+                "    j = ops.expand_dims(j, -1)  # (..., S, 1)",
+                "    k = ops.arange(1, self.dim + 1, dtype=self.compute_dtype) / self.dim  # k / d",
+                "    return ((1 - j) - k * (1 - 2 * j)) * ops.expand_dims(is_word, -1)",
+            ]
+        else:
+            weights += [
+                "    length = ids.shape[-1]",
+                "    j = ops.arange(1, length + 1, dtype=self.compute_dtype)[:, None] / length",
+                "    k = ops.arange(1, self.dim + 1, dtype=self.compute_dtype) / self.dim  # k / d",
+                "    return (1 - j) - k * (1 - 2 * j)  # (S, dim), the same for every sentence",
+            ]
+        methods += [*weights, ""]
+    elif pad:
+        methods += [
+            "def word_weights(self, ids):",
+            '    """1.0 at the words of ``ids`` (..., S), 0.0 at pads: (..., S, 1)."""',
+            "    return ops.expand_dims(ops.cast(ops.not_equal(ids, self.pad_index), "
+            "self.compute_dtype), -1)",
+            "",
+        ]
+    weights_arg = ", weights" if weighted else ""
+    words_expr = "words * weights" if weighted else "words"
+    methods += [
+        f"def encode(self, ids{weights_arg}, table):",
+        '    """Sentence vectors (..., dim) of the word ids (..., S) embedded by ``table``."""',
+        "    words = ops.take(self.tables[table], ids, axis=0)  # (..., S, dim)",
+        f"    return ops.sum({words_expr}, axis=-2)",
+        "",
+    ]
+
+    question = ", question" if layout.question else ""
+    call_doc = (
+        "Scores (B, outputs) for ``memories`` (B, M, S)"
+        + (" and ``question`` (B, Q)" if layout.question else "")
+        + ", word ids."
+    )
+    body = [f'"""{call_doc}"""']
+    if weighted:
+        body.append("weights = self.word_weights(memories)")
+    if pad:
+        body += [
+            "is_memory = ops.any(ops.not_equal(memories, self.pad_index), axis=-1)  # (B, M)",
+            "score_bias = ops.cast(ops.logical_not(is_memory), self.compute_dtype) * -1e9",
+        ]
+    if layout.question:
+        qweights = ", self.word_weights(question)" if weighted else ""
+        body.append(f"u = self.encode(question{qweights}, self.question_table)  # (B, dim)")
+    else:
+        body.append(
+            "u = ops.full((ops.shape(memories)[0], self.dim), self.query_value, self.compute_dtype)"
+        )
+    key = "(table, temporal)" if temporal else "table"
+    encoded = f"self.encode(memories{weights_arg}, table)"
+    encoded += " + self.tables[temporal]" if temporal else ""
+    body += [
+        f"encoded = {{}}  # {key} -> memories (B, M, dim), encoded once",
+        "",
+        f"def encode_memories({key[1:-1] if temporal else key}):",
+        f"    if {key} not in encoded:",
+        f"        encoded[{key[1:-1] if temporal else key}] = {encoded}",
+        f"    return encoded[{key[1:-1] if temporal else key}]",
+        "",
+    ]
+    if temporal:
+        body += [
+            "for table_a, table_c, temporal_a, temporal_c in self.hops:",
+            "    m = encode_memories(table_a, temporal_a)  # (B, M, dim)",
+            "    c = encode_memories(table_c, temporal_c)",
+        ]
+    else:
+        body += [
+            "for table_a, table_c in self.hops:",
+            "    m = encode_memories(table_a)  # (B, M, dim)",
+            "    c = encode_memories(table_c)",
+        ]
+    scores = 'ops.einsum("bd,bmd->bm", u, m)' + (" + score_bias" if pad else "")
+    body += [
+        f"    p = ops.softmax({scores}, axis=-1)  # (B, M)",
+        '    o = ops.einsum("bm,bmd->bd", p, c)  # (B, dim)',
+        "    u = ops.matmul(u, self.linear_map) + o" if op.linear_map else "    u = u + o",
+    ]
+    if layout.answer:
+        body.append("answer = self.tables[self.answer_table]  # (vocab, dim)")
+        if pad:
+            body.append("answer = ops.where(self.is_padding_row, 0.0, answer)  # no pad gradient")
+        body.append("return self.activation(ops.matmul(u, ops.transpose(answer)))")
+    else:
+        body.append("return self.activation(ops.matmul(u, self.answer))")
+
+    lines = [
+        f"class {cls}(keras.layers.Layer):",
+        *indent(
+            [
+                *docstring(doc, 4),
+                "",
+                f"def __init__(self, {', '.join(params)}, **kwargs):",
+                f'    """{KWARGS_DOC}"""',
+                *indent(init, 1),
+                "",
+                *methods,
+                f"def call(self, memories{question}):",
+                *indent(body, 1),
+            ],
+            1,
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def emit_memory_network(program: ir.Program, node: ir.Node) -> Emitted:
+    """A ``MemoryNetwork`` layer called on the memories (and the question)."""
+    op = node.op
+    assert isinstance(op, ir.MemoryNetwork)
+    layout = _Layout.of(op, node)
+    prefix = f"{node.layer_name}."
+    words = [program.weight(prefix + name) for name in layout.words]
+    pad = () if op.pad_index is None else (op.pad_index,)
+    for weight in words:
+        if weight.zero_rows != pad or weight.trainable != "all":
+            raise ValueError(
+                f"weight {weight.name!r}: memory-network word tables train whole, with the pad "
+                f"id's row {list(pad)} as their only zero row"
+            )
+    others = [program.weight(prefix + name) for name in layout.temporal]
+    others += [program.weight(name) for name in (op.linear_map, op.output) if name]
+    for weight in others:
+        if weight.zero_rows or weight.trainable != "all":
+            raise ValueError(f"weight {weight.name!r}: must train whole")
+
+    def init(names_: list[str], role: str) -> str:
+        return shared_initializer(program, [prefix + n for n in names_], role, node)
+
+    args = {
+        "vocab_size": str(op.vocab_size),
+        "dim": str(op.dim),
+        "memory_size": str(op.memory_size),
+        "hops": repr(layout.hops),
+    }
+    if layout.question:
+        args["question_table"] = repr(layout.question)
+    else:
+        args["query_value"] = repr(op.query_value)
+    if layout.answer:
+        args["answer_table"] = repr(layout.answer)
+    else:
+        args["output_size"] = str(op.output_size)
+    if op.pad_index is not None:
+        args["pad_index"] = str(op.pad_index)
+    args["activation"] = repr(op.activation)
+    args["embeddings_initializer"] = init(list(layout.words), "word table")
+    if layout.temporal:
+        args["temporal_initializer"] = init(list(layout.temporal), "temporal encoding")
+    if op.linear_map:
+        args["linear_map_initializer"] = initializer(program.weight(op.linear_map).initializer)
+    if op.output:
+        args["answer_initializer"] = initializer(program.weight(op.output).initializer)
+
+    n = names(program)
+    attr = n.attrs[node.layer_name]
+    layers = dict.fromkeys(
+        m.layer_name for m in program.nodes if isinstance(m.op, ir.MemoryNetwork)
+    )
+    position = list(layers).index(node.layer_name)
+    cls = "MemoryNetwork" if position == 0 else f"MemoryNetwork{position + 1}"
+    constructor = f"{cls}({', '.join(f'{k}={v}' for k, v in args.items())}, "
+    out = Emitted(
+        init=[f"self.{attr} = {constructor}dtype=self.dtype_policy, name={attr!r})"],
+        call=f"self.{attr}({n.args(node)})",
+        helpers={"fresh_initializer": FRESH_INITIALIZER, cls: _source(cls, op, layout)},
+    )
+    for name in layout.words + layout.temporal:
+        weight = program.weight(prefix + name)
+        table = f"self.{attr}.tables[{name!r}]"
+        code = variable(weight, table)
+        if op.pad_index is not None and name in layout.words:
+            code = WeightCode(
+                code.name, code.value, f"self.{attr}.set_table({name!r}, {{}})", code.grad
+            )
+        out.weights.append(code)
+    if op.linear_map:
+        out.weights.append(variable(program.weight(op.linear_map), f"self.{attr}.linear_map"))
+    if op.output:
+        out.weights.append(variable(program.weight(op.output), f"self.{attr}.answer"))
+    return out
