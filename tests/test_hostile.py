@@ -178,3 +178,11 @@ def test_any_valid_names_compile_to_parsing_clean_code(names, description, token
         return
     for where, tree in trees.items():
         assert_clean(tree, where)
+
+
+def test_underscore_names_compile():
+    text = render(
+        name="_m", description="d", inp="_ids", table="_t", token="t", l1="_l", l2="_p", l3="_o"
+    )
+    for where, tree in generated_trees(text).items():
+        assert_clean(tree, where)

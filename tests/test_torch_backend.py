@@ -31,17 +31,26 @@ runtime = BACKEND.runtime()
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 PROGRAMS = {f.__name__: f for f in ir_examples.ALL}
+# The framework, numpy, safetensors, the framework's usual companions (tqdm, matplotlib) and the
+# standard library: never nnspec.
 ALLOWED_IMPORTS = {
     "__future__",
     "argparse",
     "collections",
+    "contextlib",
+    "csv",
     "math",
+    "matplotlib",
     "model",
     "numpy",
+    "os",
     "pathlib",
     "random",
     "safetensors",
+    "shutil",
+    "time",
     "torch",
+    "tqdm",
 }
 
 

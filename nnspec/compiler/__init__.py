@@ -27,9 +27,12 @@ def spec_hash(spec: Spec) -> str:
 
 
 def class_name(name: str) -> str:
-    """``newsgroups_flat`` -> ``NewsgroupsFlat`` (a leading underscore becomes ``Model``)."""
+    """``newsgroups_flat`` -> ``NewsgroupsFlatModel``.
+
+    The ``Model`` suffix keeps the class clear of every helper the generated code defines
+    (``MemoryNetwork``, ``F``, ...), whatever the spec is called."""
     camel = "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
-    return camel if camel and camel[0].isalpha() else f"Model{camel}"
+    return camel if camel.endswith("Model") else f"{camel}Model"
 
 
 def compile_spec(spec: Spec, doc: Document) -> ir.Program:

@@ -71,7 +71,9 @@ class Namespace:
 
     def claim(self, name: str) -> str:
         """``name``, or ``name`` followed by enough underscores to be free; now taken."""
-        while name in self.taken or keyword.iskeyword(name) or name.startswith("_"):
+        if name.startswith("_"):  # Keras does not track layers in private attributes
+            name = f"layer{name}"
+        while name in self.taken or keyword.iskeyword(name):
             name += "_"
         self.taken.add(name)
         return name
