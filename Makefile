@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXAMPLES := $(wildcard examples/*/spec.yaml)
 
-.PHONY: demo test regen check lint format clean
+.PHONY: demo test bench regen check lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(VENV)/.installed
 ## test: the whole test suite
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 --dist loadfile -q
+
+## bench: generated vs hand-written step times, policy overhead, compiler scaling
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks
 
 ## regen: regenerate the examples' code and the checked-in JSON Schema
 regen: $(VENV)/.installed

@@ -81,10 +81,10 @@ def cli_wall_time(repeats: int = 5) -> dict[str, float]:
             times.append(time.perf_counter() - start)
         out[command] = statistics.median(times)
     probe = (
-        "import sys, runpy; sys.argv = ['nnspec', 'validate', %r]\n"
+        f"import sys, runpy; sys.argv = ['nnspec', 'validate', {str(spec)!r}]\n"
         "try:\n    runpy.run_module('nnspec', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
-        "print(any(m in sys.modules for m in ('torch', 'tensorflow', 'keras')))" % str(spec)
+        "print(any(m in sys.modules for m in ('torch', 'tensorflow', 'keras')))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     out["imports_framework"] = result.stdout.strip().endswith("True")
