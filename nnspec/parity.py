@@ -57,6 +57,14 @@ class ParityReport:
         """All comparisons within tolerance."""
         return all(c.ok for c in self.comparisons)
 
+    def failures(self) -> list[str]:
+        """One line per comparison over its tolerance."""
+        return [
+            f"{self.dtype} {c.what} {c.name}: {c.diff:.3e} > {c.tolerance:.0e}"
+            for c in self.comparisons
+            if not c.ok
+        ]
+
     def worst(self, what: str) -> float:
         """Largest scaled difference among comparisons of kind ``what``."""
         return max((c.diff for c in self.comparisons if c.what == what), default=0.0)

@@ -15,12 +15,7 @@ PROGRAMS = {build().name: build for build in ir_examples_arch.ALL}
 
 
 def check(report):
-    bad = [
-        f"{c.what} {c.name}: {c.diff:.3e} > {c.tolerance:.0e}"
-        for c in report.comparisons
-        if not c.ok
-    ]
-    assert not bad, f"{report.dtype}: " + "; ".join(bad)
+    assert not report.failures(), "; ".join(report.failures())
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
