@@ -354,6 +354,7 @@ RESERVED_NAMES: frozenset[str] = frozenset(
         "training",
         "tuple",
         "type",
+        "unpadded_mean",
         "variable_dtype",
         "variables",
         "vars",

@@ -33,7 +33,12 @@ class PartiallyTrainableEmbedding(nn.Module):
 
     The trainable rows live in ``trainable`` and all the others (padding included) in ``frozen``,
     a parameter with ``requires_grad=False``. No optimizer ever sees the frozen rows, so they stay
-    bit-identical under any optimizer and weight decay. Ids are routed to their part by index maps.
+    bit-identical under any optimizer and weight decay.
+
+    Every id looks up one row in each part and the two are added; the part that does not hold
+    the id gives 0.0 there: the trainable part through an extra zero row that the gradient skips
+    (``padding_idx``), the frozen part through ``zero_row`` (a frozen row that is always 0.0, such
+    as the padding row) or, without one, by masking.
     """
 
     def __init__(
@@ -41,20 +46,26 @@ class PartiallyTrainableEmbedding(nn.Module):
         num_embeddings: int,
         embedding_dim: int,
         trainable_rows: list[tuple[int, int]],
+        zero_row: int | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        """``trainable_rows`` are the half-open ``(start, stop)`` id ranges that train."""
+        """``trainable_rows`` are the half-open ``(start, stop)`` id ranges that train;
+        ``zero_row`` is a frozen id whose row is always 0.0, if there is one."""
         super().__init__()
         is_trainable = torch.zeros(num_embeddings, dtype=torch.bool)
         for start, stop in trainable_rows:
             is_trainable[start:stop] = True
         n_trainable = int(is_trainable.sum())
-        trainable_index = torch.zeros(num_embeddings, dtype=torch.long)
+        trainable_index = torch.full((num_embeddings,), n_trainable, dtype=torch.long)
         trainable_index[is_trainable] = torch.arange(n_trainable)
         frozen_index = torch.zeros(num_embeddings, dtype=torch.long)
         frozen_index[~is_trainable] = torch.arange(num_embeddings - n_trainable)
+        if zero_row is not None:
+            frozen_index[is_trainable] = frozen_index[zero_row]
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
+        self.n_trainable = n_trainable
+        self.has_zero_row = zero_row is not None
         self.register_buffer("is_trainable", is_trainable, persistent=False)
         self.register_buffer("trainable_index", trainable_index, persistent=False)
         self.register_buffer("frozen_index", frozen_index, persistent=False)
@@ -66,9 +77,12 @@ class PartiallyTrainableEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """The rows of ``ids`` ``(B, L)``: ``(B, L, embedding_dim)``."""
-        trainable = F.embedding(self.trainable_index[ids], self.trainable)
         frozen = F.embedding(self.frozen_index[ids], self.frozen)
-        return torch.where(self.is_trainable[ids].unsqueeze(-1), trainable, frozen)
+        if not self.has_zero_row:
+            frozen = frozen.masked_fill(self.is_trainable[ids].unsqueeze(-1), 0.0)
+        rows = F.pad(self.trainable, (0, 0, 0, 1))  # row n_trainable: 0.0, for frozen ids
+        trainable = F.embedding(self.trainable_index[ids], rows, padding_idx=self.n_trainable)
+        return frozen + trainable
 
     def merge(self, trainable: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
         """One ``(num_embeddings, embedding_dim)`` table from the rows of each part."""
@@ -90,13 +104,13 @@ class PartiallyTrainableEmbedding(nn.Module):
         self.frozen.copy_(table[~self.is_trainable])
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` ``(B, L, D)`` over the positions where ``mask`` ``(B, L)`` is True.
+def unpadded_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` ``(B, L, D)`` over the positions where ``mask`` ``(B, L)`` is True, for an
+    ``x`` that is already 0.0 everywhere else (an embedding with pad zeroing): a plain sum.
 
     A row without any such position gives 0.0.
     """
-    mask = mask.unsqueeze(-1).to(x.dtype)
-    return (x * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    return x.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
 
 
 class GloveSpecialTokensModel(nn.Module):
@@ -109,7 +123,7 @@ class GloveSpecialTokensModel(nn.Module):
         """Build the layers in ``dtype`` and draw their initial weights."""
         super().__init__()
         self.glove = PartiallyTrainableEmbedding(
-            10000, 50, trainable_rows=[(9996, 10000)], dtype=dtype
+            10000, 50, trainable_rows=[(9996, 10000)], zero_row=0, dtype=dtype
         )
         self.dense = nn.Linear(50, 64, dtype=dtype)
         self.dropout = nn.Dropout(0.2)
@@ -131,7 +145,7 @@ class GloveSpecialTokensModel(nn.Module):
         """Map token ids to ``dense_1`` ``(B, 4)``."""
         tokens_mask = tokens != 0  # (B, L), False at pads
         glove_lookup = self.glove(tokens)  # (B, 200, 50)
-        global_average_pool = masked_mean(glove_lookup, tokens_mask)  # (B, 50)
+        global_average_pool = unpadded_mean(glove_lookup, tokens_mask)  # (B, 50)
         dense = torch.relu(self.dense(global_average_pool))  # (B, 64)
         dropout = self.dropout(dense)
         dense_1 = torch.softmax(self.dense_1(dropout), dim=-1)  # (B, 4)

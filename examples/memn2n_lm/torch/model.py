@@ -64,8 +64,9 @@ class MemoryNetwork(nn.Module):
         c = self.encode(memories, self.embeddings[1]) + self.temporal[1]
         u = torch.full((memories.shape[0], 48), 0.1, dtype=dtype, device=memories.device)  # u_1
         for _ in range(3):
-            p = torch.softmax(torch.einsum("bmd,bd->bm", m, u) + bias, dim=-1)  # (B, M)
-            o = torch.einsum("bm,bmd->bd", p, c)  # (B, d)
+            scores = torch.bmm(m, u.unsqueeze(-1)).squeeze(-1)  # (B, M): m_i . u
+            p = torch.softmax(scores + bias, dim=-1)  # (B, M)
+            o = torch.bmm(p.unsqueeze(1), c).squeeze(1)  # (B, d): sum_i p_i c_i
             u = self.linear_map(u) + o  # u_(k+1) = u_k H + o
         return torch.softmax(self.output(u), dim=-1)
 

@@ -18,6 +18,7 @@ from nnspec.backends.torch import ops_attention, ops_conv, ops_core, ops_memory,
 from nnspec.backends.torch import training as training_code
 from nnspec.backends.torch.common import Emitted, row_index, shape_comment
 from nnspec.backends.torch.naming import HELPER_NAMES, MODULE_NAMES, first_of_layer, names
+from nnspec.backends.pretrained_files import pretrained_files
 from nnspec.backends.train_script import render_train_script
 from nnspec.compiler import ir
 
@@ -61,7 +62,7 @@ class TorchBackend(Backend):
     # ------------------------------------------------------------------------------ files
 
     def generate(self, program: ir.Program) -> dict[str, str]:
-        """Render ``model.py`` and ``train.py`` for ``program``."""
+        """Render ``model.py``, ``train.py`` and, with pretrained vectors, ``pretrained.py``."""
         self.check(program)
         env = template_env(__package__)
         parts = [self._emit(program, node) for node in program.nodes]
@@ -79,6 +80,7 @@ class TorchBackend(Backend):
         return {
             "model.py": format_source(env.get_template("model.py.j2").render(context)),
             "train.py": render_train_script(env, program, self.name),
+            **pretrained_files(program, self.name),
         }
 
     def _emit(self, program: ir.Program, node: ir.Node) -> Emitted:

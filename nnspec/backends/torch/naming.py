@@ -36,6 +36,7 @@ MODULE_NAMES = frozenset(
         "pairwise",
         "save_file",
         "swap_gru_gates",
+        "unpadded_mean",
         "self",
         "torch",
     }
@@ -55,6 +56,7 @@ HELPER_NAMES = frozenset(
         "masked_mean",
         "packed_rnn",
         "swap_gru_gates",
+        "unpadded_mean",
     }
 )
 

@@ -54,9 +54,12 @@ def _emit_table(program: ir.Program, table: ir.EmbeddingTable, out: Emitted) -> 
     if policy == "rows":
         out.helpers.add("PartiallyTrainableEmbedding")
         out.imports.add("F")
+        zero_row = ""
+        if weight.zero_rows:
+            zero_row = f"zero_row={weight.zero_rows[0]}, "
         out.init.append(
             f"self.{attr} = PartiallyTrainableEmbedding({vocab}, {dim}, "
-            f"trainable_rows={list(weight.trainable_rows)!r}, dtype=dtype)"
+            f"trainable_rows={list(weight.trainable_rows)!r}, {zero_row}dtype=dtype)"
         )
         reset = [f"table = {init(f'torch.empty({vocab}, {dim})', weight, False, out)}"]
         if weight.zero_rows:
@@ -151,7 +154,10 @@ def emit_global_pool(program: ir.Program, node: ir.Node) -> Emitted:
     mode = op_of(node, ir.GlobalPool).mode
     mask = input_mask(program, node)
     out = Emitted()
-    if mask is not None:
+    if mask is not None and mode == "average" and _zero_at_mask(program, node.inputs[0], mask):
+        out.helpers.add("unpadded_mean")
+        expr = f"unpadded_mean({x}, {n.masks[mask]})"
+    elif mask is not None:
         helper = "masked_mean" if mode == "average" else "masked_max"
         out.helpers.add(helper)
         expr = f"{helper}({x}, {n.masks[mask]})"
@@ -159,6 +165,21 @@ def emit_global_pool(program: ir.Program, node: ir.Node) -> Emitted:
         expr = f"{x}.mean(dim=1)" if mode == "average" else f"{x}.amax(dim=1)"
     out.forward.append(f"{n.values[node.name]} = {expr}  # {shape_comment(node.shape)}")
     return out
+
+
+def _zero_at_mask(program: ir.Program, source: str, mask: ir.Mask) -> bool:
+    """Whether ``source`` is an embedding lookup that is exactly 0.0 wherever ``mask`` is False."""
+    if not program.is_node(source):
+        return False
+    op = program.node(source).op
+    if not isinstance(op, ir.EmbeddingLookup):
+        return False
+    table = program.table(op.table)
+    return (
+        table.zero_padded_positions
+        and table.pad_index == mask.pad_index
+        and program.node(source).inputs[0] == mask.input
+    )
 
 
 def emit_merge(program: ir.Program, node: ir.Node) -> Emitted:
