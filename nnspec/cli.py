@@ -1,4 +1,4 @@
-"""The ``nnspec`` command: validate | compile | summary | schema | parity | demo.
+"""The ``nnspec`` command: validate | compile | summary | schema | parity | prepare | demo.
 
 Exit codes: 0 success, 1 invalid spec (or stale code, or parity over tolerance), 2 usage error
 (missing or unreadable file, unknown option). Bad input never produces a traceback.
@@ -354,6 +354,215 @@ def print_report(report) -> None:
     out.print(table)
     verdict = "agree" if report.ok else "DISAGREE"
     out.print(f"{report.reference} and {report.other} {verdict} in {report.dtype}", markup=False)
+
+
+class Task(StrEnum):
+    """What ``prepare`` makes."""
+
+    classify = "classify"
+    language_model = "language-model"
+
+
+class SideChoice(StrEnum):
+    """A padding / truncation side."""
+
+    pre = "pre"
+    post = "post"
+
+
+class SplitChoice(StrEnum):
+    """How ``prepare`` splits text into tokens."""
+
+    words = "words"
+    whitespace = "whitespace"
+
+
+@app.command()
+def prepare(
+    source: Annotated[
+        str,
+        typer.Argument(help="Training data: a file (.txt .csv .tsv .jsonl .tab) or NAME:SPLIT."),
+    ],
+    out_file: Annotated[Path, typer.Option("--out", help="The .npz to write.")],
+    val: Annotated[str | None, typer.Option(help="Validation data (file or NAME:SPLIT).")] = None,
+    test: Annotated[str | None, typer.Option(help="Test data (file or NAME:SPLIT).")] = None,
+    spec: Annotated[
+        Path | None, typer.Option(help="Take length, vocab size and special tokens from a spec.")
+    ] = None,
+    input_name: Annotated[
+        str | None, typer.Option("--input", help="The spec input (default: its only one).")
+    ] = None,
+    task: Annotated[
+        Task | None,
+        typer.Option(help="Default: from the spec; else language-model for unlabelled text."),
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option(min=1, help="Ids per text (default: spec, else the longest).")
+    ] = None,
+    vocab_size: Annotated[
+        int | None,
+        typer.Option(min=2, help="Exact ids incl. pad and specials (default: spec, else all)."),
+    ] = None,
+    min_count: Annotated[int, typer.Option(min=1, help="Fewest occurrences for a word.")] = 1,
+    special: Annotated[
+        list[str] | None,
+        typer.Option(help="A special token (repeat; highest ids, in order). Default: <oov>."),
+    ] = None,
+    oov: Annotated[
+        str, typer.Option(help="The special token unknown words become; '' drops them.")
+    ] = "<oov>",
+    lowercase: Annotated[
+        bool | None,
+        typer.Option(
+            "--lowercase/--no-lowercase", help="Default: lowercase for classify, not for LMs."
+        ),
+    ] = None,
+    split: Annotated[
+        SplitChoice | None,
+        typer.Option(help="Tokenizer. Default: words for classify, whitespace for LMs."),
+    ] = None,
+    padding: Annotated[SideChoice, typer.Option(help="Pads after (post) or before.")] = (
+        SideChoice.post
+    ),
+    truncating: Annotated[
+        SideChoice, typer.Option(help="Cut long texts at the end (post) or start.")
+    ] = SideChoice.post,
+    text_column: Annotated[
+        str | None, typer.Option(help="Text column (or JSON key); default 'text'.")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="Label column (or JSON key); default 'label'.")
+    ] = None,
+    memory: Annotated[
+        int | None, typer.Option(min=1, help="LM: previous words per example (default 16).")
+    ] = None,
+    eos: Annotated[
+        str, typer.Option(help="LM: token appended to every line ('' for none).")
+    ] = "<eos>",
+    vocab_out: Annotated[
+        Path | None, typer.Option(help="Vocabulary file (default: <out>.vocab.txt).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite existing output files.")] = False,
+) -> None:
+    """Turn raw text into the token-id .npz (and vocabulary file) a generated train.py reads.
+
+    Built-in sources: 20newsgroups, reuters-r8, reuters-r52 (:train|test), ptb (:train|valid|test).
+
+    Values from --spec are defaults; explicit ones must agree with it.
+
+    Exit codes: 0 written; 1 invalid spec or data, or existing output without --force; 2 usage.
+    """
+    import time
+
+    from nnspec import datasets
+    from nnspec.prepare import OutputExists, PrepareError, prepare_language_model, spec_settings
+    from nnspec.prepare import prepare as prepare_classify
+    from nnspec.spec import SpecError
+
+    started = time.perf_counter()
+    settings = None
+    try:
+        if spec is not None:
+            settings = spec_settings(spec, input_name)
+        data = {
+            name: datasets.load_source(where, text_column, label_column)
+            for name, where in (("train", source), ("val", val), ("test", test))
+            if where is not None
+        }
+        kind = task or (settings.task if settings else None)
+        kind = kind or ("classify" if data["train"].labels is not None else "language-model")
+        if settings is not None and kind != settings.task:
+            raise PrepareError(f"--task {kind} does not fit {spec}, a {settings.task} spec")
+        common = {
+            "spec": settings,
+            "input_name": input_name,
+            "vocab_size": vocab_size,
+            "min_count": min_count,
+            "specials": special or None,
+            "oov": oov or None,
+            "vocab_out": vocab_out,
+            "force": force,
+        }
+        if kind == "classify":
+            if memory is not None:
+                raise PrepareError("--memory is for --task language-model")
+            unlabelled = [d.source for d in data.values() if d.labels is None]
+            if unlabelled:
+                raise PrepareError(
+                    f"{unlabelled[0]} has no labels: name the label column with --label-column, "
+                    "or use --task language-model"
+                )
+            result = prepare_classify(
+                data["train"].texts,
+                data["train"].labels,
+                out_file,
+                val_texts=data["val"].texts if "val" in data else None,
+                val_labels=data["val"].labels if "val" in data else None,
+                test_texts=data["test"].texts if "test" in data else None,
+                test_labels=data["test"].labels if "test" in data else None,
+                max_length=max_length,
+                lowercase=True if lowercase is None else lowercase,
+                split=(split or SplitChoice.words).value,
+                padding=padding.value,
+                truncating=truncating.value,
+                **common,
+            )
+        else:
+            if max_length is not None:
+                raise PrepareError("--max-length is for classification; use --memory")
+            result = prepare_language_model(
+                data["train"].texts,
+                out_file,
+                val=data["val"].texts if "val" in data else None,
+                test=data["test"].texts if "test" in data else None,
+                memory=memory,
+                eos=eos or None,
+                lowercase=bool(lowercase),
+                split=(split or SplitChoice.whitespace).value,
+                **common,
+            )
+    except SpecError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), markup=False)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        where = exc.filename or spec or out_file
+        raise _usage_error(f"{where}: {exc.strerror or exc}") from None
+    except datasets.SourceError as exc:
+        raise _usage_error(str(exc)) from None
+    except (datasets.DataError, OutputExists) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    except PrepareError as exc:
+        raise _usage_error(str(exc)) from None
+    _print_prepared(result, time.perf_counter() - started)
+
+
+def _print_prepared(result, seconds: float) -> None:
+    """The summary of a :class:`~nnspec.prepare.Prepared`."""
+    classify = result.task == "classify"
+    table = Table(title=f"Prepared {result.task} data", title_justify="left")
+    for column in ("Split", "Examples", "Tokens", "OOV", *(["Truncated"] if classify else [])):
+        table.add_column(column, justify="left" if column == "Split" else "right")
+    for s in result.splits.values():
+        row = [s.name, f"{s.examples:,}", f"{s.tokens:,}", f"{s.oov_share:.2%}"]
+        table.add_row(*row, *([f"{s.truncated_share:.1%}"] if classify else []))
+    out.print(table)
+    vocab = result.vocabulary
+    words = len(vocab) - len(vocab.specials) - 1
+    specials = ", ".join(f"{t}={i}" for t, i in vocab.special_ids.items()) or "none"
+    out.print(
+        f"vocabulary: {len(vocab):,} ids: pad 0, words 1..{words}, specials {specials}",
+        markup=False,
+    )
+    shape = "x".join(map(str, result.input_shape))
+    classes = f", {len(result.label_names)} classes" if classify else ""
+    out.print(f"input {result.input_name}: {shape} ids per example{classes}", markup=False)
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False)
+    arrays = ", ".join(f"{k} {tuple(shape)} {dtype}" for k, (shape, dtype) in result.arrays.items())
+    out.print(f"wrote {result.data}: {arrays}", markup=False)
+    out.print(f"wrote {result.vocabulary_file} in {seconds:.1f} s", markup=False)
 
 
 @app.command()

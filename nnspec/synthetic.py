@@ -13,6 +13,7 @@ import numpy as np
 
 from nnspec.compiler import ir
 from nnspec.parity import input_vocab
+from nnspec.text import language_model_windows  # re-exported: it lives with the text tools
 
 
 def topic_documents(
@@ -105,18 +106,3 @@ def unigram_entropy(text: np.ndarray) -> float:
     counts = np.bincount(text)
     p = counts[counts > 0] / len(text)
     return float(-(p * np.log(p)).sum())
-
-
-def language_model_windows(
-    text: np.ndarray, memory_size: int, sentence_length: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """Memories ``(N, memory_size, sentence_length)`` holding the previous words, slot 0 the most
-    recent (padded with 0 at the start of the text), and the next word as the label."""
-    n = len(text)
-    padded = np.concatenate([np.zeros(memory_size, dtype=text.dtype), text])
-    index = np.arange(n)[:, None] + memory_size - 1 - np.arange(memory_size)[None, :]
-    memories = padded[index]
-    labels = text
-    shaped = np.zeros((n, memory_size, sentence_length), dtype=np.int32)
-    shaped[:, :, 0] = memories
-    return shaped[1:], labels[1:]

