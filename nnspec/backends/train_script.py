@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import jinja2
 
 from nnspec.backends.base import format_source, header
+from nnspec.backends.pretrained_files import pretrained_literal
 from nnspec.compiler import ir
 
 ACCURACY = {
@@ -90,6 +91,7 @@ def train_context(program: ir.Program, backend: str) -> dict[str, object]:
         "spec_clip_norm": training.optimizer.clip_norm,
         "validation_percent": f"{training.validation_split:.0%}",
         "d": {key: repr(value) for key, value in defaults.items()},
+        "pretrained": pretrained_literal(program),
     }
 
 

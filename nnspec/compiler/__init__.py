@@ -22,7 +22,13 @@ __all__ = ["compile_file", "compile_spec", "problems_of", "spec_hash"]
 
 def spec_hash(spec: Spec) -> str:
     """sha256 (16 hex digits) of the spec's canonical JSON form: formatting-independent."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    data = spec.model_dump(mode="json")
+    # Fields added to the language later are left out while unset: adding them does not change
+    # the hash (and so the generated files) of specs that do not use them.
+    for table in data["embeddings"].values():
+        if table["pretrained"] is None:
+            del table["pretrained"]
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

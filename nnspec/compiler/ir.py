@@ -147,6 +147,38 @@ Positional = SinusoidalPositional | LearnedPositional
 
 
 @dataclass(frozen=True)
+class PretrainedVectors:
+    """Where a table's initial rows come from: pretrained word vectors, matched by word.
+
+    Not read by the compiler: the generated ``train.py`` reads them on a fresh start with its
+    ``pretrained.py`` (a copy of :mod:`nnspec.vectors`, which defines the exact semantics):
+    vocabulary id ``i``'s row is the vector of ``vocabulary[i]`` (or of its lowercase form with
+    ``lowercase_fallback``); rows of words without one are filled per ``missing``; the pad row
+    stays 0.0. The table's initializer still draws the initial values first.
+
+    Attributes:
+        vectors: a packaged name (``glove-6b-50d``) or a file path, relative to where
+            ``train.py`` runs.
+        format: ``text``, ``word2vec_binary``, ``npy`` or ``packaged`` (resolved from
+            ``auto``).
+        words: the word list of an ``npy`` matrix.
+        vocabulary: the name of a string array in the training data file, or a text file
+            (see :func:`nnspec.vectors.is_vocabulary_file`).
+        missing: ``vector_stats``, ``zeros`` or ``initializer``.
+        lowercase_fallback: try ``word.lower()`` when the word has no vector.
+        special_tokens: how many of the highest ids are special tokens (for the report).
+    """
+
+    vectors: str
+    format: Literal["text", "word2vec_binary", "npy", "packaged"]
+    words: str | None = None
+    vocabulary: str = "vocabulary"
+    missing: Literal["vector_stats", "zeros", "initializer"] = "vector_stats"
+    lowercase_fallback: bool = True
+    special_tokens: int = 0
+
+
+@dataclass(frozen=True)
 class EmbeddingTable:
     """A named embedding table and its policies.
 
@@ -159,7 +191,8 @@ class EmbeddingTable:
     so the output is exactly 0.0 wherever ``x == pad_index``. ``weight`` names the canonical
     ``[vocab_size, dim]`` table; its trainability and zero rows are on that :class:`Weight`.
     When no positional encoding is added, ``table[pad_index]`` is already 0.0 and the final
-    multiply may be skipped.
+    multiply may be skipped. ``pretrained`` says where the training script takes the initial
+    rows from; the model itself does not depend on it.
     """
 
     name: str
@@ -170,6 +203,7 @@ class EmbeddingTable:
     scale: float = 1.0
     positional: Positional | None = None
     zero_padded_positions: bool = True
+    pretrained: PretrainedVectors | None = None
 
 
 # ----------------------------------------------------------------------------- ops

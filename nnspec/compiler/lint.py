@@ -145,6 +145,23 @@ def unused_layers(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
             yield path, "NN203", f"layer {node.name!r} does not reach any output"
 
 
+def frozen_zero_rows(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
+    """``missing: zeros`` in a table whose rows do not all train: words without a pretrained
+    vector embed to 0.0 forever, like padding."""
+    weights = {w.name: w for w in resolved.weights}
+    for table in resolved.tables:
+        pretrained = table.pretrained
+        zeros = pretrained is not None and pretrained.missing == "zeros"
+        if zeros and weights[table.weight].trainable != "all":
+            yield (
+                ("embeddings", table.name, "pretrained", "missing"),
+                "NN204",
+                f"frozen rows of table {table.name!r} whose words have no pretrained vector "
+                "stay 0.0 forever, like padding: use `missing: vector_stats`, or make those "
+                "rows trainable",
+            )
+
+
 RULES: tuple[Callable[[m.Spec, Resolved], Iterator[Finding]], ...] = (
     output_activation,
     unpadded_sequence_aggregate,
@@ -152,6 +169,7 @@ RULES: tuple[Callable[[m.Spec, Resolved], Iterator[Finding]], ...] = (
     sparse_ce_single_unit,
     attention_without_mask,
     unused_layers,
+    frozen_zero_rows,
 )
 
 ERROR_CODES = frozenset({"NN301"})

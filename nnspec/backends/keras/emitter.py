@@ -16,6 +16,7 @@ from nnspec.backends.base import Backend, format_source, header, template_env
 from nnspec.backends.keras import attention, embeddings, layers, memory, recurrent, training
 from nnspec.backends.keras.code import Emitted, WeightCode, docstring, shape
 from nnspec.backends.keras.naming import MODEL_ATTRIBUTES, compute_mask, names
+from nnspec.backends.pretrained_files import pretrained_files
 from nnspec.backends.train_script import render_train_script
 from nnspec.compiler import ir
 
@@ -63,7 +64,7 @@ class KerasBackend(Backend):
     emit_optimizer = staticmethod(training.emit_optimizer)
 
     def generate(self, program: ir.Program) -> dict[str, str]:
-        """Render ``model.py`` and ``train.py``."""
+        """Render ``model.py``, ``train.py`` and, with pretrained vectors, ``pretrained.py``."""
         self.check(program)
         n = names(program)
         parts = [self.emit_table(program, table) for table in program.tables]
@@ -140,6 +141,7 @@ class KerasBackend(Backend):
         return {
             "model.py": format_source(env.get_template("model.py.j2").render(context)),
             "train.py": render_train_script(env, program, self.name),
+            **pretrained_files(program, self.name),
         }
 
     @staticmethod

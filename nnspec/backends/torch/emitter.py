@@ -14,11 +14,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 from nnspec.backends.base import Backend, format_source, header, template_env
+from nnspec.backends.pretrained_files import pretrained_files
 from nnspec.backends.torch import ops_attention, ops_conv, ops_core, ops_memory, ops_recurrent
 from nnspec.backends.torch import training as training_code
 from nnspec.backends.torch.common import Emitted, row_index, shape_comment
 from nnspec.backends.torch.naming import HELPER_NAMES, MODULE_NAMES, first_of_layer, names
-from nnspec.backends.pretrained_files import pretrained_files
 from nnspec.backends.train_script import render_train_script
 from nnspec.compiler import ir
 

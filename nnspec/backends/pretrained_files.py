@@ -1,0 +1,59 @@
+"""What every backend generates for tables with pretrained vectors.
+
+``pretrained.py`` is :mod:`nnspec.vectors` itself below the generated-file header, so the
+generated code reads vectors exactly as nnspec does, without depending on nnspec; ``train.py``
+gets a ``PRETRAINED`` literal describing each such table (see :func:`pretrained_literal`).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from nnspec.backends.base import format_source, header
+from nnspec.compiler import ir
+
+
+def has_pretrained(program: ir.Program) -> bool:
+    """Whether any table of ``program`` takes its initial rows from pretrained vectors."""
+    return any(table.pretrained is not None for table in program.tables)
+
+
+def pretrained_files(program: ir.Program, backend: str) -> dict[str, str]:
+    """``{"pretrained.py": source}`` when a table has pretrained vectors, else ``{}``."""
+    if not has_pretrained(program):
+        return {}
+    source = resources.files("nnspec").joinpath("vectors.py").read_text(encoding="utf-8")
+    return {"pretrained.py": format_source(f"{header(program, backend)}\n{source}")}
+
+
+def pretrained_literal(program: ir.Program) -> str | None:
+    """The ``PRETRAINED`` constant of ``train.py``: ``{table: settings}`` as a Python literal
+    (every value a ``repr`` of a validated IR value), or ``None`` without pretrained tables.
+
+    The settings are those :func:`nnspec.vectors.table_rows` takes, plus ``weight`` (the
+    table's canonical weight) and ``vocabulary``.
+    """
+    if not has_pretrained(program):
+        return None
+    lines = ["{"]
+    for table in program.tables:
+        p = table.pretrained
+        if p is None:
+            continue
+        settings = {
+            "table": table.name,
+            "weight": table.weight,
+            "vectors": p.vectors,
+            "format": p.format,
+            "words": p.words,
+            "vocabulary": p.vocabulary,
+            "missing": p.missing,
+            "pad_index": table.pad_index,
+            "special_tokens": p.special_tokens,
+            "lowercase_fallback": p.lowercase_fallback,
+        }
+        lines.append(f"    {table.name!r}: {{")
+        lines += [f"        {key!r}: {value!r}," for key, value in settings.items()]
+        lines.append("    },")
+    lines.append("}")
+    return "\n".join(lines)
