@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nnspec import __version__
@@ -277,7 +278,7 @@ def _compile_one(
 @app.command()
 def summary(file: Annotated[Path, typer.Argument(help="The spec file.")]) -> None:
     """Layers, output shapes and trainable / frozen parameter counts (no framework needed)."""
-    from nnspec.compiler.summary import format_shape, summarize
+    from nnspec.compiler.summary import format_shape, pretrained_sources, summarize
 
     program, doc = _compile(file)
     _print_warnings(program, doc)
@@ -288,7 +289,7 @@ def summary(file: Annotated[Path, typer.Argument(help="The spec file.")]) -> Non
     table.add_column("Frozen", justify="right")
     for row in summarize(program):
         table.add_row(
-            f"{row.name} ({row.op})",
+            escape(f"{row.name} ({row.op})"),
             format_shape(row.shape),
             f"{row.trainable:,}",
             f"{row.frozen:,}",
@@ -298,6 +299,8 @@ def summary(file: Annotated[Path, typer.Argument(help="The spec file.")]) -> Non
     out.print(f"Total params: {total:,}", markup=False)
     out.print(f"Trainable params: {program.trainable_count:,}", markup=False)
     out.print(f"Non-trainable params: {program.frozen_count:,}", markup=False)
+    for line in pretrained_sources(program):
+        out.print(f"Pretrained rows of {line}", markup=False)
 
 
 @app.command()
@@ -536,6 +539,31 @@ def prepare(
     except PrepareError as exc:
         raise _usage_error(str(exc)) from None
     _print_prepared(result, time.perf_counter() - started)
+    if spec is not None:
+        _print_coverage(spec, result.vocabulary)
+
+
+def _print_coverage(spec: Path, vocabulary) -> None:
+    """How well the pretrained vectors of ``spec``'s tables cover the new vocabulary (the same
+    report the generated ``train.py`` prints when it loads them)."""
+    import numpy as np
+
+    from nnspec.backends.pretrained_files import pretrained_settings
+    from nnspec.compiler import compile_file
+    from nnspec.vectors import table_rows
+
+    program, _ = compile_file(spec)
+    tokens = list(vocabulary.tokens)
+    for name, settings in pretrained_settings(program).items():
+        table = program.table(name)
+        if table.vocab_size != len(tokens) or settings["vocabulary"] != "vocabulary":
+            continue
+        try:
+            _, coverage = table_rows(settings, tokens, np.zeros((len(tokens), table.dim)), seed=0)
+        except (OSError, ValueError) as exc:
+            err.print(f"warning: pretrained vectors of table {name!r}: {exc}", markup=False)
+            continue
+        out.print(coverage.format(), markup=False)
 
 
 def _print_prepared(result, seconds: float) -> None:

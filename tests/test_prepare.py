@@ -292,6 +292,28 @@ def test_cli_prepare_with_spec(tmp_path):
     assert arrays(out)["tokens"].shape == (6, 200)
 
 
+def test_cli_prepare_reports_pretrained_coverage(tmp_path, monkeypatch):
+    # The vectors cover "rocket", "orbit" (and "The", by lowercase fallback) of the vocabulary.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vectors.txt").write_text("rocket 1 2\norbit 3 4\nthe 5 6\nunrelated 7 8\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "nnspec: 1\nname: tiny\ninputs:\n  tokens: {length: 4}\n"
+        "embeddings:\n  words:\n    vocab_size: 8\n    dim: 2\n    padding: {index: 0}\n"
+        "    special_tokens: ['<oov>']\n    trainable: {special_tokens: true}\n"
+        "    pretrained: {vectors: vectors.txt}\n"
+        "model:\n  layers:\n    - {type: embedding, table: words}\n"
+        "    - {type: global_average_pool}\n    - {type: dense, units: 3, activation: softmax}\n"
+        "training: {loss: sparse_categorical_crossentropy, optimizer: {type: adam}}\n"
+    )
+    train = write_csv(tmp_path / "train.csv", TRAIN)
+    result = invoke("prepare", train, "--spec", spec, "--out", tmp_path / "data.npz")
+    assert result.exit_code == 0, result.output
+    vocabulary = list(arrays(tmp_path / "data.npz")["vocabulary"])
+    covered = sum(word in {"rocket", "orbit", "the"} for word in vocabulary)
+    assert f"matched {covered}/7 words" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

@@ -26,21 +26,15 @@ def pretrained_files(program: ir.Program, backend: str) -> dict[str, str]:
     return {"pretrained.py": format_source(f"{header(program, backend)}\n{source}")}
 
 
-def pretrained_literal(program: ir.Program) -> str | None:
-    """The ``PRETRAINED`` constant of ``train.py``: ``{table: settings}`` as a Python literal
-    (every value a ``repr`` of a validated IR value), or ``None`` without pretrained tables.
-
-    The settings are those :func:`nnspec.vectors.table_rows` takes, plus ``weight`` (the
-    table's canonical weight) and ``vocabulary``.
-    """
-    if not has_pretrained(program):
-        return None
-    lines = ["{"]
+def pretrained_settings(program: ir.Program) -> dict[str, dict[str, object]]:
+    """``{table: settings}`` of every pretrained table: what :func:`nnspec.vectors.table_rows`
+    takes, plus ``weight`` (the table's canonical weight) and ``vocabulary``."""
+    settings = {}
     for table in program.tables:
         p = table.pretrained
         if p is None:
             continue
-        settings = {
+        settings[table.name] = {
             "table": table.name,
             "weight": table.weight,
             "vectors": p.vectors,
@@ -52,7 +46,18 @@ def pretrained_literal(program: ir.Program) -> str | None:
             "special_tokens": p.special_tokens,
             "lowercase_fallback": p.lowercase_fallback,
         }
-        lines.append(f"    {table.name!r}: {{")
+    return settings
+
+
+def pretrained_literal(program: ir.Program) -> str | None:
+    """The ``PRETRAINED`` constant of ``train.py``: :func:`pretrained_settings` as a Python
+    literal (every value a ``repr`` of a validated IR value), or ``None`` without pretrained
+    tables."""
+    if not has_pretrained(program):
+        return None
+    lines = ["{"]
+    for name, settings in pretrained_settings(program).items():
+        lines.append(f"    {name!r}: {{")
         lines += [f"        {key!r}: {value!r}," for key, value in settings.items()]
         lines.append("    },")
     lines.append("}")
