@@ -7,7 +7,7 @@ only in ``temporal``: without it, a memory is a bag of words that does not know 
 how far back. Reports training, validation and test perplexity (exp of the mean cross-entropy)
 per epoch::
 
-    python -m reproductions.ptb                   # both runs, 4 epochs each
+    python -m reproductions.ptb --train-words 200000   # both runs, 3 epochs each
     python -m reproductions.ptb --epochs 2 --runs temporal
 
 Needs the data extra: ``pip install -e '.[data,torch]'``. Writes ``RESULTS.md``,
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default=",".join(SPECS), help=f"comma-separated of {list(SPECS)}")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per run")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run")
     parser.add_argument("--backend", default="torch", choices=("torch", "keras"))
     parser.add_argument(
         "--train-words",
