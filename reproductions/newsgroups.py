@@ -30,8 +30,12 @@ SPECS = {
     "plain": ROOT / "reproductions" / "specs" / "newsgroups_plain.yaml",
     "pad_zero": ROOT / "examples" / "newsgroups_flat" / "spec.yaml",
     "glove": ROOT / "examples" / "newsgroups_glove" / "spec.yaml",
+    "glove_tuned": ROOT / "reproductions" / "specs" / "newsgroups_glove_tuned.yaml",
 }
 CHANCE = 1 / 20
+
+
+OPTIONAL = ("threads",)  # flags that change what the report measures
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,6 +99,29 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'val_accuracy.png'}")
 
 
+def pretrained_report(run: Run) -> list[str]:
+    """The coverage report lines in ``run``'s training log (none without pretrained rows)."""
+    log = run.folder / "train.log"
+    if not log.exists():
+        return []
+    lines = log.read_text(errors="replace").splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("pretrained vectors of table"):
+            return [line, *[more for more in lines[i + 1 : i + 3] if more.startswith("  ")]]
+    return []
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this report."""
+    flags = [f"--epochs {args.epochs}"]
+    flags += [
+        f"--{name.replace('_', '-')} {getattr(args, name)}"
+        for name in OPTIONAL
+        if getattr(args, name) is not None
+    ]
+    return f"python -m reproductions.newsgroups {' '.join(flags)}"
+
+
 def report(runs: list[Run], prepared: Prepared, args: argparse.Namespace) -> str:
     """The markdown report: summary per run, then validation accuracy per epoch."""
     train_stats, val_stats = prepared.splits["train"], prepared.splits["val"]
@@ -108,7 +135,7 @@ def report(runs: list[Run], prepared: Prepared, args: argparse.Namespace) -> str
         f" (pad 0, `<oov>` the highest); {train_stats.oov / train_stats.tokens:.1%} of training"
         f" and {val_stats.oov / val_stats.tokens:.1%} of validation words are OOV;"
         f" {train_stats.truncated + val_stats.truncated} posts are cut at 1,100 words.",
-        "Command: `python -m reproductions.newsgroups`.",
+        f"Command: `{command(args)}`.",
         "",
         "| run | spec | epochs | epoch-1 val acc | best val acc (epoch) | epochs near chance"
         " (val acc < 0.10) | time |",
@@ -122,6 +149,11 @@ def report(runs: list[Run], prepared: Prepared, args: argparse.Namespace) -> str
             f"| {run.name} | `{spec}` | {len(run.history)} | {run.history[0]['val_accuracy']:.4f}"
             f" | {best:.4f} ({epoch}) | {stalled} | {run.seconds / 60:.1f} min |"
         )
+    for run in runs:
+        coverage = pretrained_report(run)
+        if coverage:
+            lines += ["", f"Pretrained rows of `{run.name}`, as its train.py reported them:", ""]
+            lines += ["```text", *coverage, "```"]
     lines += [
         "",
         "Validation accuracy (and training loss) per epoch:",
