@@ -298,8 +298,10 @@ NOTES = [
     "forward, loss, `backward`, clipping, `step`, `loss.item()`; Keras one `tf.function` "
     "(no XLA) of a `GradientTape` step and `optimizer.apply`, as `model.fit` does (eager with "
     "`--quick` or `--keras-eager`).",
-    "- Hand-written models (`benchmarks/handwritten/`) use stock layers and optimizers. The torch "
-    "ones output logits under `F.cross_entropy`; the generated ones output the spec's softmax "
+    "- Hand-written models (`benchmarks/handwritten/`) use stock layers and optimizers (torch: "
+    "`fused=True`, as the generated `make_optimizer` does; the default foreach Adam is about "
+    "twice as slow on the 14M-parameter classifier). The torch ones output logits under "
+    "`F.cross_entropy`; the generated ones output the spec's softmax "
     "probabilities and take their log in `loss_fn`: that difference is part of what is measured. "
     "Generated optimizers clip themselves (spec `clip_norm`); hand-written torch clips with "
     "`clip_grad_norm_`, Keras with `global_clipnorm`.",

@@ -25,13 +25,21 @@ def cross_entropy(y_true: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 
 def optimizer_for(spec: Spec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """The spec's optimizer, stock ``torch.optim``."""
+    """The spec's optimizer, stock ``torch.optim`` with its fused kernel (as the generated code
+    uses: an expert asks for it, and it is about twice as fast on a CPU)."""
     opt = spec.training.optimizer
     if opt.type == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov)
+        return torch.optim.SGD(
+            params, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov, fused=True
+        )
     cls = torch.optim.AdamW if opt.type == "adamw" else torch.optim.Adam
     return cls(
-        params, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps, weight_decay=opt.weight_decay
+        params,
+        lr=opt.lr,
+        betas=(opt.beta1, opt.beta2),
+        eps=opt.eps,
+        weight_decay=opt.weight_decay,
+        fused=True,
     )
 
 

@@ -82,7 +82,7 @@ class PartiallyTrainableEmbedding(nn.Module):
             frozen = frozen.masked_fill(self.is_trainable[ids].unsqueeze(-1), 0.0)
         rows = F.pad(self.trainable, (0, 0, 0, 1))  # row n_trainable: 0.0, for frozen ids
         trainable = F.embedding(self.trainable_index[ids], rows, padding_idx=self.n_trainable)
-        return frozen + trainable
+        return frozen.add_(trainable)  # frozen needs no gradient: add in place
 
     def merge(self, trainable: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
         """One ``(num_embeddings, embedding_dim)`` table from the rows of each part."""
