@@ -110,7 +110,7 @@ def unpadded_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
     A row without any such position gives 0.0.
     """
-    return x.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
+    return x.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1)
 
 
 class GloveSpecialTokensModel(nn.Module):
@@ -214,8 +214,7 @@ def loss_fn(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
 
     Probabilities are clipped to ``[1e-07, 1 - 1e-07]``.
     """
-    p = y_pred.gather(-1, y_true.long().reshape(-1, 1)).squeeze(-1)
-    return -torch.log(p.clamp(1e-07, 1 - 1e-07)).mean()
+    return F.nll_loss(torch.log(y_pred.clamp(1e-07, 1 - 1e-07)), y_true.long().reshape(-1))
 
 
 def make_optimizer(model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
@@ -165,8 +166,7 @@ def loss_fn(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
 
     Probabilities are clipped to ``[1e-07, 1 - 1e-07]``.
     """
-    p = y_pred.gather(-1, y_true.long().reshape(-1, 1)).squeeze(-1)
-    return -torch.log(p.clamp(1e-07, 1 - 1e-07)).mean()
+    return F.nll_loss(torch.log(y_pred.clamp(1e-07, 1 - 1e-07)), y_true.long().reshape(-1))
 
 
 def make_optimizer(model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:

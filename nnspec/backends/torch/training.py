@@ -24,13 +24,11 @@ def loss(training: ir.Training, imports: set[str]) -> tuple[str, list[str]]:
             doc = docstring("Cross-entropy of class ids ``(B,)`` and logits ``(B, C)``.")
             return doc, ["return F.cross_entropy(y_pred, y_true.long().reshape(-1))"]
         case "sparse_categorical_crossentropy":
+            imports.add("F")
             doc = docstring(
                 "Cross-entropy of class ids ``(B,)`` and probabilities ``(B, C)``.", clipped
             )
-            return doc, [
-                "p = y_pred.gather(-1, y_true.long().reshape(-1, 1)).squeeze(-1)",
-                f"return -torch.log(p.{clip}).mean()",
-            ]
+            return doc, [f"return F.nll_loss(torch.log(y_pred.{clip}), y_true.long().reshape(-1))"]
         case "categorical_crossentropy" if logits:
             imports.add("F")
             doc = docstring("Cross-entropy of class probabilities and logits, both ``(B, C)``.")
