@@ -23,7 +23,17 @@ from pathlib import Path
 
 from nnspec import datasets
 from nnspec.prepare import Prepared, prepare
-from reproductions.runs import Run, epoch_table, finished, load, machine, plot, train
+from reproductions.runs import (
+    Run,
+    command,
+    epoch_table,
+    finished,
+    load,
+    machine,
+    plot,
+    selected,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = {
@@ -55,10 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Prepare the data, train every run, write the table and the plot."""
     args = parse_args(argv)
-    names = [name.strip() for name in args.runs.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SPECS]
-    if unknown:
-        raise SystemExit(f"unknown run(s) {unknown}; known: {list(SPECS)}")
+    names = selected(args.runs, SPECS)
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
@@ -111,17 +118,6 @@ def pretrained_report(run: Run) -> list[str]:
     return []
 
 
-def command(args: argparse.Namespace) -> str:
-    """The command line that reproduces this report."""
-    flags = [f"--epochs {args.epochs}"]
-    flags += [
-        f"--{name.replace('_', '-')} {getattr(args, name)}"
-        for name in OPTIONAL
-        if getattr(args, name) is not None
-    ]
-    return f"python -m reproductions.newsgroups {' '.join(flags)}"
-
-
 def report(runs: list[Run], prepared: Prepared, args: argparse.Namespace) -> str:
     """The markdown report: summary per run, then validation accuracy per epoch."""
     train_stats, val_stats = prepared.splits["train"], prepared.splits["val"]
@@ -135,7 +131,7 @@ def report(runs: list[Run], prepared: Prepared, args: argparse.Namespace) -> str
         f" (pad 0, `<oov>` the highest); {train_stats.oov / train_stats.tokens:.1%} of training"
         f" and {val_stats.oov / val_stats.tokens:.1%} of validation words are OOV;"
         f" {train_stats.truncated + val_stats.truncated} posts are cut at 1,100 words.",
-        f"Command: `{command(args)}`.",
+        f"Command: `{command('newsgroups', args, OPTIONAL)}`.",
         "",
         "| run | spec | epochs | epoch-1 val acc | best val acc (epoch) | epochs near chance"
         " (val acc < 0.10) | time |",

@@ -24,7 +24,17 @@ from pathlib import Path
 
 from nnspec import datasets
 from nnspec.prepare import Prepared, prepare_language_model
-from reproductions.runs import Run, epoch_table, finished, load, machine, plot, train
+from reproductions.runs import (
+    Run,
+    command,
+    epoch_table,
+    finished,
+    load,
+    machine,
+    plot,
+    selected,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = {
@@ -57,10 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Prepare the data, train every run, score the test split, write the table and plot."""
     args = parse_args(argv)
-    names = [name.strip() for name in args.runs.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SPECS]
-    if unknown:
-        raise SystemExit(f"unknown run(s) {unknown}; known: {list(SPECS)}")
+    names = selected(args.runs, SPECS)
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
@@ -162,17 +169,6 @@ def closer(runs: list[Run], n_train: int, n_full: int) -> str:
     )
 
 
-def command(args: argparse.Namespace) -> str:
-    """The command line that reproduces this report."""
-    flags = [f"--epochs {args.epochs}"]
-    flags += [
-        f"--{name.replace('_', '-')} {getattr(args, name)}"
-        for name in OPTIONAL
-        if getattr(args, name) is not None
-    ]
-    return f"python -m reproductions.ptb {' '.join(flags)}"
-
-
 def report(
     runs: list[Run], tests: dict[str, float], prepared: Prepared, args: argparse.Namespace
 ) -> str:
@@ -191,7 +187,7 @@ def report(
         f"{'' if args.train_words is None else ' (the start of PTB train only)'} and"
         f" {stats['val'].examples:,} validation next-word examples. Perplexity = exp(mean"
         " cross-entropy).",
-        f"Command: `{command(args)}`.",
+        f"Command: `{command('ptb', args, OPTIONAL)}`.",
         "",
         "| run | spec | epochs | best val ppl (epoch) | test ppl (final weights) | time |",
         "|---|---|---|---|---|---|",

@@ -45,6 +45,26 @@ class Run:
         return row[metric], int(row["epoch"])
 
 
+def selected(runs: str, specs: dict[str, Path]) -> list[str]:
+    """The run names of a comma-separated ``--runs`` value; ``SystemExit`` for unknown ones."""
+    names = [name.strip() for name in runs.split(",") if name.strip()]
+    unknown = [name for name in names if name not in specs]
+    if unknown:
+        raise SystemExit(f"unknown run(s) {unknown}; known: {list(specs)}")
+    return names
+
+
+def command(module: str, args: object, optional: tuple[str, ...]) -> str:
+    """The command line that reproduces a report: ``--epochs`` and the ``optional`` flags set."""
+    flags = [f"--epochs {args.epochs}"]
+    flags += [
+        f"--{name.replace('_', '-')} {getattr(args, name)}"
+        for name in optional
+        if getattr(args, name) is not None
+    ]
+    return f"python -m reproductions.{module} {' '.join(flags)}"
+
+
 def compile_spec(spec: Path, folder: Path, backend: str) -> Path:
     """Generate ``spec``'s code for ``backend`` into ``folder``; returns its ``train.py``."""
     program, _ = compile_file(spec)
