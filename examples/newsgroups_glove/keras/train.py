@@ -56,7 +56,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # model.py is beside this script
 from model import build_model, loss_fn, make_optimizer
-from pretrained import read_vocabulary, table_rows
+from pretrained import load_pretrained as load_vectors
 
 # Defaults from the spec's training section; each one has a flag.
 EPOCHS = 10
@@ -268,39 +268,13 @@ def batches(tensors, order, batch_size):
 # ----------------------------------------------------------------------------- pretrained vectors
 
 
-def vector_overrides(values):
-    """``--vectors`` as ``{table: path}`` (``TABLE=`` may be left out with one table)."""
-    overrides = {}
-    for value in values:
-        table, sep, path = value.partition("=")
-        if sep and table in PRETRAINED:
-            overrides[table] = path
-        elif len(PRETRAINED) == 1:
-            overrides[next(iter(PRETRAINED))] = value
-        else:
-            raise SystemExit(
-                f"--vectors {value}: expected TABLE=PATH, TABLE one of {', '.join(PRETRAINED)}"
-            )
-    return overrides
-
-
 def load_pretrained(model, args, chief):
     """Put the pretrained vectors of every table in ``PRETRAINED`` into ``model``; worker 0
     prints how much of the vocabulary they cover."""
-    overrides = vector_overrides(args.vectors)
-    state = model.canonical_state()
-    for table, settings in PRETRAINED.items():
-        if table in overrides:
-            settings = {**settings, "vectors": overrides[table], "format": "auto"}
-        try:
-            vocabulary = read_vocabulary(settings["vocabulary"], args.data)
-            rows, coverage = table_rows(settings, vocabulary, state[settings["weight"]], args.seed)
-        except (OSError, ValueError) as exc:
-            raise SystemExit(f"pretrained vectors of table {table!r}: {exc}") from None
-        state[settings["weight"]] = rows
-        if chief:
-            print(coverage.format())
-    model.load_canonical_state(state)
+    try:
+        load_vectors(model, PRETRAINED, args.data, args.seed, args.vectors, report=chief)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- metrics

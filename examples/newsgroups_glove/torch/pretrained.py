@@ -585,3 +585,49 @@ def table_rows(
         source=source,
         table=table,
     )
+
+
+def vector_overrides(values: Sequence[str], tables: Sequence[str]) -> dict[str, str]:
+    """``--vectors`` values as ``{table: path}``; ``TABLE=`` may be left out with one table.
+    ``ValueError`` for a value naming no table of ``tables``."""
+    overrides = {}
+    for value in values:
+        table, sep, path = value.partition("=")
+        if sep and table in tables:
+            overrides[table] = path
+        elif len(tables) == 1:
+            overrides[tables[0]] = value
+        else:
+            raise ValueError(
+                f"--vectors {value}: expected TABLE=PATH, TABLE one of {', '.join(tables)}"
+            )
+    return overrides
+
+
+def load_pretrained(
+    model: object,
+    pretrained: dict[str, dict],
+    data: str | os.PathLike[str],
+    seed: int,
+    overrides: Sequence[str] = (),
+    report: bool = True,
+) -> None:
+    """Put the rows of every table of ``pretrained`` (a generated ``train.py``'s
+    ``PRETRAINED``) into ``model`` through its ``canonical_state`` / ``load_canonical_state``,
+    the vocabulary read from ``data`` (or the file the settings name); print each table's
+    coverage when ``report``. ``overrides`` are ``--vectors`` values. ``ValueError`` (with the
+    table's name) or ``OSError`` for a bad file or vocabulary."""
+    paths = vector_overrides(overrides, list(pretrained))
+    state = model.canonical_state()
+    for table, settings in pretrained.items():
+        if table in paths:
+            settings = {**settings, "vectors": paths[table], "format": "auto"}
+        try:
+            vocabulary = read_vocabulary(settings["vocabulary"], data)
+            rows, coverage = table_rows(settings, vocabulary, state[settings["weight"]], seed)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"pretrained vectors of table {table!r}: {exc}") from None
+        state[settings["weight"]] = rows
+        if report:
+            print(coverage.format())
+    model.load_canonical_state(state)

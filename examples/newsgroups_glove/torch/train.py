@@ -60,7 +60,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Tenso
 from tqdm import tqdm
 
 from model import build_model, loss_fn, make_optimizer
-from pretrained import read_vocabulary, table_rows
+from pretrained import load_pretrained as load_vectors
 
 # Defaults from the spec's training section; each one has a flag.
 EPOCHS = 10
@@ -269,39 +269,13 @@ def to_device(
 # ----------------------------------------------------------------------------- pretrained vectors
 
 
-def vector_overrides(values: list[str]) -> dict[str, str]:
-    """``--vectors`` as ``{table: path}`` (``TABLE=`` may be left out with one table)."""
-    overrides = {}
-    for value in values:
-        table, sep, path = value.partition("=")
-        if sep and table in PRETRAINED:
-            overrides[table] = path
-        elif len(PRETRAINED) == 1:
-            overrides[next(iter(PRETRAINED))] = value
-        else:
-            raise SystemExit(
-                f"--vectors {value}: expected TABLE=PATH, TABLE one of {', '.join(PRETRAINED)}"
-            )
-    return overrides
-
-
 def load_pretrained(model: torch.nn.Module, args: argparse.Namespace, master: bool) -> None:
     """Put the pretrained vectors of every table in ``PRETRAINED`` into ``model``; the first
     process prints how much of the vocabulary they cover."""
-    overrides = vector_overrides(args.vectors)
-    state = model.canonical_state()
-    for table, settings in PRETRAINED.items():
-        if table in overrides:
-            settings = {**settings, "vectors": overrides[table], "format": "auto"}
-        try:
-            vocabulary = read_vocabulary(settings["vocabulary"], args.data)
-            rows, coverage = table_rows(settings, vocabulary, state[settings["weight"]], args.seed)
-        except (OSError, ValueError) as exc:
-            raise SystemExit(f"pretrained vectors of table {table!r}: {exc}") from None
-        state[settings["weight"]] = rows
-        if master:
-            print(coverage.format())
-    model.load_canonical_state(state)
+    try:
+        load_vectors(model, PRETRAINED, args.data, args.seed, args.vectors, report=master)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- metrics
