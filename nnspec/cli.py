@@ -152,12 +152,7 @@ def validate(
         for p in problems:
             if format is Format.github:
                 level = "error" if p.level == "error" or strict else "warning"
-                message = f"{'.'.join(map(str, p.path))}: {p.message}".replace("%", "%25")
-                message = message.replace("\r", "%0D").replace("\n", "%0A")
-                out.print(
-                    f"::{level} file={p.file},line={p.line},col={p.column}::{message}",
-                    markup=False,
-                )
+                out.print(github_annotation(p, level), markup=False)
             else:
                 (out if p.level == "warning" and not strict else err).print(str(p), markup=False)
         n_err = len(failed)
@@ -169,6 +164,24 @@ def validate(
         raise typer.Exit(2)
     if failed:
         raise typer.Exit(1)
+
+
+def github_annotation(problem, level: str) -> str:
+    """A GitHub Actions workflow command for ``problem``: the file property and the message
+    escaped as GitHub's runner requires (``%``, CR, LF; also ``:`` and ``,`` in properties), and
+    terminal escapes shown as text."""
+    from nnspec.spec.errors import dotted, escaped
+
+    def data(text: str) -> str:
+        return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    def prop(text: str) -> str:
+        return data(escaped(text)).replace(":", "%3A").replace(",", "%2C")
+
+    code = f"[{problem.code}] " if problem.code else ""
+    message = data(f"{dotted(problem.path)}: {code}{escaped(problem.message)}")
+    where = f"file={prop(problem.file)},line={problem.line},col={problem.column}"
+    return f"::{level} {where}::{message}"
 
 
 def _backends(name: str) -> list[str]:

@@ -129,17 +129,12 @@ def test_mutated_specs_never_crash(mutations, as_json):
 
 
 def _yaml(data) -> str:
-    from io import StringIO
+    import yaml
 
-    from ruamel.yaml import YAML
-
-    stream = StringIO()
-    yaml = YAML(typ="safe", pure=True)
     try:
-        yaml.dump(data, stream)
-    except Exception:
+        return yaml.safe_dump(data, allow_unicode=True)
+    except yaml.YAMLError:
         return json.dumps(data, default=str)
-    return stream.getvalue()
 
 
 @SETTINGS

@@ -9,8 +9,9 @@ Path = tuple[str | int, ...]
 
 
 def dotted(path: Path) -> str:
-    """``("model", "layers", 2, "units")`` -> ``"model.layers.2.units"``."""
-    return ".".join(str(p) for p in path) or "<root>"
+    """``("model", "layers", 2, "units")`` -> ``"model.layers.2.units"`` (escaped: keys come
+    from the file)."""
+    return escaped(".".join(str(p) for p in path)) or "<root>"
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,8 @@ class Problem:
     def __str__(self) -> str:
         kind = "" if self.level == "error" else "warning: "
         code = f"[{self.code}] " if self.code else ""
-        where = f"{self.file}:{self.line}:{self.column}: {dotted(self.path)}"
-        return f"{where}: {kind}{code}{self.message}"
+        where = f"{escaped(self.file)}:{self.line}:{self.column}: {dotted(self.path)}"
+        return f"{where}: {kind}{code}{escaped(self.message)}"
 
 
 class SpecError(Exception):
@@ -38,3 +39,16 @@ class SpecError(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+def escaped(text: str) -> str:
+    """``text`` with every character a terminal or log would act on (controls, escapes, line
+    breaks, surrogates, non-printables) written as a Python escape, so it is shown, not run."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def shown(value: object) -> str:
+    """A value quoted for a message, with :func:`escaped` characters."""
+    return repr(value)

@@ -52,9 +52,11 @@ Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class StrictModel(BaseModel):
-    """Base of every spec model: unknown keys are errors, instances are immutable."""
+    """Base of every spec model: unknown keys are errors, instances are immutable, and scalars
+    are taken as written: no bool, string or float where an integer belongs, no string where a
+    number belongs, finite numbers only."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- initializers
@@ -207,7 +209,7 @@ class LearnedPositional(StrictModel):
         None, description="Rows of the table; defaults to the input length."
     )
     initializer: Initializer = Field(
-        default_factory=lambda: NormalInit(type="normal", std=0.02),
+        default=NormalInit(type="normal", std=0.02),
         description="Initializer of the table.",
     )
 
@@ -285,7 +287,7 @@ class EmbeddingTableSpec(StrictModel):
     vocab_size: PositiveInt = Field(description="Number of rows (ids 0 .. vocab_size-1).")
     dim: PositiveInt = Field(description="Vector size.")
     initializer: Initializer = Field(
-        default_factory=lambda: UniformInit(type="uniform"),
+        default=UniformInit(type="uniform"),
         description="Initializer of the rows (Keras' default: uniform ±0.05).",
     )
     padding: Padding | None = Field(None, description="Pad zeroing; omit for none.")
@@ -349,11 +351,11 @@ class DenseLayer(LayerBase):
     activation: ActivationName = Field("linear", description="Activation function.")
     use_bias: bool = Field(True, description="Add a bias vector.")
     kernel_initializer: Initializer = Field(
-        default_factory=lambda: NamedInit(type="glorot_uniform"),
+        default=NamedInit(type="glorot_uniform"),
         description="Initializer of the `[in, out]` kernel.",
     )
     bias_initializer: Initializer = Field(
-        default_factory=lambda: NamedInit(type="zeros"), description="Initializer of the bias."
+        default=NamedInit(type="zeros"), description="Initializer of the bias."
     )
 
 
@@ -391,7 +393,7 @@ class Conv1DLayer(LayerBase):
     activation: ActivationName = Field("linear", description="Activation function.")
     use_bias: bool = Field(True, description="Add a bias vector.")
     kernel_initializer: Initializer = Field(
-        default_factory=lambda: NamedInit(type="glorot_uniform"),
+        default=NamedInit(type="glorot_uniform"),
         description="Initializer of the `[kernel_size, in, filters]` kernel.",
     )
 
@@ -415,7 +417,7 @@ class RecurrentLayer(LayerBase):
     num_layers: PositiveInt = Field(1, le=16, description="Stacked layers.")
     dropout: Probability = Field(0.0, description="Dropout between stacked layers.")
     kernel_initializer: Initializer = Field(
-        default_factory=lambda: NamedInit(type="glorot_uniform"),
+        default=NamedInit(type="glorot_uniform"),
         description="Initializer of the input and recurrent kernels.",
     )
 
@@ -519,11 +521,9 @@ class MemoryNetworkLayer(LayerBase):
         None, description="Number of answers; defaults to vocab_size."
     )
     activation: Literal["softmax", "linear"] = Field("softmax", description="Output activation.")
-    padding: Padding | None = Field(
-        default_factory=lambda: Padding(), description="Pad word id (embeds to 0.0)."
-    )
+    padding: Padding | None = Field(default=Padding(), description="Pad word id (embeds to 0.0).")
     initializer: Initializer = Field(
-        default_factory=lambda: NormalInit(type="normal", std=0.1),
+        default=NormalInit(type="normal", std=0.1),
         description="Initializer of every embedding and matrix (the paper: N(0, 0.1)).",
     )
 
@@ -621,9 +621,7 @@ class TrainingSpec(StrictModel):
     from_logits: bool = Field(
         False, description="The model outputs logits (no final softmax/sigmoid)."
     )
-    optimizer: OptimizerSpec = Field(
-        default_factory=lambda: Adam(type="adam"), description="Optimizer."
-    )
+    optimizer: OptimizerSpec = Field(default=Adam(type="adam"), description="Optimizer.")
     batch_size: PositiveInt = Field(32, description="Examples per step.")
     epochs: PositiveInt = Field(10, description="Passes over the training data.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for every random generator.")
