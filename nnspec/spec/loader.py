@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from nnspec.spec.errors import Path, Problem, SpecError, shown
+from nnspec.spec.errors import Path, Problem, SpecError, escaped, shown
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_DEPTH = 64
@@ -270,7 +270,12 @@ class _Composer:
                 continue
             if kind is yaml.AliasEvent:
                 if event.anchor not in self.anchors:
-                    raise self.fail(event.start_mark, f"unknown alias *{shown(event.anchor)}", path)
+                    raise self.fail(
+                        event.start_mark,
+                        f"unknown alias *{escaped(event.anchor)}: "
+                        "an alias must come after its anchor's whole value",
+                        path,
+                    )
                 value, size = self.anchors[event.anchor]
                 self._count(size, event, path, alias=True)
                 self._attach(top, value, mark)
