@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path as FsPath
 
 from nnspec import __version__
@@ -22,14 +23,41 @@ __all__ = ["compile_file", "compile_spec", "problems_of", "spec_hash"]
 
 def spec_hash(spec: Spec) -> str:
     """sha256 (16 hex digits) of the spec's canonical JSON form: formatting-independent."""
-    data = spec.model_dump(mode="json")
+    digest = hashlib.sha256()
+    for chunk in _canonical_json(spec):
+        digest.update(chunk.encode())
+    return digest.hexdigest()[:16]
+
+
+def _canonical_json(spec: Spec) -> Iterator[str]:
+    """``json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))`` in
+    pieces, one layer at a time, so that a 100,000-layer spec is never dumped whole."""
+    encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+    data = spec.model_dump(mode="json", exclude={"model": {"layers": True}})
     # Fields added to the language later are left out while unset: adding them does not change
     # the hash (and so the generated files) of specs that do not use them.
     for table in data["embeddings"].values():
         if table["pretrained"] is None:
             del table["pretrained"]
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    model = data.pop("model")
+    yield "{"
+    for i, key in enumerate(sorted([*data, "model"])):
+        yield ("," if i else "") + encode(key) + ":"
+        if key != "model":
+            yield encode(data[key])
+            continue
+        yield "{"
+        for j, field in enumerate(sorted([*model, "layers"])):
+            yield ("," if j else "") + encode(field) + ":"
+            if field != "layers":
+                yield encode(model[field])
+                continue
+            yield "["
+            for k, layer in enumerate(spec.model.layers):
+                yield ("," if k else "") + encode(layer.model_dump(mode="json"))
+            yield "]"
+        yield "}"
+    yield "}"
 
 
 def class_name(name: str) -> str:
@@ -100,8 +128,12 @@ def compile_spec(spec: Spec, doc: Document) -> ir.Program:
 
 
 def compile_file(path: str | FsPath) -> tuple[ir.Program, Document]:
-    """Load, validate and compile a spec file."""
-    spec, doc = load_spec(path)
+    """Load, validate and compile a spec file (with "did you mean" hints for the first few
+    unknown names only: :func:`~nnspec.spec.validate.hint_budget`)."""
+    from nnspec.spec.validate import hint_budget
+
+    with hint_budget():
+        spec, doc = load_spec(path)
     return compile_spec(spec, doc), doc
 
 

@@ -37,7 +37,7 @@ InitializerKind = Literal[
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Initializer:
     """How a weight's initial values are drawn (the distribution, not the values).
 
@@ -54,7 +54,7 @@ class Initializer:
     std: float = 0.05
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Weight:
     """One canonical weight.
 
@@ -119,7 +119,7 @@ class Weight:
 # ----------------------------------------------------------------------------- embeddings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SinusoidalPositional:
     """Fixed sinusoids of arXiv 1706.03762 §3.5, not a weight.
 
@@ -133,7 +133,7 @@ class SinusoidalPositional:
     kind: Literal["sinusoidal"] = "sinusoidal"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LearnedPositional:
     """A trainable ``[max_length, dim]`` table (canonical weight ``weight``); row ``pos`` is added
     at position ``pos``."""
@@ -146,7 +146,7 @@ class LearnedPositional:
 Positional = SinusoidalPositional | LearnedPositional
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PretrainedVectors:
     """Where a table's initial rows come from: pretrained word vectors, matched by word.
 
@@ -178,7 +178,7 @@ class PretrainedVectors:
     special_tokens: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EmbeddingTable:
     """A named embedding table and its policies.
 
@@ -209,7 +209,7 @@ class EmbeddingTable:
 # ----------------------------------------------------------------------------- ops
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Input:
     """A model input: integer token ids of shape ``(B, length)``, or ``(B, *shape)`` when
     ``shape`` is given (e.g. memories ``(B, memory_size, sentence_length)``)."""
@@ -225,7 +225,7 @@ class Input:
         return self.shape or (self.length,)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EmbeddingLookup:
     """Look ids up in ``tables[table]`` (see :class:`EmbeddingTable` for the exact formula)."""
 
@@ -233,14 +233,14 @@ class EmbeddingLookup:
     op: Literal["embedding"] = "embedding"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Flatten:
     """Flatten all but the batch axis, row-major (C order) over the channels-last layout."""
 
     op: Literal["flatten"] = "flatten"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dense:
     """``y = activation(x @ kernel + bias)`` on the last axis.
 
@@ -254,7 +254,7 @@ class Dense:
     op: Literal["dense"] = "dense"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dropout:
     """Inverted dropout with drop probability ``rate`` in training; identity otherwise."""
 
@@ -262,7 +262,7 @@ class Dropout:
     op: Literal["dropout"] = "dropout"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GlobalPool:
     """Pool ``(B, L, D)`` over the sequence axis to ``(B, D)``.
 
@@ -278,7 +278,7 @@ class GlobalPool:
 # ----------------------------------------------------------------------------- architectures
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Conv1D:
     """1-D convolution over ``(B, L, C)``, channels-last.
 
@@ -302,7 +302,7 @@ class Conv1D:
     op: Literal["conv1d"] = "conv1d"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pool1D:
     """Max or average pooling over windows of ``pool_size`` every ``strides`` steps (valid
     padding, so ``floor((L - pool_size) / strides) + 1`` outputs). Ignores masks."""
@@ -313,7 +313,7 @@ class Pool1D:
     op: Literal["pool1d"] = "pool1d"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecurrentDirection:
     """Canonical weight names of one direction of a recurrent layer (``G`` gates: 4 for LSTM,
     3 for GRU).
@@ -334,7 +334,7 @@ class RecurrentDirection:
     recurrent_bias: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recurrent:
     """An LSTM or GRU over ``(B, L, C)`` with zero initial state.
 
@@ -357,7 +357,7 @@ class Recurrent:
     op: Literal["recurrent"] = "recurrent"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LayerNorm:
     """``gamma * (x - mean) / sqrt(var + epsilon) + beta`` over the last axis (biased var).
     Canonical weights ``gamma``, ``beta`` ``[D]``."""
@@ -368,7 +368,7 @@ class LayerNorm:
     op: Literal["layer_norm"] = "layer_norm"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BatchNorm:
     """Batch normalization over every axis but the last (masks ignored).
 
@@ -389,7 +389,7 @@ class BatchNorm:
     op: Literal["batch_norm"] = "batch_norm"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Merge:
     """Element-wise ``add`` / ``multiply`` of same-shape inputs, or ``concat`` on the last
     axis. The output carries the first input mask present (inputs of one length normally share
@@ -399,7 +399,7 @@ class Merge:
     op: Literal["merge"] = "merge"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rotary:
     """Rotary position embedding (arXiv 2104.09864) applied to queries and keys per head.
 
@@ -411,7 +411,7 @@ class Rotary:
     base: float = 10000.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttentionWeights:
     """Canonical weights of multi-head attention, model width ``E = heads * head_dim``:
     ``query``, ``key``, ``value`` kernels ``[E, E]`` with biases ``[E]``; ``output`` kernel
@@ -427,7 +427,7 @@ class AttentionWeights:
     output_bias: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SelfAttention:
     """Multi-head self-attention over ``(B, L, E)``.
 
@@ -445,7 +445,7 @@ class SelfAttention:
     op: Literal["self_attention"] = "self_attention"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TransformerBlock:
     """A Transformer encoder block over ``(B, L, E)``.
 
@@ -481,7 +481,7 @@ class TransformerBlock:
     op: Literal["transformer_block"] = "transformer_block"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MemoryHop:
     """Canonical weights of one hop ``k`` of an End-To-End Memory Network: the memory
     embedding ``A`` and output embedding ``C`` ``[vocab, dim]``, and, with temporal encoding,
@@ -495,7 +495,7 @@ class MemoryHop:
     TC: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MemoryNetwork:
     """End-To-End Memory Network (arXiv 1503.08895), inputs ``memories`` ``(B, M, S)`` ids and,
     for ``query == "embedded"``, ``question`` ``(B, Q)`` ids (the node's inputs, in that order).
@@ -554,7 +554,7 @@ Op = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mask:
     """A padding mask: ``inputs[input] != pad_index``, boolean ``(B, L)``."""
 
@@ -562,7 +562,7 @@ class Mask:
     pad_index: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
     """One op applied to earlier nodes or model inputs (by name), in topological order.
 
@@ -600,7 +600,7 @@ Loss = Literal[
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Optimizer:
     """One optimizer with PyTorch's update rule (``torch.optim.SGD / Adam / AdamW``).
 
@@ -628,7 +628,7 @@ class Optimizer:
     clip_norm: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EarlyStopping:
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
 
@@ -639,7 +639,7 @@ class EarlyStopping:
     restore_best: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Training:
     """The training section.
 
@@ -668,7 +668,7 @@ class Training:
 # ----------------------------------------------------------------------------- program
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Diagnostic:
     """A lint finding; ``path`` is the spec field it concerns."""
 

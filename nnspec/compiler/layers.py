@@ -20,7 +20,7 @@ ZEROS = ir.Initializer("zeros")
 ONES = ir.Initializer("ones")
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     """What a builder needs: the spec, the layer, its inputs and how to make weights."""
 
@@ -542,13 +542,13 @@ def build_node(
     spec: m.Spec,
     ref: LayerRef,
     owner: str,
-    built: dict[str, ir.Node],
+    built: dict[str, ir.Node | ir.Input],
     owner_shapes: dict[str, tuple],
     resolved: Resolved,
 ) -> list[ir.Node]:
-    """The IR nodes for one spec layer (its inputs are already built)."""
-    inputs_by_name = {i.name: i for i in resolved.inputs}
-    sources: list[ir.Node | ir.Input] = [built.get(n) or inputs_by_name[n] for n in ref.inputs]
+    """The IR nodes for one spec layer (``built`` holds the model inputs and the nodes built
+    so far, including everything this layer reads)."""
+    sources = [built[n] for n in ref.inputs]
     ctx = Context(spec, ref, owner, sources, resolved, first_use=owner not in owner_shapes)
     shapes = tuple((None, *s.dims) if isinstance(s, ir.Input) else s.shape for s in sources)
     if not ctx.first_use and owner_shapes[owner] != shapes:

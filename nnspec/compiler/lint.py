@@ -63,30 +63,38 @@ def output_activation(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
 
 def unpadded_sequence_aggregate(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
     """A table without pad zeroing whose sequence is flattened or pooled: padded positions feed
-    the classifier a random, trainable vector (DESIGN problem 1)."""
+    the classifier a random, trainable vector (DESIGN problem 1).
+
+    Linear: one backward search per flatten / pooling node, never entering a node an earlier
+    search saw (every unpadded table behind it has been reported already)."""
     tables = {t.name: t for t in resolved.tables}
+    by_name = {node.name: node for node in resolved.nodes}
+    seen: set[str] = set()
     reported: set[str] = set()
-    behind: dict[str, set[str]] = {}  # node -> tables it reads, in topological order
     for node in resolved.nodes:
-        if isinstance(node.op, ir.EmbeddingLookup):
-            behind[node.name] = {node.op.table}
-        else:
-            behind[node.name] = set().union(*(behind.get(n, set()) for n in node.inputs))
-
-    def tables_behind(node: ir.Node) -> set[str]:
-        return behind[node.name]
-
-    for node in resolved.nodes:
-        if isinstance(node.op, ir.Flatten | ir.GlobalPool):
-            for name in sorted(tables_behind(node)):
-                if tables[name].pad_index is None and name not in reported:
-                    reported.add(name)
-                    yield (
-                        ("embeddings", name),
-                        "NN201",
-                        f"table {name!r} has no padding: padded positions embed to a random, "
-                        "trainable vector that reaches the classifier; add `padding: {index: 0}`",
-                    )
+        if not isinstance(node.op, ir.Flatten | ir.GlobalPool):
+            continue
+        behind: set[str] = set()
+        stack = [node.name]
+        while stack:
+            name = stack.pop()
+            if name in seen or name not in by_name:
+                continue
+            seen.add(name)
+            current = by_name[name]
+            if isinstance(current.op, ir.EmbeddingLookup):
+                behind.add(current.op.table)
+            else:
+                stack.extend(current.inputs)
+        for name in sorted(behind - reported):
+            if tables[name].pad_index is None:
+                reported.add(name)
+                yield (
+                    ("embeddings", name),
+                    "NN201",
+                    f"table {name!r} has no padding: padded positions embed to a random, "
+                    "trainable vector that reaches the classifier; add `padding: {index: 0}`",
+                )
 
 
 def output_rank(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:

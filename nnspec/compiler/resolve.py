@@ -46,12 +46,18 @@ class Resolved:
 
 
 def initializer(spec: m.UniformInit | m.NormalInit | m.NamedInit) -> ir.Initializer:
-    """The IR form of a spec initializer."""
+    """The IR form of a spec initializer (parameterless ones are shared objects)."""
     if isinstance(spec, m.UniformInit):
         return ir.Initializer("uniform", low=spec.low, high=spec.high)
     if isinstance(spec, m.NormalInit):
         return ir.Initializer(spec.type, mean=spec.mean, std=spec.std)
-    return ir.Initializer(spec.type)
+    init = _NAMED_INITIALIZERS.get(spec.type)
+    if init is None:
+        init = _NAMED_INITIALIZERS[spec.type] = ir.Initializer(spec.type)
+    return init
+
+
+_NAMED_INITIALIZERS: dict[str, ir.Initializer] = {}
 
 
 def merge_ranges(ranges: list[tuple[int, int]], exclude: int | None) -> tuple[tuple[int, int], ...]:
@@ -154,7 +160,7 @@ def _pretrained(spec: m.EmbeddingTableSpec) -> ir.PretrainedVectors | None:
 # ----------------------------------------------------------------------------- the graph
 
 
-@dataclass
+@dataclass(slots=True)
 class LayerRef:
     """A spec layer with its resolved name, inputs and position in the file."""
 
@@ -220,7 +226,9 @@ def _layer_refs(spec: m.Spec, r: Resolved) -> list[LayerRef]:
 
 
 def _topological(refs: list[LayerRef], spec: m.Spec, r: Resolved) -> list[LayerRef]:
-    """Order layers so every layer comes after what it reads; report unknown names and cycles."""
+    """Order layers so every layer comes after what it reads; report unknown names and cycles.
+
+    Linear in layers plus inputs read: each layer's list of layers it reads is built once."""
     from nnspec.spec.validate import did_you_mean
 
     by_name = {ref.name: ref for ref in refs}
@@ -247,22 +255,21 @@ def _topological(refs: list[LayerRef], spec: m.Spec, r: Resolved) -> list[LayerR
     for root in refs:
         if state.get(root.name) == 2:
             continue
-        stack: list[tuple[LayerRef, int]] = [(root, 0)]
+        stack: list[tuple[LayerRef, list[LayerRef], int]] = [(root, _deps(root, by_name), 0)]
         path: list[str] = [root.name]
         state[root.name] = 1
         while stack:
-            ref, i = stack[-1]
-            deps = [n for n in ref.inputs if n in by_name]
+            ref, deps, i = stack[-1]
             if i < len(deps):
-                stack[-1] = (ref, i + 1)
-                dep = by_name[deps[i]]
+                stack[-1] = (ref, deps, i + 1)
+                dep = deps[i]
                 if state.get(dep.name) == 1:
                     cycle = [*path[path.index(dep.name) :], dep.name]
                     r.errors.append(CompileProblem(dep.path, f"cycle: {' -> '.join(cycle)}"))
                     return []
                 if state.get(dep.name) != 2:
                     state[dep.name] = 1
-                    stack.append((dep, 0))
+                    stack.append((dep, _deps(dep, by_name), 0))
                     path.append(dep.name)
                 continue
             state[ref.name] = 2
@@ -272,37 +279,70 @@ def _topological(refs: list[LayerRef], spec: m.Spec, r: Resolved) -> list[LayerR
     return order
 
 
+def _deps(ref: LayerRef, by_name: dict[str, LayerRef]) -> list[LayerRef]:
+    """The layers ``ref`` reads, each once (``inputs: [e, e, ...]`` reads ``e`` once)."""
+    return [by_name[n] for n in dict.fromkeys(ref.inputs) if n in by_name]
+
+
 _SHARE_IGNORED = {"name", "inputs", "share"}
 
 
 def _share_roots(refs: list[LayerRef], r: Resolved) -> dict[str, str]:
-    """Map every layer to the layer owning its weights; check tied layers match."""
+    """Map every layer to the layer owning its weights; check tied layers match.
+
+    Linear in the number of layers: each ``share`` chain is walked once, every layer on it
+    taking the owner found at its end."""
     from nnspec.spec.validate import did_you_mean
 
     by_name = {ref.name: ref for ref in refs}
+    names = list(by_name)
     owner: dict[str, str] = {}
     for ref in refs:
-        root, seen = ref, {ref.name}
-        while root.spec.share is not None:
-            target = by_name.get(root.spec.share)
+        chain: list[LayerRef] = []
+        on_chain: set[str] = set()
+        node = ref
+        while True:
+            if node.name in owner:
+                root_name = owner[node.name]
+                break
+            if node.name in on_chain:
+                # A circle: report it once, at each layer on it.
+                circle = chain[[c.name for c in chain].index(node.name) :]
+                for member in circle:
+                    r.errors.append(
+                        CompileProblem((*member.path, "share"), "layers share in a circle")
+                    )
+                root_name = node.name
+                break
+            chain.append(node)
+            on_chain.add(node.name)
+            if node.spec.share is None:
+                root_name = node.name
+                break
+            target = by_name.get(node.spec.share)
             if target is None:
                 r.errors.append(
                     CompileProblem(
-                        (*root.path, "share"),
-                        f"unknown layer {root.spec.share!r}"
-                        f"{did_you_mean(root.spec.share, list(by_name))}",
+                        (*node.path, "share"),
+                        f"unknown layer {node.spec.share!r}{did_you_mean(node.spec.share, names)}",
                     )
                 )
+                root_name = node.name
                 break
-            if target.name in seen:
-                r.errors.append(CompileProblem((*ref.path, "share"), "layers share in a circle"))
-                break
-            seen.add(target.name)
-            root = target
-        owner[ref.name] = root.name
+            node = target
+        for member in chain:
+            owner[member.name] = root_name
+    dumps: dict[str, dict] = {}
+
+    def dump(ref: LayerRef) -> dict:
+        if ref.name not in dumps:
+            dumps[ref.name] = ref.spec.model_dump(exclude=_SHARE_IGNORED)
+        return dumps[ref.name]
+
+    for ref in refs:
+        root = by_name[owner[ref.name]]
         if root is not ref:
-            mine = ref.spec.model_dump(exclude=_SHARE_IGNORED)
-            theirs = root.spec.model_dump(exclude=_SHARE_IGNORED)
+            mine, theirs = dump(ref), dump(root)
             if mine != theirs:
                 diff = sorted(k for k in mine if mine[k] != theirs.get(k))
                 r.errors.append(
@@ -316,7 +356,18 @@ def _share_roots(refs: list[LayerRef], r: Resolved) -> dict[str, str]:
 
 
 def resolve(spec: m.Spec) -> Resolved:
-    """Resolve ``spec`` into IR pieces; problems are collected in ``errors``, not raised."""
+    """Resolve ``spec`` into IR pieces; problems are collected in ``errors``, not raised.
+
+    Every step is linear (or n log n) in the size of the spec, and "did you mean" hints are
+    looked for only for the first few unknown names (:func:`~nnspec.spec.validate.hint_budget`).
+    """
+    from nnspec.spec.validate import hint_budget
+
+    with hint_budget():
+        return _resolve(spec)
+
+
+def _resolve(spec: m.Spec) -> Resolved:
     from nnspec.compiler.layers import build_node
 
     r = Resolved()
@@ -347,7 +398,7 @@ def resolve(spec: m.Spec) -> Resolved:
     order = _topological(refs, spec, r)
     if r.errors:
         return r
-    built: dict[str, ir.Node] = {}
+    built: dict[str, ir.Node | ir.Input] = {i.name: i for i in r.inputs}
     owner_shapes: dict[str, tuple] = {}
     for ref in order:
         try:
@@ -382,12 +433,13 @@ def _outputs(spec: m.Spec, refs: list[LayerRef], r: Resolved) -> None:
         r.outputs = [refs[-1].name]
         return
     names = {n.name for n in r.nodes}
+    known = sorted(names)
     for i, name in enumerate(spec.model.outputs):
         if name not in names:
             r.errors.append(
                 CompileProblem(
                     ("model", "outputs", i),
-                    f"unknown layer {name!r}{did_you_mean(name, sorted(names))}",
+                    f"unknown layer {name!r}{did_you_mean(name, known)}",
                 )
             )
     r.outputs = list(spec.model.outputs)

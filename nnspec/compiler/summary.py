@@ -38,8 +38,8 @@ def op_weights(program: ir.Program, op: ir.Op) -> list[ir.Weight]:
         names = [table.weight]
         if isinstance(table.positional, ir.LearnedPositional):
             names.append(table.positional.weight)
-    known = {w.name: w for w in program.weights}
-    return [known[n] for n in dict.fromkeys(names) if n in known]
+    known = program._by_name["weight"]  # built once per program
+    return [known[n] for n in dict.fromkeys(names) if n in known]  # type: ignore[misc]
 
 
 def _owned_weights(program: ir.Program, node: ir.Node) -> list[ir.Weight]:

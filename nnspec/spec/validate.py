@@ -7,11 +7,15 @@ hints, and runs the cross-field rules pydantic cannot express.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
+import heapq
+import itertools
 import re
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, Union
 
 from pydantic import BaseModel, ValidationError
@@ -141,9 +145,64 @@ def walk_location(loc: tuple[Any, ...]) -> tuple[Path, type[BaseModel] | None]:
     return tuple(path), owner
 
 
-def did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
-    """`` (did you mean 'x'?)`` for the closest option, or ``""``."""
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+# "Did you mean" hints cost ~25 us per name compared, so they are bounded: at most
+# MAX_COMPARED names are compared per hint, chosen by length and shared ends from the first
+# MAX_SCANNED of a longer list, and within a `hint_budget()` (each compile sets one) at most
+# MAX_HINTS hints are looked for.
+MAX_COMPARED = 100
+MAX_SCANNED = 10_000
+MAX_HINTS = 20
+_MAX_WORD = 256
+_hints_left: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "nnspec_hints_left", default=None
+)
+
+
+@contextlib.contextmanager
+def hint_budget(hints: int = MAX_HINTS) -> Iterator[None]:
+    """Within the block, only the first ``hints`` calls of :func:`did_you_mean` look for a
+    hint (later ones return ``""``), so a spec with thousands of misspellings costs linear
+    time."""
+    token = _hints_left.set(hints)
+    try:
+        yield
+    finally:
+        _hints_left.reset(token)
+
+
+def _candidates(word: str, options: Iterable[str]) -> list[str]:
+    """At most :data:`MAX_COMPARED` options worth comparing with ``word``, from the first
+    :data:`MAX_SCANNED`.
+
+    difflib's ratio ``2 * matches / (len(a) + len(b))`` reaches the 0.6 cutoff only if the
+    shorter name is at least 3/7 of the longer; among those, names sharing more of the word's
+    first and last characters come first (typos rarely touch both ends)."""
+    n = len(word)
+    lo, hi = (3 * n + 6) // 7, (7 * n) // 3
+    heads = [word[:k] for k in (1, 2, 3)]
+    tails = [word[-k:] for k in (1, 2, 3)]
+
+    def shared_ends(option: str) -> int:
+        return sum(option.startswith(h) for h in heads) + sum(option.endswith(t) for t in tails)
+
+    fitting = (o for o in itertools.islice(options, MAX_SCANNED) if lo <= len(o) <= hi)
+    return heapq.nlargest(MAX_COMPARED, fitting, key=shared_ends)
+
+
+def did_you_mean(word: str, options: Collection[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest option, or ``""``.
+
+    Bounded: compares ``word`` with at most :data:`MAX_COMPARED` options (picked from a longer
+    list by :func:`_candidates`), and returns ``""`` once a :func:`hint_budget` is spent."""
+    left = _hints_left.get()
+    if left is not None:
+        if left <= 0:
+            return ""
+        _hints_left.set(left - 1)
+    if len(word) > _MAX_WORD:
+        return ""
+    pool = list(options) if len(options) <= MAX_COMPARED else _candidates(word, options)
+    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
