@@ -226,7 +226,7 @@ def test_sinusoids_scale_and_pad_zeroing_in_the_generated_model(backend, tmp_pat
 MEMORY_PROBE = """
 nnspec: 1
 name: known
-inputs: {memories: {shape: [1, 4]}}
+inputs: {memories: {shape: [2, 4]}}
 model:
   layers:
     - {type: memory_network, vocab_size: 4, dim: 4, hops: 1, tying: layerwise, query: constant,
@@ -238,13 +238,13 @@ training: {loss: mse, optimizer: {type: sgd, lr: 0.5}}
 
 @pytest.mark.parametrize("backend", ["torch", "keras"])
 def test_memn2n_position_and_temporal_encoding_in_the_generated_model(backend, tmp_path):
-    """One memory and a zero query: the output is ``(c_1 + TC[0]) W`` with ``W = I``, and
-    ``c_1 = sum_j l_j * C[x_j]``. A table whose only non-zero row is word ``w``'s (ones) reads
-    out ``l_kj`` at that word's position ``j``."""
+    """One memory and an empty one (all padding: no attention), a zero query: the output is
+    ``(c_1 + TC[0]) W`` with ``W = I``, and ``c_1 = sum_j l_j * C[x_j]``. A table whose only
+    non-zero row is word ``w``'s (ones) reads out ``l_kj`` at that word's position ``j``."""
     pytest.importorskip(backend if backend == "torch" else "tensorflow")
     runtime, model = generated_model(program_of(MEMORY_PROBE), backend, tmp_path)
     # Sentence A has J = 3 words, sentence B J = 2 (post-padded).
-    memories = np.array([[[1, 2, 3, 0]], [[2, 3, 0, 0]]], dtype=np.int32)
+    memories = np.array([[[1, 2, 3, 0], [0] * 4], [[2, 3, 0, 0], [0] * 4]], dtype=np.int32)
 
     def read(word: int | None, temporal: list[float]) -> np.ndarray:
         table = np.zeros((4, 4))
@@ -255,8 +255,9 @@ def test_memn2n_position_and_temporal_encoding_in_the_generated_model(backend, t
             {
                 "memory_network.A": np.zeros((4, 4)),
                 "memory_network.C": table,
-                "memory_network.TA": np.zeros((1, 4)),
-                "memory_network.TC": np.array([temporal]),
+                "memory_network.TA": np.zeros((2, 4)),
+                # the empty memory's encoding would show if it were attended to
+                "memory_network.TC": np.array([temporal, [100.0, 200.0, 300.0, 400.0]]),
                 "memory_network.W": np.eye(4),
             },
         )

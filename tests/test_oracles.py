@@ -112,17 +112,46 @@ training:
 """
 
 
-CASES = {
-    # The examples, each with the optimizer of its own spec (newsgroups shrunk to 300 ids of 40).
-    "newsgroups_flat": Case(
-        example(
-            "newsgroups_flat",
-            **{
-                "length: 1100": "length: 40",
-                "vocab_size: 19000": "vocab_size: 300",
-                "dim: 300": "dim: 16",
-            },
+# newsgroups_flat's structure at 300 ids of 40 tokens, 16 dimensions (from 19000, 1100, 300).
+NEWSGROUPS_SMALL = {
+    "length: 1100": "length: 40",
+    "vocab_size: 19000": "vocab_size: 300",
+    "dim: 300": "dim: 16",
+}
+
+
+def rows_case(optimizer: str, oracle_optimizer: Callable[[], Optimizer]) -> Case:
+    """A non-zero pad id, a partially trainable table, ``scale: 0.5`` and a learned positional
+    table longer than the input, under ``optimizer``."""
+    return Case(
+        policy_spec(
+            "{tokens: {length: 7}}",
+            "{vocab_size: 20, dim: 5, padding: {index: 3}, special_tokens: [s0, s1], scale: 0.5,"
+            " trainable: {ids: [1, 12], ranges: [[2, 6]], special_tokens: [s1]},"
+            " positional: {type: learned, max_length: 9}}",
+            "    - {type: embedding, table: words}\n    - {type: flatten}\n"
+            "    - {type: dense, units: 4, activation: softmax}",
+            optimizer,
         ),
+        # ids 1, 12, the range 2..5 without the pad 3, and s1 = the highest id, 19
+        models.rows_and_learned_positions(
+            vocab_size=20,
+            dim=5,
+            length=7,
+            max_length=9,
+            pad=3,
+            rows=models.row_mask(20, ids=[1, 2, 4, 5, 12, 19]),
+        ),
+        oracle_optimizer,
+        tokens(7, 20, pad=3, hot=(1, 2, 4, 5, 12, 18, 19)),
+        4,
+    )
+
+
+CASES = {
+    # The examples, each with the optimizer of its own spec (the newsgroups ones shrunk).
+    "newsgroups_flat": Case(
+        example("newsgroups_flat", **NEWSGROUPS_SMALL),
         models.flat_classifier(vocab_size=300, dim=16, length=40, hidden=25, classes=20),
         lambda: Optimizer("adam", lr=0.001, eps=1e-8),
         tokens(40, 300),
@@ -177,28 +206,27 @@ CASES = {
         60,
     ),
     # Policies and layers the examples do not reach.
-    "rows_and_learned_positions": Case(
-        policy_spec(
-            "{tokens: {length: 7}}",
-            "{vocab_size: 20, dim: 5, padding: {index: 3}, special_tokens: [s0, s1], scale: 0.5,"
-            " trainable: {ids: [1, 12], ranges: [[2, 6]], special_tokens: [s1]},"
-            " positional: {type: learned, max_length: 9}}",
-            "    - {type: embedding, table: words}\n    - {type: flatten}\n"
-            "    - {type: dense, units: 4, activation: softmax}",
-            "{type: adamw, lr: 0.05, weight_decay: 0.1}",
-        ),
-        # ids 1, 12, the range 2..5 without the pad 3, and s1 = the highest id, 19
-        models.rows_and_learned_positions(
-            vocab_size=20,
-            dim=5,
-            length=7,
-            max_length=9,
-            pad=3,
-            rows=models.row_mask(20, ids=[1, 2, 4, 5, 12, 19]),
-        ),
+    # Frozen rows bit-identical and the pad row 0.0 under every optimizer and weight decay.
+    "rows_adamw": rows_case(
+        "{type: adamw, lr: 0.05, weight_decay: 0.1}",
         lambda: Optimizer("adamw", lr=0.05, weight_decay=0.1),
-        tokens(7, 20, pad=3, hot=(1, 2, 4, 5, 12, 18, 19)),
-        4,
+    ),
+    "rows_adam_l2_clipped": rows_case(
+        "{type: adam, lr: 0.05, weight_decay: 0.1}\n  clip_norm: 0.25",
+        lambda: Optimizer("adam", lr=0.05, weight_decay=0.1, clip_norm=0.25),
+    ),
+    "rows_sgd_nesterov_l2": rows_case(
+        "{type: sgd, lr: 0.5, momentum: 0.9, nesterov: true, weight_decay: 0.1}",
+        lambda: Optimizer("sgd", lr=0.5, momentum=0.9, nesterov=True, weight_decay=0.1),
+    ),
+    "newsgroups_flat_sgd_l2": Case(
+        example("newsgroups_flat", **NEWSGROUPS_SMALL).replace(
+            "{type: adam, lr: 0.001, eps: 1.0e-8}", "{type: sgd, lr: 0.25, weight_decay: 0.5}"
+        ),
+        models.flat_classifier(vocab_size=300, dim=16, length=40, hidden=25, classes=20),
+        lambda: Optimizer("sgd", lr=0.25, weight_decay=0.5),
+        tokens(40, 300),
+        20,
     ),
     "frozen_sinusoids_unzeroed": Case(
         policy_spec(
