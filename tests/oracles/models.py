@@ -314,10 +314,30 @@ def recurrent(
     return ops.concat(picked, -1) if merge == "concat" else picked[0] + picked[1]
 
 
+def rotate(ops: Any, x: Any, base: float) -> Any:
+    """Rotary position embedding (arXiv 2104.09864) of ``(B, heads, L, head_dim)``: the pair
+    ``(x[2i], x[2i+1])`` at position ``p`` is rotated by the angle ``p * base^(-2i/head_dim)``."""
+    batch, heads, length, head_dim = x.shape
+    angles = np.array(
+        [[p * base ** (-2 * i / head_dim) for i in range(head_dim // 2)] for p in range(length)]
+    )
+    cos, sin = ops.const(np.cos(angles)), ops.const(np.sin(angles))
+    even, odd = x[..., 0::2], x[..., 1::2]
+    pairs = ops.stack([even * cos - odd * sin, even * sin + odd * cos], -1)
+    return ops.reshape(pairs, (batch, heads, length, head_dim))
+
+
 def attention(
-    ops: Any, w: dict[str, Any], name: str, x: Any, key_mask: np.ndarray | None, heads: int
+    ops: Any,
+    w: dict[str, Any],
+    name: str,
+    x: Any,
+    key_mask: np.ndarray | None,
+    heads: int,
+    rotary_base: float | None = None,
 ) -> Any:
-    """Multi-head self-attention over ``(B, L, E)``; padded keys get ``-1e9`` added."""
+    """Multi-head self-attention over ``(B, L, E)``; padded keys get ``-1e9`` added; with
+    ``rotary_base``, queries and keys are rotated after the projections."""
     batch, length, width = x.shape
     head_dim = width // heads
 
@@ -326,6 +346,8 @@ def attention(
 
     q = split_heads(dense(ops, w, f"{name}.query", x))
     k = split_heads(dense(ops, w, f"{name}.key", x))
+    if rotary_base is not None:
+        q, k = rotate(ops, q, rotary_base), rotate(ops, k, rotary_base)
     v = split_heads(dense(ops, w, f"{name}.value", x))
     scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / math.sqrt(head_dim)
     if key_mask is not None:
@@ -757,6 +779,25 @@ def post_norm_transformer(
             ops, w, "transformer_encoder", x, mask, heads, norm_first=False, act="gelu",
             epsilon=1e-6,
         )  # fmt: skip
+        return dense(ops, w, "dense", masked_mean(ops, x, mask), "softmax")
+
+    return b.model(forward)
+
+
+def rotary_attention(*, vocab_size: int, dim: int, heads: int, base: float) -> Model:
+    """A table with rotary positions -> self-attention (rotated queries and keys) -> masked
+    mean -> dense softmax (3 classes)."""
+    b = Builder()
+    b.add("words.embeddings", (vocab_size, dim), zero_rows=(0,))
+    for part in ("query", "key", "value", "output"):
+        b.dense(f"self_attention.{part}", dim, dim)
+    b.dense("dense", dim, 3)
+
+    def forward(ops, w, inputs):
+        ids = inputs["tokens"]
+        mask = ids != 0
+        x = embed(ops, w, "words", ids, pad=0)
+        x = attention(ops, w, "self_attention", x, mask, heads, rotary_base=base)
         return dense(ops, w, "dense", masked_mean(ops, x, mask), "softmax")
 
     return b.model(forward)
