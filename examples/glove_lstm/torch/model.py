@@ -274,9 +274,13 @@ def make_optimizer(model: nn.Module, lr: float | None = None) -> torch.optim.Opt
         params, lr=0.003 if lr is None else lr, betas=(0.9, 0.999), eps=1e-08, fused=fused
     )
 
-    def clip_gradients(*_: object) -> None:
+    def clip_gradients(optimizer: torch.optim.Optimizer, *_: object) -> None:
         """Scale the gradients down to a global norm of at most 5.0."""
-        nn.utils.clip_grad_norm_(params, 5.0)
+        # Stepped by a GradScaler without unscale_() first, a fused optimizer unscales the
+        # gradients itself after this hook: they are still multiplied by its grad_scale here.
+        scale = getattr(optimizer, "grad_scale", None)
+        max_norm = 5.0
+        nn.utils.clip_grad_norm_(params, max_norm if scale is None else max_norm * scale)
 
     optimizer.register_step_pre_hook(clip_gradients)
     return optimizer

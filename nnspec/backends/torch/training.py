@@ -75,7 +75,10 @@ def optimizer(opt: ir.Optimizer) -> tuple[str, list[str]]:
             args.append("nesterov=True")
         if opt.weight_decay:
             args.append(f"weight_decay={opt.weight_decay!r}")
-        call = f"torch.optim.SGD(params, {', '.join([*args, 'fused=fused'])})"
+        # Not fused with momentum: torch's fused SGD leaves its momentum buffer uninitialised
+        # when mixed precision skips the first step (overflow), and the next step reads it.
+        fused = [] if opt.momentum else ["fused=fused"]
+        call = f"torch.optim.SGD(params, {', '.join([*args, *fused])})"
         doc = "SGD" + (" with Nesterov momentum" if opt.nesterov else "")
     elif opt.kind in ("adam", "adamw"):
         args = [f"lr={lr}", f"betas=({opt.beta1!r}, {opt.beta2!r})", f"eps={opt.eps!r}"]
@@ -88,12 +91,13 @@ def optimizer(opt: ir.Optimizer) -> tuple[str, list[str]]:
         raise ValueError(f"unknown optimizer {opt.kind!r}")
     summary = f"{doc} over the trainable parameters of ``model``."
     detail = f"The learning rate is {opt.lr!r} unless ``lr`` is given."
-    body = [
-        "params = [p for p in model.parameters() if p.requires_grad]",
-        "# One fused kernel per step (about twice as fast as the default on a CPU); it exists",
-        "# for CPU and CUDA tensors only.",
-        'fused = all(p.device.type in ("cpu", "cuda") for p in params)',
-    ]
+    body = ["params = [p for p in model.parameters() if p.requires_grad]"]
+    if "fused=fused" in call:
+        body += [
+            "# One fused kernel per step (about twice as fast as the default on a CPU); it exists",
+            "# for CPU and CUDA tensors only.",
+            'fused = all(p.device.type in ("cpu", "cuda") for p in params)',
+        ]
     if opt.clip_norm is None:
         return docstring(summary, detail), [*body, f"return {call}"]
     detail += f" Gradients are clipped to a global norm of {opt.clip_norm!r} before each step."
@@ -101,9 +105,13 @@ def optimizer(opt: ir.Optimizer) -> tuple[str, list[str]]:
         *body,
         f"optimizer = {call}",
         "",
-        "def clip_gradients(*_: object) -> None:",
+        "def clip_gradients(optimizer: torch.optim.Optimizer, *_: object) -> None:",
         f'    """Scale the gradients down to a global norm of at most {opt.clip_norm!r}."""',
-        f"    nn.utils.clip_grad_norm_(params, {opt.clip_norm!r})",
+        "    # Stepped by a GradScaler without unscale_() first, a fused optimizer unscales the",
+        "    # gradients itself after this hook: they are still multiplied by its grad_scale here.",
+        '    scale = getattr(optimizer, "grad_scale", None)',
+        f"    max_norm = {opt.clip_norm!r}",
+        "    nn.utils.clip_grad_norm_(params, max_norm if scale is None else max_norm * scale)",
         "",
         "optimizer.register_step_pre_hook(clip_gradients)",
         "return optimizer",
