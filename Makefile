@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXAMPLES := $(wildcard examples/*/spec.yaml)
 
-.PHONY: demo test bench repro-newsgroups repro-ptb regen check lint format clean
+.PHONY: demo test bench repro-newsgroups repro-ptb regen check lint format clean mutate
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ repro-newsgroups: $(VENV)/.installed
 ## repro-ptb: DESIGN problem 3 on Penn Treebank (MemN2N LM with / without temporal encoding)
 repro-ptb: $(VENV)/.installed
 	$(PY) -m reproductions.ptb --threads 1 --train-words 200000
+
+## mutate: apply each curated mutant (mutants/*.patch) to a scratch copy and run the tests
+## that should catch it; prints `killed N/N`, fails if one survives (~6 min; not in `make test`)
+MUTATE_JOBS ?= 2
+mutate: $(VENV)/.installed
+	OMP_NUM_THREADS=1 $(PY) -m mutants.run -j $(MUTATE_JOBS) --logs runs/mutate
 
 ## regen: regenerate the examples' code and the checked-in JSON Schema
 regen: $(VENV)/.installed
