@@ -462,7 +462,11 @@ def memory_network(
         per_hop = [shared] * hops
         query_table = words(f"{name}.B") if question is not None else None
         output = w[f"{name}.W"]
-    empty = np.all(memories == pad, axis=-1) if pad is not None else np.zeros(memories.shape[:2])
+    empty = (
+        np.all(memories == pad, axis=-1)
+        if pad is not None
+        else np.zeros(memories.shape[:2], dtype=bool)
+    )
     bias = ops.const(np.where(empty, MASKED_SCORE, 0.0))  # (B, M)
     if question is None:
         u = ops.const(np.full((memories.shape[0], dim), query_value))
