@@ -118,8 +118,54 @@ def test_core_commands_import_no_framework(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-@pytest.mark.parametrize("args", [[], ["--version"], ["validate", "--help"]])
-def test_help_and_version(args):
+def test_version_exits_0_and_prints_the_version():
+    from nnspec import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"nnspec {__version__}\n"
+
+
+@pytest.mark.parametrize(("args", "code"), [([], 2), (["validate", "--help"], 0)])
+def test_help(args, code):
     result = runner.invoke(app, args)
-    assert result.exit_code in (0, 2)
-    assert "Traceback" not in result.output
+    assert result.exit_code == code, result.output
+    assert "Usage" in result.output and "Traceback" not in result.output
+
+
+PARITY_SPEC = """\
+nnspec: 1
+name: parity_cli
+inputs:
+  tokens: {length: 5}
+embeddings:
+  words: {vocab_size: 11, dim: 3, padding: {index: 0}}
+model:
+  layers:
+    - {type: embedding, table: words}
+    - {type: flatten}
+    - {type: dense, units: 2, activation: softmax}
+training:
+  loss: sparse_categorical_crossentropy
+  optimizer: {type: adam, lr: 0.0625}
+"""
+
+
+def test_parity_command_reports_every_weight_and_derived_float32_tolerances(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    from nnspec.parity import TOLERANCES
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(PARITY_SPEC)
+    result = invoke("parity", spec, "--dtype", "both", "--steps", "3")
+    assert result.exit_code == 0, result.output
+    assert "torch and keras agree in float32" in result.output
+    assert "torch and keras agree in float64" in result.output
+    rows = [line for line in result.output.splitlines() if "training" in line]
+    names = ("losses", "words.embeddings", "dense.kernel", "dense.bias")
+    for name in names:  # once per dtype: every weight of both backends
+        assert sum(name in row for row in rows) == 2, result.output
+    # float64 at the fixed tolerance; float32 derived (float64's plus each backend's round-off).
+    float64 = f"{TOLERANCES['float64']['training']:.0e}"
+    assert sum(float64 in row for row in rows) >= len(names), result.output
