@@ -58,9 +58,40 @@ def test_unknown_runs_are_refused(module, tmp_path):
         module.main(["--runs", "nope", "--out", str(tmp_path)])
 
 
-def test_specs_of_the_runs_exist_and_validate():
+def flat_classifier(vocab: int, dim: int, length: int = 1100) -> int:
+    """Parameters after the table: Dense(25) over the flattened ``length x dim`` posts, then
+    Dense(20), both with biases."""
+    return (length * dim * 25 + 25) + (25 * 20 + 20)
+
+
+def memn2n(vocab: int, dim: int, memories: int, temporal: bool) -> int:
+    """A layer-wise tied MemN2N language model (arXiv 1503.08895 §2.2, §5): one A and one C
+    ``[vocab, dim]`` for all hops, the output W ``[dim, vocab]``, the map H ``[dim, dim]``, and
+    with temporal encoding T_A and T_C ``[memories, dim]``; the query is a constant."""
+    return 3 * vocab * dim + dim * dim + (2 * memories * dim if temporal else 0)
+
+
+# (trainable, frozen) parameters of each run, by formula from the run's description.
+COUNTS = {
+    # A 19,000 x 300 table, all rows training (the pad row too: it is a row like the others).
+    ("newsgroups", "plain"): (19000 * 300 + flat_classifier(19000, 300), 0),
+    # Pad zeroing keeps the pad row in the trainable table (held at 0.0) and counts it there.
+    ("newsgroups", "pad_zero"): (19000 * 300 + flat_classifier(19000, 300), 0),
+    # GloVe rows frozen; only the <oov> row (the one special token) trains.
+    ("newsgroups", "glove"): (1 * 50 + flat_classifier(19000, 50), 18999 * 50),
+    ("newsgroups", "glove_tuned"): (19000 * 50 + flat_classifier(19000, 50), 0),
+    ("ptb", "temporal"): (memn2n(10001, 150, 150, temporal=True), 0),
+    ("ptb", "no_temporal"): (memn2n(10001, 150, 150, temporal=False), 0),
+}
+
+
+def test_specs_of_the_runs_have_the_parameter_counts_of_their_descriptions():
     from nnspec.compiler import compile_file
 
-    for spec in [*newsgroups.SPECS.values(), *ptb.SPECS.values()]:
+    specs = {("newsgroups", k): v for k, v in newsgroups.SPECS.items()}
+    specs |= {("ptb", k): v for k, v in ptb.SPECS.items()}
+    assert sorted(specs) == sorted(COUNTS)
+    for key, spec in specs.items():
         program, _ = compile_file(spec)
-        assert program.trainable_count > 0
+        assert (program.trainable_count, program.frozen_count) == COUNTS[key], key
+    assert COUNTS["newsgroups", "plain"][0] == 13_950_545  # "~14M parameters" (README)
