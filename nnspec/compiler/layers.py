@@ -337,6 +337,15 @@ def merge(ctx: Context) -> list[ir.Node]:
         raise ctx.fail(
             f"{layer.type} combines at least two inputs; name them in `inputs`", "inputs"
         )
+    for i, source in enumerate(ctx.sources):
+        if isinstance(source, ir.Input):
+            # Model inputs are integer ids: only embedding and memory_network layers read them,
+            # so what a merge passes on to dense, conv and norm layers is always floats.
+            raise CompileProblem(
+                (*ctx.ref.path, "inputs", i),
+                f"{layer.type} cannot combine the ids of input {source.name!r}: look them up "
+                "in an embedding first",
+            )
     shapes = [ctx.shape_of(i) for i in range(len(ctx.sources))]
     first = shapes[0]
     for i, shape in enumerate(shapes[1:], start=1):
@@ -367,6 +376,14 @@ def _attention(
 ) -> ir.SelfAttention:
     if width % heads:
         raise ctx.fail(f"{heads} heads do not divide the input width {width}", field)
+    if rotary is not None and (width // heads) % 2:
+        own = getattr(ctx.layer, "rotary", None) is not None
+        source = "" if own else " (from the embedding table's `positional: {type: rotary}`)"
+        raise ctx.fail(
+            f"rotary position embedding{source} rotates pairs of features: it needs an even "
+            f"head dimension, but width {width} / {heads} heads = {width // heads}",
+            "rotary" if own else field,
+        )
     names = {}
     for part in ("query", "key", "value", "output"):
         names[f"{part}_kernel"] = f"{owner}.{part}.kernel"

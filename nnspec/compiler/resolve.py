@@ -412,6 +412,7 @@ def _resolve(spec: m.Spec) -> Resolved:
             built[node.name] = node
     _outputs(spec, refs, r)
     _unused_inputs(spec, r)
+    _unused_tables(spec, r)
     return r
 
 
@@ -451,4 +452,18 @@ def _unused_inputs(spec: m.Spec, r: Resolved) -> None:
         if name not in read:
             r.errors.append(
                 CompileProblem(("inputs", name), f"input {name!r} is not read by any layer")
+            )
+
+
+def _unused_tables(spec: m.Spec, r: Resolved) -> None:
+    """A table no layer looks up would be weights no op owns (and that never train)."""
+    used = {node.op.table for node in r.nodes if isinstance(node.op, ir.EmbeddingLookup)}
+    for name in spec.embeddings:
+        if name not in used:
+            r.errors.append(
+                CompileProblem(
+                    ("embeddings", name),
+                    f"table {name!r} is not used by any layer: look it up with an `embedding` "
+                    "layer, or remove it",
+                )
             )
