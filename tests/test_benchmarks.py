@@ -72,6 +72,31 @@ def test_quick_run_writes_every_row(quick_run: tuple[str, Path]) -> None:
     assert row(table, "10") and row(table, "100")
     assert "imports a framework: no" in table
     assert "## 4. GPU" in table
+    check_example_numbers(results, table)
+
+
+def check_example_numbers(results: dict, table: str) -> None:
+    """The numbers of section 1 follow from the raw measurements in the same results: the ratio
+    is generated / hand-written median step time, samples/s is batch / median step time, the
+    generated model's parameter count is the spec's (the quick spec, compiled here), and the
+    table shows those ratios."""
+    checked = 0
+    for worker in results["workers"]:
+        for r in worker.get("results", []):
+            if r.get("section") != "examples" or "ratio" not in r:
+                continue
+            gen, hw = r["generated"], r["handwritten"]
+            assert r["ratio"] == pytest.approx(gen["median_s"] / hw["median_s"], rel=1e-12)
+            for timing in (gen, hw):
+                assert timing["q1_s"] <= timing["median_s"] <= timing["q3_s"], r["name"]
+                assert timing["samples_per_s"] == pytest.approx(r["batch"] / timing["median_s"])
+            program = specs.compile_text(specs.example_spec(r["name"], quick=True))
+            assert gen["params"] == program.trainable_count, r["name"]
+            line = row(table, r["name"], worker["backend"]) or ""
+            assert f"| {r['ratio']:.3f} " in line, (r, line)
+            assert f"{gen['params']:,} / {hw['params']:,}" in line, (r, line)
+            checked += 1
+    assert checked >= 2 * len(BACKENDS), "too few example rows were measured"
 
 
 def test_rows_that_cannot_run_are_reported_not_available() -> None:
