@@ -242,7 +242,7 @@ def _compile_one(
     """Compile one spec for ``names``; exits 1 on a bad spec, stale code or a refused write."""
     from nnspec import backends
     from nnspec.backends.base import UnsupportedOpError
-    from nnspec.writer import WriteRefused, stale, write_files
+    from nnspec.writer import WriteRefused, stale, write_trees
 
     program, doc = _compile(file)
     _print_warnings(program, doc)
@@ -276,15 +276,17 @@ def _compile_one(
             raise typer.Exit(1)
         out.print(f"{file}: generated code is current", markup=False)
         return
-    for name, (target, generated) in outputs.items():
-        try:
-            written = write_files(generated, target, force=force)
-        except WriteRefused as exc:
-            err.print(f"error: {exc}", markup=False)
-            raise typer.Exit(1) from None
-        except OSError as exc:
-            raise _usage_error(f"{target}: cannot write: {exc.strerror or exc}") from None
-        out.print(f"{name}: wrote {', '.join(str(p) for p in written)}", markup=False)
+    # All backends' files are checked, then written, together: a refusal writes nothing.
+    try:
+        written = write_trees(list(outputs.values()), force=force)
+    except WriteRefused as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        where = exc.filename or ", ".join(str(target) for target, _ in outputs.values())
+        raise _usage_error(f"{where}: cannot write: {exc.strerror or exc}") from None
+    for name, paths in zip(outputs, written, strict=True):
+        out.print(f"{name}: wrote {', '.join(str(p) for p in paths)}", markup=False)
 
 
 @app.command()
