@@ -10,12 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-
 from nnspec.compiler import compile_spec
 from nnspec.compiler.ir import Program
 from nnspec.parity import generate_all
 from nnspec.spec import load_string
+from nnspec.spec.loader import load_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +92,7 @@ def shrink(data: dict[str, Any]) -> dict[str, Any]:
 
 def example_spec(name: str, quick: bool) -> str:
     """The example's spec as JSON text, shrunk when ``quick``."""
-    data = YAML(typ="safe").load(example_text(name))
+    data = load_text(example_text(name)).data
     return json.dumps(shrink(data) if quick else data)
 
 
