@@ -43,7 +43,7 @@ class Context:
         """Create canonical weight ``<owner>.<name>`` on the owner's first use."""
         full = f"{self.owner}.{name}"
         if self.first_use:
-            self.resolved.add_weight(ir.Weight(full, shape, init, **kw))
+            self.resolved.add_weight(ir.Weight(full, self.resolved.shape(shape), init, **kw))
         return full
 
     def shape_of(self, i: int = 0) -> ir.Shape:
@@ -68,6 +68,7 @@ class Context:
         name = name or self.ref.name
         inputs = inputs if inputs is not None else tuple(self.ref.inputs)
         layer_name = layer if layer is not None else self.owner
+        shape = self.resolved.shape(shape)
         return ir.Node(name, op, inputs, shape, mask, "" if layer_name == name else layer_name)
 
     def rotary_in(self) -> ir.Rotary | None:

@@ -38,6 +38,12 @@ class Resolved:
     node_paths: dict[str, Path] = field(default_factory=dict)
     # Rotary settings travelling with sequence outputs (from `positional: {type: rotary}`).
     rotary: dict[str, ir.Rotary] = field(default_factory=dict)
+    # One tuple per distinct shape (100,000 dense layers have a handful of shapes).
+    shapes: dict[tuple, tuple] = field(default_factory=dict)
+
+    def shape(self, shape: tuple) -> tuple:
+        """The shared tuple equal to ``shape``."""
+        return self.shapes.setdefault(shape, shape)
 
     def add_weight(self, weight: ir.Weight) -> str:
         """Record ``weight`` and return its name."""
@@ -168,10 +174,10 @@ class LayerRef:
     name: str
     spec: m.LayerBase
     inputs: list[str]
+    path: Path = ()  # ("model", "layers", index), made once and shared by the layer's nodes
 
-    @property
-    def path(self) -> Path:
-        return ("model", "layers", self.index)
+    def __post_init__(self) -> None:
+        self.path = ("model", "layers", self.index)
 
 
 def _default_name(layer: m.LayerBase, counts: dict[str, int], taken: set[str]) -> str:
