@@ -250,6 +250,19 @@ INVALID: dict[str, tuple[str, str, str]] = {
         "model.layers.1.inputs.1",
         "concatenate cannot combine the ids of input 'b'",
     ),
+    "input_named_like_a_torch_helper": (
+        two_inputs(
+            [
+                "{name: ea, type: embedding, table: words, input: a}",
+                "{name: eb, type: embedding, table: words, input: Mapping}",
+                "{type: add, inputs: [ea, eb]}",
+                *POOLED,
+            ],
+            WORDS,
+        ).replace("  b: {length: 4}", "  Mapping: {length: 4}"),
+        "inputs.Mapping",
+        "'Mapping' is reserved",
+    ),
     "dense_reads_ids": (
         two_inputs(["{type: dense, units: 3, activation: softmax, inputs: [a]}"]),
         "model.layers.0.inputs",
@@ -395,3 +408,12 @@ def test_the_random_stacks_include_both_outcomes() -> None:
         except SpecError:
             outcomes.add("invalid")
     assert outcomes == {"valid", "invalid"}
+
+
+def test_every_name_a_backend_reserves_for_itself_is_reserved_in_the_spec() -> None:
+    """The torch backend refuses model inputs named like its module-level names: validation
+    must refuse them first."""
+    from nnspec.backends.torch.naming import MODULE_NAMES
+    from nnspec.spec.reserved import RESERVED_NAMES
+
+    assert sorted(MODULE_NAMES - RESERVED_NAMES) == []
