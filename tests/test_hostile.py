@@ -180,6 +180,22 @@ def test_any_valid_names_compile_to_parsing_clean_code(names, description, token
         assert_clean(tree, where)
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("_0", "Spec0Model"),
+        ("_", "SpecModel"),
+        ("_3_layers", "Spec3LayersModel"),
+        ("m_2", "M2Model"),
+    ],
+)
+def test_class_names_are_identifiers_whatever_the_spec_is_called(name, expected):
+    from nnspec.compiler import class_name
+
+    assert class_name(name) == expected
+    assert expected.isidentifier()
+
+
 def test_underscore_names_compile():
     text = render(
         name="_m", description="d", inp="_ids", table="_t", token="t", l1="_l", l2="_p", l3="_o"

@@ -213,7 +213,7 @@ def test_github_annotations_escape_properties_and_keep_the_lint_code():
 
 # Inputs at the size cap, measured in a child process so that time and peak memory are its own.
 MEASURE = """
-import resource, sys, time
+import sys, time
 from nnspec.compiler import compile_file
 from nnspec.spec import SpecError
 start = time.perf_counter()
@@ -223,7 +223,10 @@ try:
 except SpecError as exc:
     outcome = str(exc.problems[0])
 seconds = time.perf_counter() - start
-print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, outcome, sep="\\n")
+# Peak resident memory of this process only: ru_maxrss would include the parent's peak, which
+# Linux carries across exec (a pytest worker holding TensorFlow would be counted).
+status = open("/proc/self/status").read().split("VmHWM:")[1]
+print(seconds, int(status.split()[0]) / 1024, outcome, sep="\\n")
 """
 
 
@@ -243,23 +246,33 @@ def big_flow_lists() -> str:
     return "nnspec: 1\nx:\n" + line * ((MAX_FILE_BYTES - 20) // len(line))
 
 
+def deep_valid_spec() -> str:
+    """A valid spec of 100,000 layers (about 3 MB)."""
+    head = VALID.split("    - {type: layer_norm}")[0]
+    layers = "    - {type: flatten}\n" + "    - {type: dense, units: 2}\n" * 99_998
+    return head + layers + "training:\n  loss: mse\n"
+
+
 @pytest.mark.parametrize(
     ("name", "make", "expected"),
     [
+        ("valid_100k_layers", deep_valid_spec, "valid"),
         ("alias_bomb", lambda: alias_bomb(9), "values with its aliases expanded"),
         ("flow_lists_5mb", big_flow_lists, f"more than {MAX_VALUES:,} values"),
         ("deep_20kb", lambda: "nnspec: 1\nx: " + "[" * 10_000 + "]" * 10_000, "nest"),
     ],
 )
 def test_inputs_at_the_cap_are_answered_in_bounded_time_and_memory(tmp_path, name, make, expected):
-    """Goal: <= 5 s and <= 300 MB for any input under the cap (before: alias bomb 30 s and
-    1.6 GB, 5 MB of flow lists 108 s and 873 MB, deep nesting 7-9 s). Memory is asserted at the
+    """Goal: <= 5 s and <= 300 MB for any input under the cap, <= 10 s for a valid spec of
+    100,000 layers (before: alias bomb 30 s and 1.6 GB, 5 MB of flow lists 108 s and 873 MB, deep
+    nesting 7-9 s, the 100,000-layer spec 33 s and 507 MB). Memory is asserted at the
     goal; time at a wide margin (the exact numbers are in the closing notes of the hardening
     work), so a loaded CI machine cannot fail it while a quadratic pass still would."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(make())
     assert path.stat().st_size <= MAX_FILE_BYTES
     seconds, megabytes, outcome = measure(path)
-    assert expected in outcome
+    assert outcome == "valid" if expected == "valid" else expected in outcome
     assert megabytes <= 300, f"{name}: {megabytes:.0f} MB"
-    assert seconds <= 20, f"{name}: {seconds:.1f} s"
+    assert seconds <= (40 if expected == "valid" else 20), f"{name}: {seconds:.1f} s"
+    print(f"{name}: {seconds:.2f} s, {megabytes:.0f} MB")

@@ -64,8 +64,11 @@ def class_name(name: str) -> str:
     """``newsgroups_flat`` -> ``NewsgroupsFlatModel``.
 
     The ``Model`` suffix keeps the class clear of every helper the generated code defines
-    (``MemoryNetwork``, ``F``, ...), whatever the spec is called."""
+    (``MemoryNetwork``, ``F``, ...), whatever the spec is called; a name whose words start with
+    a digit (``_0``) gets a ``Spec`` prefix so the class name is an identifier."""
     camel = "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
+    if not camel[:1].isidentifier():
+        camel = f"Spec{camel}"
     return camel if camel.endswith("Model") else f"{camel}Model"
 
 
