@@ -33,13 +33,15 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 def parse(doc: Document) -> Spec:
-    """Validate ``doc`` into a :class:`Spec`, raising :class:`SpecError` with every problem."""
+    """Validate ``doc`` into a :class:`Spec`, raising :class:`SpecError` with every problem
+    (with "did you mean" hints for the first few unknown names: :func:`hint_budget`)."""
     data = _check_version(doc)
-    try:
-        spec = Spec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(_problems_from(exc, doc)) from None
-    problems = list(cross_field_problems(spec, doc))
+    with hint_budget():
+        try:
+            spec = Spec.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(_problems_from(exc, doc)) from None
+        problems = list(cross_field_problems(spec, doc))
     if problems:
         raise SpecError(problems)
     return spec
