@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nnspec.compiler import ir
-from nnspec.compiler.resolve import CompileProblem, LayerRef, Resolved, initializer
+from nnspec.compiler.resolved import CompileProblem, LayerRef, Resolved, initializer
 from nnspec.spec import models as m
+from nnspec.spec.validate import did_you_mean
 
 GLOROT = ir.Initializer("glorot_uniform")
 ZEROS = ir.Initializer("zeros")
@@ -115,8 +116,6 @@ def embedding(ctx: Context) -> list[ir.Node]:
     if source.shape and len(source.shape) != 1:
         raise ctx.fail(f"input {source.name!r} is not a sequence of ids (shape {source.shape})")
     if layer.table not in spec.embeddings:
-        from nnspec.spec.validate import did_you_mean
-
         known = list(spec.embeddings)
         listed = ", ".join(known) or "none defined"
         raise ctx.fail(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from nnspec.compiler import ir
-from nnspec.compiler.resolve import Resolved
+from nnspec.compiler.resolved import Resolved
 from nnspec.spec import models as m
 from nnspec.spec.errors import Path
 

@@ -8,62 +8,13 @@ inferred node by node by :mod:`nnspec.compiler.layers`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 from nnspec.compiler import ir
+from nnspec.compiler.layers import build_node
+from nnspec.compiler.resolved import CompileProblem, LayerRef, Resolved, initializer
 from nnspec.spec import models as m
 from nnspec.spec.errors import Path
-
-
-class CompileProblem(Exception):
-    """A spec that validates field by field but cannot be compiled (located by field path)."""
-
-    def __init__(self, path: Path, message: str) -> None:
-        self.path = path
-        self.message = message
-        super().__init__(message)
-
-
-@dataclass
-class Resolved:
-    """What resolution produces; :func:`nnspec.compiler.compile_spec` wraps it in a Program."""
-
-    inputs: list[ir.Input] = field(default_factory=list)
-    tables: list[ir.EmbeddingTable] = field(default_factory=list)
-    weights: list[ir.Weight] = field(default_factory=list)
-    nodes: list[ir.Node] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
-    errors: list[CompileProblem] = field(default_factory=list)
-    # The spec path each node came from, for locating lint findings.
-    node_paths: dict[str, Path] = field(default_factory=dict)
-    # Rotary settings travelling with sequence outputs (from `positional: {type: rotary}`).
-    rotary: dict[str, ir.Rotary] = field(default_factory=dict)
-    # One tuple per distinct shape (100,000 dense layers have a handful of shapes).
-    shapes: dict[tuple, tuple] = field(default_factory=dict)
-
-    def shape(self, shape: tuple) -> tuple:
-        """The shared tuple equal to ``shape``."""
-        return self.shapes.setdefault(shape, shape)
-
-    def add_weight(self, weight: ir.Weight) -> str:
-        """Record ``weight`` and return its name."""
-        self.weights.append(weight)
-        return weight.name
-
-
-def initializer(spec: m.UniformInit | m.NormalInit | m.NamedInit) -> ir.Initializer:
-    """The IR form of a spec initializer (parameterless ones are shared objects)."""
-    if isinstance(spec, m.UniformInit):
-        return ir.Initializer("uniform", low=spec.low, high=spec.high)
-    if isinstance(spec, m.NormalInit):
-        return ir.Initializer(spec.type, mean=spec.mean, std=spec.std)
-    init = _NAMED_INITIALIZERS.get(spec.type)
-    if init is None:
-        init = _NAMED_INITIALIZERS[spec.type] = ir.Initializer(spec.type)
-    return init
-
-
-_NAMED_INITIALIZERS: dict[str, ir.Initializer] = {}
+from nnspec.spec.validate import did_you_mean, hint_budget
 
 
 def merge_ranges(ranges: list[tuple[int, int]], exclude: int | None) -> tuple[tuple[int, int], ...]:
@@ -166,20 +117,6 @@ def _pretrained(spec: m.EmbeddingTableSpec) -> ir.PretrainedVectors | None:
 # ----------------------------------------------------------------------------- the graph
 
 
-@dataclass(slots=True)
-class LayerRef:
-    """A spec layer with its resolved name, inputs and position in the file."""
-
-    index: int
-    name: str
-    spec: m.LayerBase
-    inputs: list[str]
-    path: Path = ()  # ("model", "layers", index), made once and shared by the layer's nodes
-
-    def __post_init__(self) -> None:
-        self.path = ("model", "layers", self.index)
-
-
 def _default_name(layer: m.LayerBase, counts: dict[str, int], taken: set[str]) -> str:
     base = f"{layer.table}_lookup" if isinstance(layer, m.EmbeddingLayer) else layer.type  # type: ignore[attr-defined]
     while True:
@@ -235,8 +172,6 @@ def _topological(refs: list[LayerRef], spec: m.Spec, r: Resolved) -> list[LayerR
     """Order layers so every layer comes after what it reads; report unknown names and cycles.
 
     Linear in layers plus inputs read: each layer's list of layers it reads is built once."""
-    from nnspec.spec.validate import did_you_mean
-
     by_name = {ref.name: ref for ref in refs}
     known = [*spec.inputs, *by_name]
     for ref in refs:
@@ -298,8 +233,6 @@ def _share_roots(refs: list[LayerRef], r: Resolved) -> dict[str, str]:
 
     Linear in the number of layers: each ``share`` chain is walked once, every layer on it
     taking the owner found at its end."""
-    from nnspec.spec.validate import did_you_mean
-
     by_name = {ref.name: ref for ref in refs}
     names = list(by_name)
     owner: dict[str, str] = {}
@@ -367,15 +300,11 @@ def resolve(spec: m.Spec) -> Resolved:
     Every step is linear (or n log n) in the size of the spec, and "did you mean" hints are
     looked for only for the first few unknown names (:func:`~nnspec.spec.validate.hint_budget`).
     """
-    from nnspec.spec.validate import hint_budget
-
     with hint_budget():
         return _resolve(spec)
 
 
 def _resolve(spec: m.Spec) -> Resolved:
-    from nnspec.compiler.layers import build_node
-
     r = Resolved()
     r.inputs = [
         ir.Input(name, i.dims[-1], i.dtype, tuple(i.shape) if i.shape else ())
@@ -434,8 +363,6 @@ def _table_lengths(spec: m.Spec, refs: list[LayerRef]) -> dict[str, list[int]]:
 
 
 def _outputs(spec: m.Spec, refs: list[LayerRef], r: Resolved) -> None:
-    from nnspec.spec.validate import did_you_mean
-
     if spec.model.outputs is None:
         r.outputs = [refs[-1].name]
         return
