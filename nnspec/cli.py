@@ -496,72 +496,35 @@ def prepare(
     import time
 
     from nnspec import datasets
-    from nnspec.prepare import OutputExists, PrepareError, prepare_language_model, spec_settings
-    from nnspec.prepare import prepare as prepare_classify
+    from nnspec.prepare import OutputExists, PrepareError, prepare_sources
     from nnspec.spec import SpecError
 
     started = time.perf_counter()
-    settings = None
     try:
-        if spec is not None:
-            settings = spec_settings(spec, input_name)
-        data = {
-            name: datasets.load_source(where, text_column, label_column)
-            for name, where in (("train", source), ("val", val), ("test", test))
-            if where is not None
-        }
-        kind = task or (settings.task if settings else None)
-        kind = kind or ("classify" if data["train"].labels is not None else "language-model")
-        if settings is not None and kind != settings.task:
-            raise PrepareError(f"--task {kind} does not fit {spec}, a {settings.task} spec")
-        common = {
-            "spec": settings,
-            "input_name": input_name,
-            "vocab_size": vocab_size,
-            "min_count": min_count,
-            "specials": special or None,
-            "oov": oov or None,
-            "vocab_out": vocab_out,
-            "force": force,
-        }
-        if kind == "classify":
-            if memory is not None:
-                raise PrepareError("--memory is for --task language-model")
-            unlabelled = [d.source for d in data.values() if d.labels is None]
-            if unlabelled:
-                raise PrepareError(
-                    f"{unlabelled[0]} has no labels: name the label column with --label-column, "
-                    "or use --task language-model"
-                )
-            result = prepare_classify(
-                data["train"].texts,
-                data["train"].labels,
-                out_file,
-                val_texts=data["val"].texts if "val" in data else None,
-                val_labels=data["val"].labels if "val" in data else None,
-                test_texts=data["test"].texts if "test" in data else None,
-                test_labels=data["test"].labels if "test" in data else None,
-                max_length=max_length,
-                lowercase=True if lowercase is None else lowercase,
-                split=(split or SplitChoice.words).value,
-                padding=padding.value,
-                truncating=truncating.value,
-                **common,
-            )
-        else:
-            if max_length is not None:
-                raise PrepareError("--max-length is for classification; use --memory")
-            result = prepare_language_model(
-                data["train"].texts,
-                out_file,
-                val=data["val"].texts if "val" in data else None,
-                test=data["test"].texts if "test" in data else None,
-                memory=memory,
-                eos=eos or None,
-                lowercase=bool(lowercase),
-                split=(split or SplitChoice.whitespace).value,
-                **common,
-            )
+        result = prepare_sources(
+            source,
+            out_file,
+            val=val,
+            test=test,
+            spec=spec,
+            input_name=input_name,
+            task=task.value if task else None,
+            max_length=max_length,
+            memory=memory,
+            text_column=text_column,
+            label_column=label_column,
+            lowercase=lowercase,
+            split=split.value if split else None,
+            padding=padding.value,
+            truncating=truncating.value,
+            eos=eos or None,
+            vocab_size=vocab_size,
+            min_count=min_count,
+            specials=special or None,
+            oov=oov or None,
+            vocab_out=vocab_out,
+            force=force,
+        )
     except SpecError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False)

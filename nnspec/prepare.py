@@ -687,3 +687,87 @@ def prepare_language_model(
         arrays={k: (v.shape, str(v.dtype)) for k, v in arrays.items()},
         warnings=tuple(_vocabulary_warnings(vocab)),
     )
+
+
+# ----------------------------------------------------------------------------- from sources
+
+
+def prepare_sources(
+    source: str,
+    out: str | Path,
+    *,
+    val: str | None = None,
+    test: str | None = None,
+    spec: str | Path | None = None,
+    input_name: str | None = None,
+    task: Task | None = None,
+    max_length: int | None = None,
+    memory: int | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    lowercase: bool | None = None,
+    split: Split | None = None,
+    padding: Side = "post",
+    truncating: Side = "post",
+    eos: str | None = "<eos>",
+    **common,
+) -> Prepared:
+    """What ``nnspec prepare`` does: read the sources (files or built-in ``NAME:SPLIT``), decide
+    the task (the spec's, else classification for labelled data and a language model for
+    unlabelled text), check that the options fit it, and prepare.
+
+    ``common`` holds the options both tasks share (``vocab_size``, ``min_count``, ``specials``,
+    ``oov``, ``vocab_out``, ``force``). Raises :class:`PrepareError` for contradicting options,
+    :class:`~nnspec.datasets.SourceError` / :class:`~nnspec.datasets.DataError` for sources,
+    :class:`~nnspec.spec.SpecError` for the spec and ``OSError`` for files.
+    """
+    from nnspec import datasets
+
+    settings = spec_settings(spec, input_name) if spec is not None else None
+    data = {
+        name: datasets.load_source(where, text_column, label_column)
+        for name, where in (("train", source), ("val", val), ("test", test))
+        if where is not None
+    }
+    kind = task or (settings.task if settings else None)
+    kind = kind or ("classify" if data["train"].labels is not None else "language-model")
+    if settings is not None and kind != settings.task:
+        raise PrepareError(f"--task {kind} does not fit {spec}, a {settings.task} spec")
+    common = {"spec": settings, "input_name": input_name, **common}
+    if kind == "classify":
+        if memory is not None:
+            raise PrepareError("--memory is for --task language-model")
+        unlabelled = [d.source for d in data.values() if d.labels is None]
+        if unlabelled:
+            raise PrepareError(
+                f"{unlabelled[0]} has no labels: name the label column with --label-column, "
+                "or use --task language-model"
+            )
+        return prepare(
+            data["train"].texts,
+            data["train"].labels,
+            out,
+            val_texts=data["val"].texts if "val" in data else None,
+            val_labels=data["val"].labels if "val" in data else None,
+            test_texts=data["test"].texts if "test" in data else None,
+            test_labels=data["test"].labels if "test" in data else None,
+            max_length=max_length,
+            lowercase=True if lowercase is None else lowercase,
+            split=split or "words",
+            padding=padding,
+            truncating=truncating,
+            **common,
+        )
+    if max_length is not None:
+        raise PrepareError("--max-length is for classification; use --memory")
+    return prepare_language_model(
+        data["train"].texts,
+        out,
+        val=data["val"].texts if "val" in data else None,
+        test=data["test"].texts if "test" in data else None,
+        memory=memory,
+        eos=eos,
+        lowercase=bool(lowercase),
+        split=split or "whitespace",
+        **common,
+    )

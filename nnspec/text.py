@@ -12,8 +12,8 @@ Vocabulary layout (``size`` ids in all)::
 This is the layout a spec's ``special_tokens`` describe (they take the highest ids, in order),
 so ``trainable: {special_tokens: true}`` trains exactly the special and OOV rows.
 
-The end-to-end helpers :func:`prepare` and :func:`prepare_language_model` live in
-:mod:`nnspec.prepare` and are re-exported here.
+The end-to-end helpers (:func:`~nnspec.prepare.prepare`, :func:`~nnspec.prepare.prepare_sources`
+...) live in :mod:`nnspec.prepare`, which builds on this module.
 """
 
 from __future__ import annotations
@@ -346,13 +346,3 @@ def language_model_windows(
     shaped = np.zeros((n, memory_size, sentence_length), dtype=np.int32)
     shaped[:, :, 0] = memories
     return shaped[1:], labels[1:]
-
-
-def __getattr__(name: str):
-    # prepare() needs the dataset readers and (lazily) the compiler; importing it on first use
-    # keeps `import nnspec.text` light and avoids an import cycle.
-    if name in ("prepare", "prepare_language_model", "Prepared"):
-        from nnspec import prepare as module
-
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
