@@ -1,14 +1,13 @@
 """Tests of the PyTorch backend on the architecture ops (``tests/ir_examples_arch.py``): generated
-source, parameter counts, canonical layouts, and outputs and gradients against a float64 numpy
-interpreter of the IR written from the docstrings of :mod:`nnspec.compiler.ir`, independent of
-the generated code.
+source, parameter counts, canonical layouts, and outputs and gradients against
+:mod:`nnspec.reference`, the float64 numpy interpreter of the IR written from the docstrings of
+:mod:`nnspec.compiler.ir`, independent of the generated code.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
-import math
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import ir_examples_arch
 import numpy as np
 import pytest
 
+from nnspec import reference
 from nnspec.backends.base import format_source, write_tree
 from nnspec.backends.torch import BACKEND
 from nnspec.compiler import ir
@@ -151,289 +151,7 @@ def gen(request: pytest.FixtureRequest, tmp_root: Path) -> Generated:
     return generated(PROGRAMS[request.param](), tmp_root)
 
 
-# ----------------------------------------------------------------------------- reference
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """The logistic function."""
-    return 1 / (1 + np.exp(-x))
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis."""
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def act(name: str, y: np.ndarray) -> np.ndarray:
-    """The IR's activations (``gelu`` is the erf form)."""
-    if name == "relu":
-        return np.maximum(y, 0.0)
-    if name == "gelu":
-        return 0.5 * y * (1 + np.vectorize(math.erf)(y / math.sqrt(2)))
-    if name == "tanh":
-        return np.tanh(y)
-    if name == "sigmoid":
-        return sigmoid(y)
-    if name == "softmax":
-        return softmax(y)
-    assert name == "linear"
-    return y
-
-
-def sinusoids(max_length: int, dim: int, base: float) -> np.ndarray:
-    """``pe[pos, 2i] = sin(pos / base**(2i/dim))``, ``pe[pos, 2i+1] = cos(...)``."""
-    pe = np.zeros((max_length, dim))
-    for pos in range(max_length):
-        for j in range(dim):
-            angle = pos / base ** ((j - j % 2) / dim)
-            pe[pos, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
-    return pe
-
-
-def conv1d(op: ir.Conv1D, x: np.ndarray, s: dict) -> np.ndarray:
-    """``Conv1D`` with its three padding rules, written out tap by tap."""
-    kernel = s[op.kernel]
-    k, d, stride = op.kernel_size, op.dilation, op.strides
-    length = x.shape[1]
-    if op.padding == "same":
-        total = max((math.ceil(length / stride) - 1) * stride + (k - 1) * d + 1 - length, 0)
-        left, right = total // 2, total - total // 2
-    elif op.padding == "causal":
-        left, right = d * (k - 1), 0
-    else:
-        left = right = 0
-    x = np.pad(x, ((0, 0), (left, right), (0, 0)))
-    n_out = (x.shape[1] - d * (k - 1) - 1) // stride + 1
-    y = np.zeros((x.shape[0], n_out, op.filters))
-    for t in range(n_out):
-        for i in range(k):
-            y[:, t] += x[:, t * stride + i * d] @ kernel[i]
-    if op.bias:
-        y = y + s[op.bias]
-    return act(op.activation, y)
-
-
-def pool1d(op: ir.Pool1D, x: np.ndarray) -> np.ndarray:
-    """Valid max / average pooling over windows."""
-    n_out = (x.shape[1] - op.pool_size) // op.strides + 1
-    windows = [x[:, t * op.strides : t * op.strides + op.pool_size] for t in range(n_out)]
-    reduce = np.max if op.mode == "max" else np.mean
-    return np.stack([reduce(w, axis=1) for w in windows], axis=1)
-
-
-def cell_step(cell: str, d: ir.RecurrentDirection, s: dict, x, h, c):
-    """One LSTM / GRU step in the canonical gate orders (LSTM i f c o, GRU z r h)."""
-    if cell == "lstm":
-        z = x @ s[d.kernel] + s[d.input_bias] + h @ s[d.recurrent_kernel] + s[d.recurrent_bias]
-        i, f, g, o = np.split(z, 4)
-        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-        return sigmoid(o) * np.tanh(c), c
-    xz, xr, xh = np.split(x @ s[d.kernel] + s[d.input_bias], 3)
-    hz, hr, hh = np.split(h @ s[d.recurrent_kernel] + s[d.recurrent_bias], 3)
-    z, r = sigmoid(xz + hz), sigmoid(xr + hr)
-    candidate = np.tanh(xh + r * hh)
-    return z * h + (1 - z) * candidate, c
-
-
-def recurrent(op: ir.Recurrent, x: np.ndarray, mask: np.ndarray | None, s: dict) -> np.ndarray:
-    """A recurrent layer, row by row: only the valid (post-padded) steps run."""
-    batch, length, _ = x.shape
-    lengths = mask.sum(1) if mask is not None else np.full(batch, length)
-    dirs = [(op.forward, False)] + ([(op.backward, True)] if op.backward else [])
-    seqs, finals = [], []
-    for direction, reverse in dirs:
-        out = np.zeros((batch, length, op.units))
-        final = np.zeros((batch, op.units))
-        for b in range(batch):
-            h, c = np.zeros(op.units), np.zeros(op.units)
-            steps = range(lengths[b])
-            for t in reversed(steps) if reverse else steps:
-                h, c = cell_step(op.cell, direction, s, x[b, t], h, c)
-                out[b, t] = h
-            final[b] = h
-        seqs.append(out)
-        finals.append(final)
-    parts = seqs if op.return_sequences else finals
-    if len(parts) == 1:
-        return parts[0]
-    return parts[0] + parts[1] if op.merge == "sum" else np.concatenate(parts, -1)
-
-
-def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
-    """Layer normalization over the last axis (biased variance)."""
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return gamma * (x - mean) / np.sqrt(var + eps) + beta
-
-
-def rotate(x: np.ndarray, base: float) -> np.ndarray:
-    """Rotary embedding of ``(B, heads, L, d)``, pair by pair."""
-    out = x.copy()
-    d = x.shape[-1]
-    for p in range(x.shape[2]):
-        for i in range(d // 2):
-            angle = p * base ** (-2 * i / d)
-            a, b = x[:, :, p, 2 * i], x[:, :, p, 2 * i + 1]
-            out[:, :, p, 2 * i] = a * math.cos(angle) - b * math.sin(angle)
-            out[:, :, p, 2 * i + 1] = a * math.sin(angle) + b * math.cos(angle)
-    return out
-
-
-def attention(op: ir.SelfAttention, x: np.ndarray, mask: np.ndarray | None, s: dict):
-    """Multi-head self-attention with -1e9 added at padded keys."""
-    w = op.weights
-    batch, length, _ = x.shape
-
-    def heads(y: np.ndarray) -> np.ndarray:
-        return y.reshape(batch, length, op.heads, op.head_dim).transpose(0, 2, 1, 3)
-
-    q = heads(x @ s[w.query_kernel] + s[w.query_bias])
-    k = heads(x @ s[w.key_kernel] + s[w.key_bias])
-    v = heads(x @ s[w.value_kernel] + s[w.value_bias])
-    if op.rotary is not None:
-        q, k = rotate(q, op.rotary.base), rotate(k, op.rotary.base)
-    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(op.head_dim)
-    if mask is not None:
-        scores = scores + np.where(mask, 0.0, -1e9)[:, None, None, :]
-    y = (softmax(scores) @ v).transpose(0, 2, 1, 3).reshape(batch, length, -1)
-    return y @ s[w.output_kernel] + s[w.output_bias]
-
-
-def transformer_block(op: ir.TransformerBlock, x: np.ndarray, mask, s: dict) -> np.ndarray:
-    """The block's formulas (dropout off)."""
-
-    def norm(y, gamma, beta):
-        return layer_norm(y, s[gamma], s[beta], op.epsilon)
-
-    def ff(y):
-        hidden = act(op.activation, y @ s[op.ff1_kernel] + s[op.ff1_bias])
-        return hidden @ s[op.ff2_kernel] + s[op.ff2_bias]
-
-    if op.norm_first:
-        x = x + attention(op.attention, norm(x, op.norm1_gamma, op.norm1_beta), mask, s)
-        return x + ff(norm(x, op.norm2_gamma, op.norm2_beta))
-    x = norm(x + attention(op.attention, x, mask, s), op.norm1_gamma, op.norm1_beta)
-    return norm(x + ff(x), op.norm2_gamma, op.norm2_beta)
-
-
-def sentences(op: ir.MemoryNetwork, ids: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """``sum_j l_j * table[x_j]`` over the last axis of ``ids``, loop by loop."""
-    d = op.dim
-    out = np.zeros((*ids.shape[:-1], d))
-    for index in np.ndindex(*ids.shape[:-1]):
-        words = ids[index]
-        count = len(words)
-        if op.pad_index is not None:
-            count = max(int((words != op.pad_index).sum()), 1)
-        for j in range(1, len(words) + 1):
-            if op.position_encoding:
-                if j > count:
-                    continue
-                weight = np.array(
-                    [(1 - j / count) - (k / d) * (1 - 2 * j / count) for k in range(1, d + 1)]
-                )
-            else:
-                weight = 1.0
-            out[index] += weight * table[words[j - 1]]
-    return out
-
-
-def memory_network(op: ir.MemoryNetwork, xs: list[np.ndarray], s: dict) -> np.ndarray:
-    """End-To-End Memory Network, hop by hop."""
-    memories = xs[0]
-    batch = len(memories)
-    if op.query == "embedded":
-        b = op.hops[0].A if op.tying == "adjacent" else op.query_embedding
-        u = sentences(op, xs[1], s[b])
-    else:
-        u = np.full((batch, op.dim), op.query_value)
-    padded = np.zeros(memories.shape[:2], bool)
-    if op.pad_index is not None:
-        padded = (memories == op.pad_index).all(-1)
-    for hop in op.hops:
-        m = sentences(op, memories, s[hop.A]) + (s[hop.TA] if hop.TA else 0.0)
-        c = sentences(op, memories, s[hop.C]) + (s[hop.TC] if hop.TC else 0.0)
-        p = softmax(np.einsum("bmd,bd->bm", m, u) + np.where(padded, -1e9, 0.0))
-        o = np.einsum("bm,bmd->bd", p, c)
-        u = (u @ s[op.linear_map] if op.linear_map else u) + o
-    w = s[op.hops[-1].C].T if op.output is None else s[op.output]
-    return act(op.activation, u @ w)
-
-
-def reference_values(program: ir.Program, s: dict, inputs: dict) -> dict[str, np.ndarray]:
-    """Every node's value, computed in float64 numpy from the IR's documented semantics."""
-    values: dict[str, np.ndarray] = dict(inputs)
-
-    def mask_of(name: str) -> np.ndarray | None:
-        node = next((n for n in program.nodes if n.name == name), None)
-        if node is None or node.mask is None:
-            return None
-        return values[node.mask.input] != node.mask.pad_index
-
-    for node in program.nodes:
-        op = node.op
-        xs = [values[name] for name in node.inputs]
-        x = xs[0]
-        mask = mask_of(node.inputs[0])
-        if isinstance(op, ir.EmbeddingLookup):
-            table = program.table(op.table)
-            y = s[table.weight][x] * table.scale
-            if isinstance(table.positional, ir.SinusoidalPositional):
-                pos = table.positional
-                y = y + sinusoids(pos.max_length, table.dim, pos.base)[: x.shape[1]]
-            elif isinstance(table.positional, ir.LearnedPositional):
-                y = y + s[table.positional.weight][: x.shape[1]]
-            if table.pad_index is not None and table.zero_padded_positions:
-                y = y * (x != table.pad_index)[..., None]
-        elif isinstance(op, ir.Dense):
-            y = act(op.activation, x @ s[op.kernel] + (s[op.bias] if op.bias else 0.0))
-        elif isinstance(op, ir.Dropout):
-            y = x
-        elif isinstance(op, ir.Flatten):
-            y = x.reshape(len(x), -1)
-        elif isinstance(op, ir.GlobalPool):
-            if mask is None:
-                y = x.mean(1) if op.mode == "average" else x.max(1)
-            elif op.mode == "average":
-                y = (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1), 1)[:, None]
-            else:
-                y = np.where(mask[..., None], x, -np.inf).max(1)
-                y = np.where(mask.any(1)[:, None], y, 0.0)
-        elif isinstance(op, ir.Conv1D):
-            y = conv1d(op, x, s)
-        elif isinstance(op, ir.Pool1D):
-            y = pool1d(op, x)
-        elif isinstance(op, ir.Recurrent):
-            y = recurrent(op, x, mask, s)
-        elif isinstance(op, ir.LayerNorm):
-            y = layer_norm(x, s[op.gamma], s[op.beta], op.epsilon)
-        elif isinstance(op, ir.BatchNorm):
-            y = (x - s[op.moving_mean]) / np.sqrt(s[op.moving_variance] + op.epsilon)
-            y = y * s[op.gamma] + s[op.beta]
-        elif isinstance(op, ir.Merge):
-            if op.mode == "concat":
-                y = np.concatenate(xs, -1)
-            elif op.mode == "add":
-                y = sum(xs[1:], xs[0])
-            else:
-                y = math.prod(xs[1:], start=xs[0])
-        elif isinstance(op, ir.SelfAttention):
-            y = attention(op, x, mask, s)
-        elif isinstance(op, ir.TransformerBlock):
-            y = transformer_block(op, x, mask, s)
-        elif isinstance(op, ir.MemoryNetwork):
-            y = memory_network(op, xs, s)
-        else:
-            raise AssertionError(op)
-        assert y.shape[1:] == node.shape[1:], (node.name, y.shape, node.shape)
-        values[node.name] = y
-    return values
-
-
-def reference_forward(program: ir.Program, s: dict, inputs: dict) -> np.ndarray:
-    """The program's output."""
-    return reference_values(program, s, inputs)[program.outputs[0]]
+# ----------------------------------------------------------------------------- data
 
 
 def data(program: ir.Program, seed: int, batch: int = 5) -> tuple[dict, dict]:
@@ -604,7 +322,7 @@ def test_forward_matches_the_ir_semantics_in_float64(gen: Generated) -> None:
     model = runtime.build(gen.module, "float64")
     runtime.set_state(model, state)
     out = runtime.forward(model, inputs)
-    np.testing.assert_allclose(out, reference_forward(gen.program, state, inputs), atol=1e-10)
+    np.testing.assert_allclose(out, reference.forward(gen.program, state, inputs), atol=1e-10)
 
 
 # Nodes whose own values are checked against the reference (not only through the output).
@@ -628,7 +346,7 @@ def test_inner_nodes_match_the_ir_semantics_in_float64(
     model = runtime.build(gen.module, "float64")
     runtime.set_state(model, state)
     out = runtime.forward(model, inputs)
-    np.testing.assert_allclose(out, reference_forward(program, state, inputs), atol=1e-10)
+    np.testing.assert_allclose(out, reference.forward(program, state, inputs), atol=1e-10)
 
 
 def test_float32_is_close_to_float64(gen: Generated) -> None:
@@ -648,7 +366,7 @@ def test_gradients_match_finite_differences_of_the_reference(gen: Generated) -> 
     program = gen.program
     state, inputs = data(program, 5)
     rng = np.random.default_rng(6)
-    cotangent = rng.normal(size=reference_forward(program, state, inputs).shape)
+    cotangent = rng.normal(size=reference.forward(program, state, inputs).shape)
     # The last row is all padding: "-1e9 added" rounds a memory network's scores there to a
     # grid of 1.2e-7, too coarse for finite differences.
     cotangent[-1] = 0.0
@@ -658,7 +376,7 @@ def test_gradients_match_finite_differences_of_the_reference(gen: Generated) -> 
     assert list(grads) == [w.name for w in program.weights if w.trainable_count]
 
     def objective(s: dict[str, np.ndarray]) -> float:
-        return float((reference_forward(program, s, inputs) * cotangent).sum())
+        return float((reference.forward(program, s, inputs) * cotangent).sum())
 
     for w in program.weights:
         if not w.trainable_count:
@@ -737,7 +455,7 @@ def test_batch_norm_state_trains_with_the_ir_momentum_rule(tmp_root: Path) -> No
     runtime.set_state(model, state)
     runtime.train(gen.module, model, [(inputs, labels)])
     after = runtime.get_state(model)
-    x = reference_values(program, state, inputs)["lemb"].reshape(-1, 6)
+    x = reference.values(program, state, inputs)["lemb"].reshape(-1, 6)
     np.testing.assert_allclose(
         after["bn.moving_mean"], 0.9 * state["bn.moving_mean"] + 0.1 * x.mean(0), atol=1e-13
     )

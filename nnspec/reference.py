@@ -1,0 +1,392 @@
+"""The reference semantics of the IR: a numpy interpreter of the forward pass (inference mode).
+
+Written from the docstrings of :mod:`nnspec.compiler.ir` alone, independent of every backend:
+recurrent layers loop over time, convolutions over taps, memory networks over hops. It reads
+canonical weights, the same ``dict[str, numpy.ndarray]`` a backend runtime's ``get_state`` /
+``set_state`` use (see :func:`nnspec.parity.random_state`), and computes in float64 by default
+(``dtype="float32"`` runs the same formulas in float32, so that float32 effects the IR implies,
+such as a ``-1e9`` mask swamping every score of an all-padding row, show here too).
+
+Used by ``nnspec parity`` (every backend's outputs against :func:`forward`) and by the tests.
+Imports numpy only.
+
+Entry points: :func:`forward` (the program's output) and :func:`values` (every node's value);
+the per-op functions (:func:`embed`, :func:`conv1d`, :func:`recurrent`, :func:`attention`,
+:func:`transformer_block`, :func:`memory_network`, ...) take the op, the state and the input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from nnspec.compiler import ir
+
+State = Mapping[str, np.ndarray]
+
+_MASKED = -1e9  # added to the scores of padded keys / memories
+
+
+# ----------------------------------------------------------------------------- elementwise
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function."""
+    return 1 / (1 + np.exp(-x))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
+
+
+def activation(kind: str, x: np.ndarray) -> np.ndarray:
+    """The IR's activations (``gelu`` is the exact erf form, ``softmax`` over the last axis)."""
+    if kind == "relu":
+        return np.maximum(x, 0)
+    if kind == "gelu":
+        return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+    if kind == "tanh":
+        return np.tanh(x)
+    if kind == "sigmoid":
+        return sigmoid(x)
+    if kind == "softmax":
+        return softmax(x)
+    if kind == "linear":
+        return x
+    raise ValueError(f"unknown activation {kind!r}")
+
+
+def _masked_add(scores: np.ndarray, padded: np.ndarray) -> np.ndarray:
+    """``scores + (-1e9 where padded)`` in the scores' dtype."""
+    return scores + np.where(padded, _MASKED, 0.0).astype(scores.dtype)
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+def sinusoids(length: int, dim: int, base: float) -> np.ndarray:
+    """``pe[pos, 2i] = sin(pos / base**(2i/dim))``, ``pe[pos, 2i+1] = cos(...)``, float64."""
+    pos = np.arange(length, dtype=np.float64)[:, None]
+    j = np.arange(dim)
+    angle = pos / base ** ((j - j % 2) / dim)
+    return np.where(j % 2 == 0, np.sin(angle), np.cos(angle))
+
+
+def embed(table: ir.EmbeddingTable, state: State, ids: np.ndarray) -> np.ndarray:
+    """:class:`ir.EmbeddingTable`'s lookup: scale, positional encoding, pad zeroing."""
+    weights = state[table.weight]
+    h = weights[ids] * weights.dtype.type(table.scale)
+    pos = table.positional
+    length = ids.shape[-1]
+    if isinstance(pos, ir.SinusoidalPositional):
+        h = h + sinusoids(pos.max_length, table.dim, pos.base)[:length].astype(h.dtype)
+    elif isinstance(pos, ir.LearnedPositional):
+        h = h + state[pos.weight][:length]
+    if table.pad_index is not None and table.zero_padded_positions:
+        h = h * (ids != table.pad_index)[..., None].astype(h.dtype)
+    return h
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def dense(op: ir.Dense, state: State, x: np.ndarray) -> np.ndarray:
+    """``activation(x @ kernel + bias)``."""
+    y = x @ state[op.kernel]
+    if op.bias is not None:
+        y = y + state[op.bias]
+    return activation(op.activation, y)
+
+
+def global_pool(op: ir.GlobalPool, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Pool over the sequence axis, ignoring padded positions (an all-padding row gives 0.0)."""
+    valid = np.ones(x.shape[:2], dtype=bool) if mask is None else mask
+    if op.mode == "average":
+        count = np.maximum(valid.sum(1), 1).astype(x.dtype)[:, None]
+        return (x * valid[..., None]).sum(1) / count
+    y = np.where(valid[..., None], x, -np.inf).max(1)
+    return np.where(valid.any(1)[:, None], y, 0).astype(x.dtype)
+
+
+def conv1d(op: ir.Conv1D, state: State, x: np.ndarray) -> np.ndarray:
+    """:class:`ir.Conv1D` with its three padding rules, tap by tap."""
+    kernel = state[op.kernel]
+    k, d, stride = op.kernel_size, op.dilation, op.strides
+    length = x.shape[1]
+    if op.padding == "same":
+        total = max((math.ceil(length / stride) - 1) * stride + (k - 1) * d + 1 - length, 0)
+        left, right = total // 2, total - total // 2
+    elif op.padding == "causal":
+        left, right = d * (k - 1), 0
+    else:
+        left = right = 0
+    x = np.pad(x, ((0, 0), (left, right), (0, 0)))
+    steps = (x.shape[1] - d * (k - 1) - 1) // stride + 1
+    y = np.zeros((x.shape[0], steps, op.filters), dtype=x.dtype)
+    for t in range(steps):
+        for i in range(k):
+            y[:, t] += x[:, t * stride + i * d] @ kernel[i]
+    if op.bias is not None:
+        y = y + state[op.bias]
+    return activation(op.activation, y)
+
+
+def pool1d(op: ir.Pool1D, x: np.ndarray) -> np.ndarray:
+    """Valid max / average pooling over windows (masks ignored)."""
+    steps = (x.shape[1] - op.pool_size) // op.strides + 1
+    windows = [x[:, t * op.strides : t * op.strides + op.pool_size] for t in range(steps)]
+    reduce = np.max if op.mode == "max" else np.mean
+    return np.stack([reduce(w, axis=1) for w in windows], axis=1)
+
+
+def _direction(
+    op: ir.Recurrent,
+    d: ir.RecurrentDirection,
+    state: State,
+    x: np.ndarray,
+    valid: np.ndarray,
+    reverse: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One direction over time: padded steps keep the state and output 0.0."""
+    kernel, recurrent_kernel = state[d.kernel], state[d.recurrent_kernel]
+    b_ih, b_hh = state[d.input_bias], state[d.recurrent_bias]
+    batch, length, _ = x.shape
+    h = np.zeros((batch, op.units), dtype=x.dtype)
+    c = np.zeros_like(h)
+    out = np.zeros((batch, length, op.units), dtype=x.dtype)
+    for t in reversed(range(length)) if reverse else range(length):
+        gx = x[:, t] @ kernel + b_ih
+        gh = h @ recurrent_kernel + b_hh
+        if op.cell == "lstm":  # gates i, f, c, o
+            i, f, g, o = np.split(gx + gh, 4, axis=-1)
+            c_new = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+            h_new = sigmoid(o) * np.tanh(c_new)
+        else:  # gates z, r, h; reset after the recurrent matmul
+            xz, xr, xh = np.split(gx, 3, axis=-1)
+            hz, hr, hh = np.split(gh, 3, axis=-1)
+            z, r = sigmoid(xz + hz), sigmoid(xr + hr)
+            h_new = z * h + (1 - z) * np.tanh(xh + r * hh)
+            c_new = c
+        m = valid[:, t, None]
+        h, c = np.where(m, h_new, h), np.where(m, c_new, c)
+        out[:, t] = np.where(m, h_new, 0)
+    return out, h
+
+
+def recurrent(op: ir.Recurrent, state: State, x: np.ndarray, mask: np.ndarray | None):
+    """:class:`ir.Recurrent`: LSTM / GRU, masked (post-padding), bidirectional."""
+    valid = np.ones(x.shape[:2], dtype=bool) if mask is None else mask
+    results = [_direction(op, op.forward, state, x, valid, False)]
+    if op.backward is not None:
+        results.append(_direction(op, op.backward, state, x, valid, True))
+    parts = [seq if op.return_sequences else last for seq, last in results]
+    if len(parts) == 1:
+        return parts[0]
+    return parts[0] + parts[1] if op.merge == "sum" else np.concatenate(parts, axis=-1)
+
+
+def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, epsilon: float) -> np.ndarray:
+    """Layer normalization over the last axis (biased variance)."""
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return gamma * (x - mean) / np.sqrt(var + x.dtype.type(epsilon)) + beta
+
+
+def batch_norm(op: ir.BatchNorm, state: State, x: np.ndarray) -> np.ndarray:
+    """Batch normalization in inference: the moving statistics normalize."""
+    var = state[op.moving_variance] + x.dtype.type(op.epsilon)
+    y = (x - state[op.moving_mean]) / np.sqrt(var)
+    return y * state[op.gamma] + state[op.beta]
+
+
+def merge(op: ir.Merge, xs: list[np.ndarray]) -> np.ndarray:
+    """Element-wise ``add`` / ``multiply``, or ``concat`` on the last axis."""
+    if op.mode == "concat":
+        return np.concatenate(xs, axis=-1)
+    y = xs[0]
+    for other in xs[1:]:
+        y = y + other if op.mode == "add" else y * other
+    return y
+
+
+def rotate(x: np.ndarray, base: float) -> np.ndarray:
+    """:class:`ir.Rotary` on ``x`` ``(B, L, heads, d)``: pair ``(2i, 2i+1)`` at position ``p``
+    rotated by ``p * base**(-2i/d)`` (angles in float64)."""
+    d = x.shape[-1]
+    angle = np.arange(x.shape[1], dtype=np.float64)[:, None] * base ** (-2 * np.arange(d // 2) / d)
+    cos = np.cos(angle).astype(x.dtype)[None, :, None, :]
+    sin = np.sin(angle).astype(x.dtype)[None, :, None, :]
+    out = x.copy()
+    a, b = x[..., 0 : 2 * (d // 2) : 2], x[..., 1 : 2 * (d // 2) : 2]
+    out[..., 0 : 2 * (d // 2) : 2] = a * cos - b * sin
+    out[..., 1 : 2 * (d // 2) : 2] = a * sin + b * cos
+    return out
+
+
+def attention(op: ir.SelfAttention, state: State, x: np.ndarray, mask: np.ndarray | None):
+    """:class:`ir.SelfAttention` without dropout, head by head."""
+    w = op.weights
+    batch, length, _ = x.shape
+
+    def project(kernel: str, bias: str) -> np.ndarray:
+        y = x @ state[kernel] + state[bias]
+        return y.reshape(batch, length, op.heads, op.head_dim)
+
+    q = project(w.query_kernel, w.query_bias)
+    k = project(w.key_kernel, w.key_bias)
+    v = project(w.value_kernel, w.value_bias)
+    if op.rotary is not None:
+        q, k = rotate(q, op.rotary.base), rotate(k, op.rotary.base)
+    out = np.zeros_like(q)
+    scale = x.dtype.type(math.sqrt(op.head_dim))
+    for h in range(op.heads):
+        scores = q[:, :, h] @ k[:, :, h].transpose(0, 2, 1) / scale  # (B, L queries, L keys)
+        if mask is not None:
+            scores = _masked_add(scores, ~mask[:, None, :])
+        out[:, :, h] = softmax(scores) @ v[:, :, h]
+    return out.reshape(batch, length, -1) @ state[w.output_kernel] + state[w.output_bias]
+
+
+def transformer_block(
+    op: ir.TransformerBlock, state: State, x: np.ndarray, mask: np.ndarray | None
+) -> np.ndarray:
+    """:class:`ir.TransformerBlock` without dropout (post-norm or pre-norm)."""
+
+    def norm(y: np.ndarray, gamma: str, beta: str) -> np.ndarray:
+        return layer_norm(y, state[gamma], state[beta], op.epsilon)
+
+    def feed_forward(y: np.ndarray) -> np.ndarray:
+        hidden = activation(op.activation, y @ state[op.ff1_kernel] + state[op.ff1_bias])
+        return hidden @ state[op.ff2_kernel] + state[op.ff2_bias]
+
+    if op.norm_first:
+        x = x + attention(op.attention, state, norm(x, op.norm1_gamma, op.norm1_beta), mask)
+        return x + feed_forward(norm(x, op.norm2_gamma, op.norm2_beta))
+    x = norm(x + attention(op.attention, state, x, mask), op.norm1_gamma, op.norm1_beta)
+    return norm(x + feed_forward(x), op.norm2_gamma, op.norm2_beta)
+
+
+def sentences(op: ir.MemoryNetwork, ids: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``sum_j l_j * table[x_j]`` over the last axis of ``ids`` (bag of words, or position
+    encoding ``l_kj = (1 - j/J) - (k/d)(1 - 2j/J)`` for ``j <= J``, 0 beyond)."""
+    vectors = table[ids]  # (..., S, d)
+    if not op.position_encoding:
+        return vectors.sum(axis=-2)
+    words = ids.shape[-1]
+    if op.pad_index is None:
+        count = np.full(ids.shape[:-1], words)
+    else:
+        count = np.maximum((ids != op.pad_index).sum(-1), 1)
+    big_j = count[..., None, None].astype(np.float64)  # (..., 1, 1)
+    j = np.arange(1, words + 1, dtype=np.float64)[:, None]  # (S, 1)
+    k = np.arange(1, op.dim + 1, dtype=np.float64) / op.dim  # (d,)
+    weight = (1 - j / big_j) - k * (1 - 2 * j / big_j)
+    weight = np.where(j <= big_j, weight, 0.0).astype(table.dtype)
+    return (weight * vectors).sum(axis=-2)
+
+
+def memory_network(
+    op: ir.MemoryNetwork, state: State, memories: np.ndarray, question: np.ndarray | None = None
+) -> np.ndarray:
+    """:class:`ir.MemoryNetwork` (arXiv 1503.08895), hop by hop."""
+    dtype = state[op.hops[0].A].dtype
+    if op.query == "embedded":
+        assert question is not None
+        b = op.hops[0].A if op.tying == "adjacent" else op.query_embedding
+        assert b is not None
+        u = sentences(op, question, state[b])
+    else:
+        u = np.full((memories.shape[0], op.dim), op.query_value, dtype=dtype)
+    padded = np.zeros(memories.shape[:2], dtype=bool)
+    if op.pad_index is not None:
+        padded = np.all(memories == op.pad_index, axis=-1)  # (B, M)
+    for hop in op.hops:
+        m = sentences(op, memories, state[hop.A])
+        c = sentences(op, memories, state[hop.C])
+        if hop.TA is not None:
+            m = m + state[hop.TA]
+        if hop.TC is not None:
+            c = c + state[hop.TC]
+        p = softmax(_masked_add(np.einsum("bmd,bd->bm", m, u), padded))
+        o = np.einsum("bm,bmd->bd", p, c)
+        u = (u @ state[op.linear_map] if op.linear_map else u) + o
+    w = state[op.hops[-1].C].T if op.output is None else state[op.output]
+    return activation(op.activation, u @ w)
+
+
+# ----------------------------------------------------------------------------- programs
+
+# op type -> (program, node, state, input values, mask of the first input) -> value
+Evaluator = Callable[
+    [ir.Program, ir.Node, State, list[np.ndarray], "np.ndarray | None"], np.ndarray
+]
+
+OPS: dict[type, Evaluator] = {
+    ir.EmbeddingLookup: lambda p, n, s, xs, m: embed(p.table(n.op.table), s, xs[0]),
+    ir.Flatten: lambda p, n, s, xs, m: xs[0].reshape(len(xs[0]), -1),
+    ir.Dense: lambda p, n, s, xs, m: dense(n.op, s, xs[0]),
+    ir.Dropout: lambda p, n, s, xs, m: xs[0],
+    ir.GlobalPool: lambda p, n, s, xs, m: global_pool(n.op, xs[0], m),
+    ir.Conv1D: lambda p, n, s, xs, m: conv1d(n.op, s, xs[0]),
+    ir.Pool1D: lambda p, n, s, xs, m: pool1d(n.op, xs[0]),
+    ir.Recurrent: lambda p, n, s, xs, m: recurrent(n.op, s, xs[0], m),
+    ir.LayerNorm: lambda p, n, s, xs, m: layer_norm(
+        xs[0], s[n.op.gamma], s[n.op.beta], n.op.epsilon
+    ),
+    ir.BatchNorm: lambda p, n, s, xs, m: batch_norm(n.op, s, xs[0]),
+    ir.Merge: lambda p, n, s, xs, m: merge(n.op, xs),
+    ir.SelfAttention: lambda p, n, s, xs, m: attention(n.op, s, xs[0], m),
+    ir.TransformerBlock: lambda p, n, s, xs, m: transformer_block(n.op, s, xs[0], m),
+    ir.MemoryNetwork: lambda p, n, s, xs, m: memory_network(n.op, s, *xs),
+}
+"""How each op is evaluated; an op missing here raises ``NotImplementedError``."""
+
+
+def canonical(program: ir.Program, state: State, dtype: str = "float64") -> dict[str, np.ndarray]:
+    """``state`` in ``dtype`` with every weight's zero rows at 0.0 (as loading it into a model
+    does)."""
+    out = {}
+    for w in program.weights:
+        values = np.array(state[w.name], dtype=dtype)
+        if w.zero_rows:
+            values[list(w.zero_rows)] = 0
+        out[w.name] = values
+    return out
+
+
+def values(
+    program: ir.Program, state: State, inputs: Mapping[str, np.ndarray], dtype: str = "float64"
+) -> dict[str, np.ndarray]:
+    """Every node's value (and the inputs), by name, in inference mode."""
+    weights = canonical(program, state, dtype)
+    result: dict[str, np.ndarray] = {name: np.asarray(ids) for name, ids in inputs.items()}
+    nodes = {node.name: node for node in program.nodes}
+    for node in program.nodes:
+        source = nodes.get(node.inputs[0])
+        mask = None
+        if source is not None and source.mask is not None:
+            mask = result[source.mask.input] != source.mask.pad_index
+        evaluate = OPS.get(type(node.op))
+        if evaluate is None:
+            raise NotImplementedError(f"the reference has no rule for op {type(node.op).__name__}")
+        y = evaluate(program, node, weights, [result[name] for name in node.inputs], mask)
+        y = np.asarray(y, dtype=dtype)
+        if y.shape[1:] != tuple(node.shape[1:]):
+            raise AssertionError(f"node {node.name!r}: shape {y.shape}, IR says {node.shape}")
+        result[node.name] = y
+    return result
+
+
+def forward(
+    program: ir.Program, state: State, inputs: Mapping[str, np.ndarray], dtype: str = "float64"
+) -> np.ndarray:
+    """The program's (first) output for ``inputs`` under the canonical weights ``state``."""
+    return values(program, state, inputs, dtype)[program.outputs[0]]
