@@ -43,10 +43,11 @@ regen: $(VENV)/.installed
 	$(PY) -m nnspec compile --beside $(EXAMPLES)
 	$(PY) -m nnspec schema --out schema/nnspec.schema.json
 
-## check: lint, format check, stale generated code
+## check: lint, format check, types, stale generated code
 check: $(VENV)/.installed
-	$(PY) -m ruff check nnspec tests benchmarks reproductions
-	$(PY) -m ruff format --check nnspec tests benchmarks reproductions
+	$(PY) -m ruff check nnspec tests benchmarks reproductions mutants
+	$(PY) -m ruff format --check nnspec tests benchmarks reproductions mutants
+	$(PY) -m mypy
 	$(PY) -m nnspec compile --beside --check $(EXAMPLES) > /dev/null
 
 format: $(VENV)/.installed

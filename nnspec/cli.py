@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -313,7 +314,7 @@ def summary(file: Annotated[Path, typer.Argument(help="The spec file.")]) -> Non
 
 
 def box_table(
-    headers: tuple[str, ...], rows: list[tuple[str, ...]], right: tuple[bool, ...]
+    headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: tuple[bool, ...]
 ) -> list[str]:
     """Lines of a boxed text table (the look of ``rich``'s default table, drawn directly: rich
     takes minutes on the 100,000 rows of a very deep model, this takes linear time)."""

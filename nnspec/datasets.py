@@ -43,7 +43,7 @@ class TextData:
     """Texts and, for labelled data, one label (a string) per text."""
 
     texts: list[str]
-    labels: list[str] | None = None
+    labels: list[str | None] | None = None
     source: str = ""
 
 
@@ -191,7 +191,8 @@ def read_delimited(
                 f"(columns: {', '.join(names)})"
             )
         label_at = _column(names, label_column, "label", "label", path)
-        texts, labels = [], []
+        texts: list[str] = []
+        labels: list[str | None] = []
         try:
             for row in rows:
                 if not row:
@@ -214,7 +215,8 @@ def read_jsonl(path: Path, text_key: str | None = None, label_key: str | None = 
     """One JSON object per line; keys default to ``text`` and ``label`` (no labels when the
     first object has no ``label`` and none is asked for)."""
     text_key = text_key or "text"
-    texts, labels = [], []
+    texts: list[str] = []
+    labels: list[str | None] = []
     labelled = label_key is not None
     with _open_text(path) as f:
         for line_no, line in enumerate(f, 1):
@@ -259,7 +261,7 @@ def read_tab(
         names, types, flags = (h + [""] * (len(header[0]) - len(h)) for h in header)
         strings = [i for i, t in enumerate(types) if t.strip() in ("string", "text", "s")]
         included = [i for i in strings if "include=True" in flags[i]]
-        default_text = (included or strings or [None])[0]
+        default_text = (included or strings)[0] if included or strings else None
         classes = [i for i, fl in enumerate(flags) if "class" in fl.split()]
         text_at = _column(names, text_column, None, "text", path)
         text_at = default_text if text_at is None else text_at
@@ -268,7 +270,8 @@ def read_tab(
         label_at = _column(names, label_column, None, "label", path)
         if label_at is None and label_column is None and classes:
             label_at = classes[0]
-        texts, labels = [], []
+        texts: list[str] = []
+        labels: list[str | None] = []
         try:
             for row in rows:
                 if not any(row):

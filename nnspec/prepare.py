@@ -152,11 +152,12 @@ def spec_settings(path: str | Path, input_name: str | None = None) -> SpecSettin
     loss = program.training.loss
     if loss == "mse":
         raise PrepareError(f"{path}: prepare makes class labels; the spec's loss is mse")
-    label_format: LabelFormat = {
+    formats: dict[str, LabelFormat] = {
         "sparse_categorical_crossentropy": "sparse",
         "categorical_crossentropy": "one_hot",
         "binary_crossentropy": "binary",
-    }[loss]
+    }
+    label_format = formats[loss]
     if memory_network and label_format != "sparse":
         raise PrepareError(
             f"{path}: language-model labels are word ids; use sparse_categorical_crossentropy"
@@ -337,9 +338,11 @@ def _write(arrays: dict[str, np.ndarray], out: Path, vocab: Vocabulary, vocab_pa
     try:
         for target in (out, vocab_path):
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            fd, tmp_name = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+            )
             os.close(fd)
-            staged.append((Path(tmp), target))
+            staged.append((Path(tmp_name), target))
         _savez(staged[0][0], arrays)
         vocab.save(staged[1][0])
         mode = 0o666 & ~_umask()  # mkstemp makes 0600 files; give the usual permissions
@@ -527,23 +530,25 @@ def prepare(
     splits = {"train": (texts, labels), "val": (val_texts, val_labels)}
     splits["test"] = (test_texts, test_labels)
     splits = {name: (x, y) for name, (x, y) in splits.items() if x is not None or y is not None}
+    given: dict[str, tuple[Sequence[str], Sequence[object]]] = {}
     for name, (x, y) in splits.items():
         if x is None or y is None or len(x) != len(y):
             raise PrepareError(f"the {name} texts and labels must be given together, one per text")
+        given[name] = (x, y)
     if not len(texts):
         raise PrepareError("no training texts")
     names = _label_names(labels)
     _check_classes(names, settings, warnings)
-    fmt = settings.label_format if settings is not None else "sparse"
+    fmt: LabelFormat = settings.label_format if settings is not None else "sparse"
     classes = settings.classes if settings is not None else len(names)
     arrays = {
         ("" if name == "train" else f"{name}_") + "labels": _format_labels(
             _label_ids(y, names, name), fmt, classes
         )
-        for name, (_, y) in splits.items()
+        for name, (_, y) in given.items()
     }
     tokenize = tokenizer(lowercase, split, punctuation)
-    tokenized = {name: [tokenize(t) for t in x] for name, (x, _) in splits.items()}
+    tokenized = {name: [tokenize(t) for t in x] for name, (x, _) in given.items()}
     vocab = _vocabulary(tokenized["train"], vocab_size, min_count, specials, oov, settings)
     if max_length is None:
         lengths = np.fromiter(map(len, tokenized["train"]), dtype=np.int64)
@@ -743,9 +748,11 @@ def prepare_sources(
                 f"{unlabelled[0]} has no labels: name the label column with --label-column, "
                 "or use --task language-model"
             )
+        train_labels = data["train"].labels
+        assert train_labels is not None  # checked above
         return prepare(
             data["train"].texts,
-            data["train"].labels,
+            train_labels,
             out,
             val_texts=data["val"].texts if "val" in data else None,
             val_labels=data["val"].labels if "val" in data else None,

@@ -71,7 +71,7 @@ def write_npz(program: ir.Program, path: Path, n_train: int, n_val: int, seed: i
         arrays["labels"] = np.eye(classes, dtype=np.float32)[arrays["labels"]]
         arrays["val_labels"] = np.eye(classes, dtype=np.float32)[arrays["val_labels"]]
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
     return path
 
 

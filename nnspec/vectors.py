@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -148,7 +149,7 @@ def read_vectors(
 
 
 @contextmanager
-def _open_bytes(path: str) -> Iterator[io.BufferedIOBase]:
+def _open_bytes(path: str) -> Iterator[IO[bytes]]:  # GzipFile is an IO[bytes] at run time
     """``path`` open for reading bytes, decompressed when it is gzip data."""
     with open(path, "rb") as file:
         if file.peek(2)[:2] == GZIP_MAGIC:
@@ -534,7 +535,7 @@ def match_vocabulary(
         words=n - (0 if pad_index is None else 1),
         matched=int(matched.sum()),
         lowercase=lowercase,
-        missing=tuple(vocabulary[i] for i in absent if i < first_special),
+        missing=tuple(vocabulary[int(i)] for i in absent if i < first_special),
         special_missing=int((absent >= first_special).sum()),
         mode=missing,
         table=table,
@@ -603,7 +604,7 @@ def vector_overrides(values: Sequence[str], tables: Sequence[str]) -> dict[str, 
 
 
 def load_pretrained(
-    model: object,
+    model: Any,
     pretrained: dict[str, dict],
     data: str | os.PathLike[str],
     seed: int,

@@ -75,8 +75,10 @@ def write_trees(trees: list[tuple[Path, dict[str, str]]], force: bool = False) -
         for tree in targets:
             for path, text in tree:
                 _make_folder(path.parent, created)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-                staged.append((Path(tmp), path))
+                fd, tmp_name = tempfile.mkstemp(
+                    dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+                )
+                staged.append((Path(tmp_name), path))
                 with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
                     f.write(text)
         for tmp, path in staged:

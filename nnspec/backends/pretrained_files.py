@@ -29,7 +29,7 @@ def pretrained_files(program: ir.Program, backend: str) -> dict[str, str]:
 def pretrained_settings(program: ir.Program) -> dict[str, dict[str, object]]:
     """``{table: settings}`` of every pretrained table: what :func:`nnspec.vectors.table_rows`
     takes, plus ``weight`` (the table's canonical weight) and ``vocabulary``."""
-    settings = {}
+    settings: dict[str, dict[str, object]] = {}
     for table in program.tables:
         p = table.pretrained
         if p is None:

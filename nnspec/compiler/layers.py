@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from nnspec.compiler import ir
 from nnspec.compiler.resolved import CompileProblem, LayerRef, Resolved, initializer
@@ -76,6 +77,17 @@ class Context:
         return self.resolved.rotary.get(self.ref.inputs[0]) if self.ref.inputs else None
 
 
+def _type(layer: m.LayerBase) -> str:
+    """The spec ``type`` of a layer (every concrete layer model has one)."""
+    return str(getattr(layer, "type", type(layer).__name__))
+
+
+def _size(dim: int | None) -> int:
+    """A known (non-batch) dimension; the compiler infers every one but the batch."""
+    assert dim is not None, "only the batch dimension is unknown"
+    return dim
+
+
 def _fmt(shape: ir.Shape) -> str:
     return "(" + ", ".join("batch" if d is None else str(d) for d in shape) + ")"
 
@@ -94,8 +106,8 @@ def _rank_words(rank: int) -> str:
 def _one_input(ctx: Context) -> None:
     if len(ctx.sources) != 1:
         raise ctx.fail(
-            f"{ctx.layer.type} reads exactly one input, got {len(ctx.sources)}", "inputs"
-        )  # type: ignore[attr-defined]
+            f"{_type(ctx.layer)} reads exactly one input, got {len(ctx.sources)}", "inputs"
+        )
     if isinstance(ctx.sources[0], ir.Input) and not isinstance(ctx.layer, m.EmbeddingLayer):
         raise ctx.fail(
             f"{ctx.layer.type} cannot read the ids of input {ctx.sources[0].name!r} directly: "  # type: ignore[attr-defined]
@@ -146,8 +158,8 @@ def dense(ctx: Context) -> list[ir.Node]:
     _one_input(ctx)
     shape = ctx.shape_of()
     kernel = ctx.weight(
-        "kernel", (int(shape[-1]), layer.units), initializer(layer.kernel_initializer)
-    )  # type: ignore[arg-type]
+        "kernel", (_size(shape[-1]), layer.units), initializer(layer.kernel_initializer)
+    )
     bias = (
         ctx.weight("bias", (layer.units,), initializer(layer.bias_initializer))
         if layer.use_bias
@@ -171,8 +183,10 @@ def dropout(ctx: Context) -> list[ir.Node]:
 
 def global_pool(ctx: Context) -> list[ir.Node]:
     _one_input(ctx)
-    shape = _need_rank(ctx, 3, ctx.layer.type)  # type: ignore[attr-defined]
-    mode = "average" if isinstance(ctx.layer, m.GlobalAveragePoolLayer) else "max"
+    shape = _need_rank(ctx, 3, _type(ctx.layer))
+    mode: Literal["average", "max"] = (
+        "average" if isinstance(ctx.layer, m.GlobalAveragePoolLayer) else "max"
+    )
     return [ctx.node(ir.GlobalPool(mode), (None, shape[2]), None, layer="")]
 
 
@@ -228,7 +242,7 @@ def pool1d(ctx: Context) -> list[ir.Node]:
         raise ctx.fail(
             f"pool_size {layer.pool_size} is longer than the input ({length})", "pool_size"
         )
-    mode = "max" if layer.type == "max_pool1d" else "average"
+    mode: Literal["max", "average"] = "max" if layer.type == "max_pool1d" else "average"
     return [
         ctx.node(ir.Pool1D(mode, layer.pool_size, strides), (None, out, channels), None, layer="")
     ]
@@ -275,7 +289,7 @@ def recurrent(ctx: Context) -> list[ir.Node]:
 
         sequences = layer.return_sequences or not last
         op = ir.Recurrent(
-            layer.type,  # type: ignore[arg-type]
+            layer.type,
             units,
             direction("forward"),
             direction("backward") if layer.bidirectional else None,
@@ -357,7 +371,7 @@ def merge(ctx: Context) -> list[ir.Node]:
                 f"{ctx.ref.inputs[i]!r} is {_fmt(shape)}",
                 "inputs",
             )
-    out = (*first[:-1], sum(int(s[-1]) for s in shapes)) if layer.type == "concatenate" else first  # type: ignore[arg-type]
+    out = (*first[:-1], sum(_size(s[-1]) for s in shapes)) if layer.type == "concatenate" else first
     mask = next((ctx.mask_of(i) for i in range(len(shapes)) if ctx.mask_of(i)), None)
     mode = {"add": "add", "multiply": "multiply", "concatenate": "concat"}[layer.type]
     node = ctx.node(ir.Merge(mode), out, mask, layer="")  # type: ignore[arg-type]
@@ -405,8 +419,8 @@ def self_attention(ctx: Context) -> list[ir.Node]:
     _one_input(ctx)
     shape = _need_rank(ctx, 3, "self_attention")
     op = _attention(
-        ctx, ctx.owner, int(shape[2]), layer.heads, layer.dropout, _rotary(ctx, layer.rotary)
-    )  # type: ignore[arg-type]
+        ctx, ctx.owner, _size(shape[2]), layer.heads, layer.dropout, _rotary(ctx, layer.rotary)
+    )
     node = ctx.node(op, shape, ctx.mask_of())
     _carry_rotary(ctx, node)
     return [node]

@@ -6,6 +6,7 @@ Each rule is a function ``(spec, resolved) -> findings``; :data:`RULES` lists th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 from nnspec.compiler import ir
 from nnspec.compiler.resolved import Resolved
@@ -188,6 +189,6 @@ def lint(spec: m.Spec, resolved: Resolved) -> list[ir.Diagnostic]:
     out = []
     for rule in RULES:
         for path, code, message in rule(spec, resolved):
-            level = "error" if code in ERROR_CODES else "warning"
+            level: Literal["error", "warning"] = "error" if code in ERROR_CODES else "warning"
             out.append(ir.Diagnostic(level, code, message, tuple(path)))
     return out

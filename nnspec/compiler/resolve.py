@@ -160,7 +160,8 @@ def _layer_refs(spec: m.Spec, r: Resolved) -> list[LayerRef]:
             r.errors.append(
                 CompileProblem(
                     path,
-                    f"the first layer ({layer.type}) must say what it reads: give `inputs`",  # type: ignore[attr-defined]
+                    f"the first layer ({getattr(layer, 'type', '')}) must say what it reads: "
+                    "give `inputs`",
                 )
             )
             inputs = []

@@ -311,7 +311,10 @@ class _Composer:
     def _child_path(self, top: _Frame | None) -> Path:
         if top is None:
             return ()
-        return (*top.path, top.key) if top.is_map else (*top.path, len(top.value))
+        if top.is_map:
+            assert top.key is not None
+            return (*top.path, top.key)
+        return (*top.path, len(top.value))
 
     def _take_key(self, top: _Frame, event: Any, kind: type, mark: tuple[int, int]) -> None:
         if kind is not yaml.ScalarEvent:

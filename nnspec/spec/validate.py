@@ -251,7 +251,7 @@ def _problems_from(exc: ValidationError, doc: Document) -> list[Problem]:
     problems: dict[tuple[Path, str], Problem] = {}
     for err in exc.errors(include_url=False):
         path, owner = walk_location(tuple(err["loc"]))
-        message = _message(err, path, owner)
+        message = _message(dict(err), path, owner)
         at_key = err["type"] == "extra_forbidden"
         problems.setdefault((path, message), doc.problem(path, message, at_key=at_key))
     return sorted(problems.values(), key=lambda p: (p.line, p.column, p.message))
