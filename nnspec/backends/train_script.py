@@ -4,6 +4,10 @@ The ``train.py.j2`` template of each backend renders from :func:`train_context`:
 training section as literal defaults of the script's flags, the model inputs with their
 per-example shapes, the kind of accuracy the loss calls for. Only literals computed here (with
 ``repr``) and identifiers validated by the compiler reach the generated code.
+
+The framework-free half of the script (flags, data files, learning-rate schedule, early stopping,
+metrics CSV and plot) is written once, as macros in ``backends/templates/train_common.py.j2``
+that every backend's template imports; the script itself stays one self-contained file.
 """
 
 from __future__ import annotations
@@ -96,8 +100,13 @@ def train_context(program: ir.Program, backend: str) -> dict[str, object]:
 
 
 def render_train_script(env: jinja2.Environment, program: ir.Program, backend: str) -> str:
-    """``train.py`` for ``program``: ``env``'s ``train.py.j2`` rendered and formatted."""
-    template = env.get_template("train.py.j2")
+    """``train.py`` for ``program``: ``env``'s ``train.py.j2`` rendered and formatted.
+
+    ``env`` finds the backend's templates; the shared ``train_common.py.j2`` is found beside them.
+    """
+    shared = jinja2.PackageLoader("nnspec.backends", "templates")
+    loader = jinja2.ChoiceLoader([env.loader, shared]) if env.loader else shared
+    template = env.overlay(loader=loader).get_template("train.py.j2")
     return format_source(template.render(train_context(program, backend)))
 
 

@@ -302,6 +302,36 @@ def learning_rate(step: int, steps_per_epoch: int, args: argparse.Namespace) -> 
     return args.lr
 
 
+def end_epoch(
+    progress: dict,
+    logs: dict[str, float],
+    lr: float,
+    start: float,
+    args: argparse.Namespace,
+    report: bool,
+) -> bool:
+    """Record the finished epoch's metrics in ``progress`` (and, with ``report``, print them and
+    write ``metrics.csv``), update early stopping, and move on to the next epoch.
+
+    Returns whether the epoch is the best so far by ``--monitor``.
+    """
+    epoch = progress["epoch"]
+    row = {"epoch": epoch, "step": progress["step"], "lr": lr, **logs}
+    progress["history"].append(row | {"seconds": round(time.perf_counter() - start, 3)})
+    progress["epoch"], progress["batch"] = epoch + 1, 0
+    if report:
+        print(f"epoch {epoch}/{args.epochs}  {summary(logs)}")
+        write_csv(progress["history"], args.out / "metrics.csv")
+    if improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
+        progress |= {"best": logs[args.monitor], "best_epoch": epoch, "wait": 0}
+        return True
+    progress["wait"] += 1
+    progress["stopped"] = args.early_stopping and progress["wait"] >= args.patience
+    if report and progress["stopped"]:
+        print(f"early stopping: no improvement of {args.monitor} in {args.patience} epochs")
+    return False
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -404,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     else:
         rank, world_size, device = 0, 1, pick_device(args.device)
-    master = rank == 0  # only the first process prints and writes files
+    chief = rank == 0  # only the first process prints and writes files
     if args.batch_size % world_size:
         raise SystemExit(f"--batch-size must be a multiple of the {world_size} processes")
     local_batch = args.batch_size // world_size
@@ -464,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
         if "cuda_rng" in mine and device.type == "cuda":
             torch.cuda.set_rng_state(mine["cuda_rng"], device)
         sums = mine["sums"].to(device)
-        if master:
+        if chief:
             print(f"resuming at epoch {progress['epoch']}, step {progress['step']}")
 
     model = torch.compile(raw_model) if args.compile else raw_model
@@ -473,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in raw_model.parameters() if p.requires_grad]
     n_val = 0 if val_set is None else len(val_set)
-    if master:
+    if chief:
         args.out.mkdir(parents=True, exist_ok=True)
         print(
             f"training on {device} in {precision} with {world_size} process(es): "
@@ -493,7 +523,7 @@ def main(argv: list[str] | None = None) -> None:
             initial=progress["batch"] * args.batch_size,
             desc=f"epoch {epoch}/{args.epochs}",
             unit="samples",
-            disable=not master,
+            disable=not chief,
         )
         start = time.perf_counter()
         for batch in batches(train_set, todo, pin_memory=device.type == "cuda"):
@@ -516,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
             progress["batch"] += 1
             progress["step"] = step
             bar.update(len(labels) * world_size)
-            if master and (step % LOG_EVERY == 0 or progress["batch"] == steps_per_epoch):
+            if chief and (step % LOG_EVERY == 0 or progress["batch"] == steps_per_epoch):
                 bar.set_postfix(step=step, loss=f"{sums[0].item() / sums[-1].item():.4f}")
             if step >= max_steps:
                 break
@@ -524,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
         if progress["batch"] < steps_per_epoch:  # stopped by --max-steps inside the epoch
             logs = means(sums)
             save_checkpoint(args.out / "last", raw_model, optimizer, scaler, progress, sums, args)
-            if master:
+            if chief:
                 print(f"epoch {epoch}/{args.epochs} stopped at step {step}  {summary(logs)}")
                 print("stopped by --max-steps: --resume continues from here")
             break
@@ -532,24 +562,12 @@ def main(argv: list[str] | None = None) -> None:
         logs = means(sums)
         if val_set is not None:
             logs |= evaluate(eval_model, val_set, local_batch, device, autocast)
-        row = {"epoch": epoch, "step": step, "lr": lr, **logs}
-        progress["history"].append(row | {"seconds": round(time.perf_counter() - start, 3)})
-        progress["epoch"], progress["batch"] = epoch + 1, 0
         sums.zero_()
-        if master:
-            print(f"epoch {epoch}/{args.epochs}  {summary(logs)}")
-            write_csv(progress["history"], args.out / "metrics.csv")
-        if improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
-            progress |= {"best": logs[args.monitor], "best_epoch": epoch, "wait": 0}
+        if end_epoch(progress, logs, lr, start, args, report=chief):  # the best epoch so far
             save_checkpoint(args.out / "best", raw_model, optimizer, scaler, progress, sums, args)
-        else:
-            progress["wait"] += 1
-            progress["stopped"] = args.early_stopping and progress["wait"] >= args.patience
         save_checkpoint(args.out / "last", raw_model, optimizer, scaler, progress, sums, args)
-        if master and progress["stopped"]:
-            print(f"early stopping: no improvement of {args.monitor} in {args.patience} epochs")
 
-    if master:
+    if chief:
         final = args.out / "model.safetensors"
         if args.restore_best and progress["best_epoch"] is not None:
             shutil.copyfile(args.out / "best.safetensors", final)

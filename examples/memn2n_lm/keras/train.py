@@ -32,6 +32,8 @@ the final weights. ``--resume`` continues from ``last`` exactly where it stopped
 Every flag's default comes from the spec's training section: see ``python train.py --help``.
 """
 
+from __future__ import annotations
+
 import argparse
 import csv
 import json
@@ -70,7 +72,7 @@ POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixe
 LOG_EVERY = 10  # steps between loss updates on the progress bar (each waits for the device)
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line flags."""
     parser = argparse.ArgumentParser(
         description="Train Memn2nLmModel on token ids.",
@@ -156,7 +158,10 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- data
 
 
-def read_arrays(path):
+Dataset = tuple[dict[str, tf.Tensor], tf.Tensor]  # (model inputs by name, labels)
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file, or of the ``.npy`` files in a folder, by name."""
     if path.is_dir():
         return {file.stem: np.load(file) for file in sorted(path.glob("*.npy"))}
@@ -164,7 +169,7 @@ def read_arrays(path):
         return dict(arrays)
 
 
-def pick(arrays, prefix, where):
+def pick(arrays: dict[str, np.ndarray], prefix: str, where: Path) -> dict[str, np.ndarray]:
     """The model inputs and labels among ``arrays``, named with ``prefix``, checked."""
     names = [*INPUT_SHAPES, "labels"]
     missing = [prefix + name for name in names if prefix + name not in arrays]
@@ -180,8 +185,8 @@ def pick(arrays, prefix, where):
     return picked
 
 
-def load_data(args):
-    """The training and validation sets as ``(inputs, labels)``; validation may be ``None``."""
+def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset | None]:
+    """The training set and the validation set (``None`` when there is none)."""
     arrays = read_arrays(args.data)
     train = pick(arrays, "", args.data)
     if args.val_data is not None:
@@ -195,14 +200,14 @@ def load_data(args):
     return to_tensors(train), (to_tensors(val) if len(val["labels"]) else None)
 
 
-def to_tensors(arrays):
+def to_tensors(arrays: dict[str, np.ndarray]) -> Dataset:
     """``({input: ids}, labels)`` as tensors in host memory, in the dtypes the model takes."""
     with tf.device("/cpu:0"):
         inputs = {name: tf.constant(arrays[name], dtype) for name, dtype in INPUT_DTYPES.items()}
         return inputs, tf.constant(arrays["labels"], LABEL_DTYPE)
 
 
-def worker_order(n, epoch, seed, worker, num_workers):
+def worker_order(n: int, epoch: int, seed: int, worker: int, num_workers: int) -> np.ndarray:
     """This worker's share of the shuffled example order of ``epoch``.
 
     Every worker draws the same permutation, seeded by the seed and the epoch, pads it to a
@@ -214,7 +219,7 @@ def worker_order(n, epoch, seed, worker, num_workers):
     return order[worker::num_workers]
 
 
-def batches(tensors, order, batch_size):
+def batches(tensors: Dataset, order: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """A ``tf.data`` pipeline of the batches of ``tensors`` in the example order ``order``.
 
     Each batch is gathered from the tensors at once; the next ones are prepared while the device
@@ -232,31 +237,31 @@ def batches(tensors, order, batch_size):
 # ----------------------------------------------------------------------------- metrics
 
 
-def correct(y_true, y_pred):
+def correct(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     """1.0 for each example whose most probable class is the label, else 0.0."""
     labels = tf.cast(tf.reshape(y_true, [-1]), "int64")
     return tf.cast(tf.argmax(y_pred, axis=-1) == labels, "float32")
 
 
-def batch_sums(y_true, y_pred, loss):
+def batch_sums(y_true: tf.Tensor, y_pred: tf.Tensor, loss: tf.Tensor) -> tf.Tensor:
     """``[loss * n, correct, n]`` for a batch of ``n`` examples: what an epoch's means add up."""
     n = tf.cast(tf.shape(y_true)[0], "float32")
     # multiply_no_nan: a replica left without examples at the end contributes 0, not NaN.
     return tf.stack([tf.math.multiply_no_nan(loss, n), tf.reduce_sum(correct(y_true, y_pred)), n])
 
 
-def means(sums, prefix=""):
+def means(sums: tf.Tensor, prefix: str = "") -> dict[str, float]:
     """The mean metrics behind ``sums`` (see ``batch_sums``)."""
     loss, hits, n = np.asarray(sums).tolist()
     return {f"{prefix}loss": loss / n, f"{prefix}accuracy": hits / n}
 
 
-def summary(logs):
+def summary(logs: dict[str, float]) -> str:
     """``logs`` in one line: ``loss 0.1234  accuracy 0.9876 ...``"""
     return "  ".join(f"{name} {value:.4f}" for name, value in logs.items())
 
 
-def improved(value, best, monitor, min_delta):
+def improved(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
     """Whether ``value`` of ``monitor`` beats ``best`` by more than ``min_delta``."""
     if best is None:
         return True
@@ -265,7 +270,7 @@ def improved(value, best, monitor, min_delta):
     return value < best - min_delta
 
 
-def learning_rate(step, steps_per_epoch, args):
+def learning_rate(step: int, steps_per_epoch: int, args: argparse.Namespace) -> float:
     """The learning rate of optimizer step ``step`` (from 0): linear warm-up, then the schedule."""
     if step < args.warmup_steps:
         return args.lr * (step + 1) / args.warmup_steps
@@ -278,10 +283,48 @@ def learning_rate(step, steps_per_epoch, args):
     return args.lr
 
 
+def end_epoch(
+    progress: dict,
+    logs: dict[str, float],
+    lr: float,
+    start: float,
+    args: argparse.Namespace,
+    report: bool,
+) -> bool:
+    """Record the finished epoch's metrics in ``progress`` (and, with ``report``, print them and
+    write ``metrics.csv``), update early stopping, and move on to the next epoch.
+
+    Returns whether the epoch is the best so far by ``--monitor``.
+    """
+    epoch = progress["epoch"]
+    row = {"epoch": epoch, "step": progress["step"], "lr": lr, **logs}
+    progress["history"].append(row | {"seconds": round(time.perf_counter() - start, 3)})
+    progress["epoch"], progress["batch"] = epoch + 1, 0
+    if report:
+        print(f"epoch {epoch}/{args.epochs}  {summary(logs)}")
+        write_csv(progress["history"], args.out / "metrics.csv")
+    if improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
+        progress |= {"best": logs[args.monitor], "best_epoch": epoch, "wait": 0}
+        return True
+    progress["wait"] += 1
+    progress["stopped"] = args.early_stopping and progress["wait"] >= args.patience
+    if report and progress["stopped"]:
+        print(f"early stopping: no improvement of {args.monitor} in {args.patience} epochs")
+    return False
+
+
 # ----------------------------------------------------------------------------- output
 
 
-def save_checkpoint(path, model, state, progress, sums, config, chief):
+def save_checkpoint(
+    path: Path,
+    model: keras.Model,
+    state: dict[str, list[tf.Variable]],
+    progress: dict,
+    sums: tf.Tensor,
+    config: dict,
+    chief: bool,
+) -> None:
     """Write ``<path>.safetensors`` (canonical weights) and ``<path>.npz`` (everything else).
 
     ``state`` holds the optimizer's variables and the other training state (random generators,
@@ -303,7 +346,7 @@ def save_checkpoint(path, model, state, progress, sums, config, chief):
     os.replace(path.with_suffix(".npz.tmp"), path.with_suffix(".npz"))
 
 
-def write_csv(history, path):
+def write_csv(history: list[dict], path: Path) -> None:
     """The metrics of every epoch, one row each."""
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(history[0]))
@@ -311,7 +354,7 @@ def write_csv(history, path):
         writer.writerows(history)
 
 
-def plot_curves(history, path):
+def plot_curves(history: list[dict], path: Path) -> None:
     """Training and validation curves per epoch, as a PNG."""
     import matplotlib
 
@@ -338,7 +381,7 @@ def plot_curves(history, path):
 # ----------------------------------------------------------------------------- training
 
 
-def make_strategy():
+def make_strategy() -> tuple[tf.distribute.Strategy, int, int]:
     """``(strategy, worker, num_workers)``.
 
     MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster of workers, MirroredStrategy
@@ -353,7 +396,7 @@ def make_strategy():
     return tf.distribute.get_strategy(), 0, 1
 
 
-def pick_precision(name):
+def pick_precision(name: str) -> str:
     """The compute dtype called ``name``; ``auto`` is mixed precision on a GPU, else float32."""
     if name != "auto":
         return name
@@ -364,7 +407,7 @@ def pick_precision(name):
     return "bfloat16" if capability and capability >= (8, 0) else "float16"
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     """Train, report every epoch, checkpoint, and save the final weights."""
     args = parse_args(argv)
     if args.device == "cpu":
@@ -551,22 +594,10 @@ def main(argv=None):
         logs = means(sums)
         if val_set is not None:
             logs |= evaluate()
-        row = {"epoch": epoch, "step": step, "lr": lr, **logs}
-        progress["history"].append(row | {"seconds": round(time.perf_counter() - start, 3)})
-        progress["epoch"], progress["batch"] = epoch + 1, 0
         sums = tf.zeros_like(sums)
-        if chief:
-            print(f"epoch {epoch}/{args.epochs}  {summary(logs)}")
-            write_csv(progress["history"], args.out / "metrics.csv")
-        if improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
-            progress |= {"best": logs[args.monitor], "best_epoch": epoch, "wait": 0}
+        if end_epoch(progress, logs, lr, start, args, report=chief):  # the best epoch so far
             save_checkpoint(args.out / "best", model, state, progress, sums, config, chief)
-        else:
-            progress["wait"] += 1
-            progress["stopped"] = args.early_stopping and progress["wait"] >= args.patience
         save_checkpoint(args.out / "last", model, state, progress, sums, config, chief)
-        if chief and progress["stopped"]:
-            print(f"early stopping: no improvement of {args.monitor} in {args.patience} epochs")
 
     if chief:
         final = args.out / "model.safetensors"
