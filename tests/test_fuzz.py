@@ -94,7 +94,7 @@ def unformatted():
     """Generation without the ruff subprocess (the fuzz checks that the code parses, and a
     formatter run per case would dominate the test's time)."""
     stack = contextlib.ExitStack()
-    for module in ("base", "pretrained_files", "train_script", "keras.emitter", "torch.emitter"):
+    for module in ("base", "pretrained_files", "train_script", "keras.emitter", "torch.generator"):
         stack.enter_context(
             mock.patch(f"nnspec.backends.{module}.format_source", lambda source: source)
         )

@@ -38,7 +38,7 @@ import importlib
 import subprocess
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import ClassVar
@@ -64,19 +64,20 @@ class UnsupportedOpError(Exception):
 class Backend(ABC):
     """A code generator for one framework.
 
-    Subclasses set :attr:`name` and :attr:`emitters` (IR op type -> method name of the
-    subclass) and implement :meth:`generate`.
+    Subclasses set :attr:`name` and :attr:`emitters` (IR op type -> the emit function, or the
+    name of an emitter method of the subclass) and implement :meth:`generate`.
     """
 
     name: ClassVar[str]
-    emitters: ClassVar[dict[type, str]] = {}
+    emitters: ClassVar[Mapping[type, str | Callable[..., object]]] = {}
 
-    def emitter_for(self, node: ir.Node) -> Callable[[ir.Program, ir.Node], object]:
-        """The bound emitter method for ``node``'s op, or :class:`UnsupportedOpError`."""
-        method = self.emitters.get(type(node.op))
-        if method is None:
+    def emitter_for(self, node: ir.Node) -> Callable[..., object]:
+        """The emitter for ``node``'s op (a function, or a bound method named in
+        :attr:`emitters`), or :class:`UnsupportedOpError`."""
+        emitter = self.emitters.get(type(node.op))
+        if emitter is None:
             raise UnsupportedOpError(self.name, node.op, node.name)
-        return getattr(self, method)
+        return getattr(self, emitter) if isinstance(emitter, str) else emitter
 
     def check(self, program: ir.Program) -> None:
         """Raise :class:`UnsupportedOpError` if any node has no emitter here."""

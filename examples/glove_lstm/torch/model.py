@@ -18,19 +18,27 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-# Every canonical weight and its shape.
-CANONICAL_SHAPES = {
-    "glove.embeddings": (5000, 50),
-    "lstm.forward.kernel": (50, 192),
-    "lstm.forward.recurrent_kernel": (48, 192),
-    "lstm.forward.input_bias": (192,),
-    "lstm.forward.recurrent_bias": (192,),
-    "lstm.backward.kernel": (50, 192),
-    "lstm.backward.recurrent_kernel": (48, 192),
-    "lstm.backward.input_bias": (192,),
-    "lstm.backward.recurrent_bias": (192,),
-    "dense.kernel": (96, 4),
-    "dense.bias": (4,),
+# Every canonical weight: its shape, the model's tensor holding it, the (start, stop) rows of
+# that tensor it takes (None: all of them) and how the tensor's layout differs from the canonical
+# one (see GloveLstmModel._layout).
+CANONICAL = {
+    "glove.embeddings": ((5000, 50), "glove.weight", None, "rows"),
+    "lstm.forward.kernel": ((50, 192), "lstm.weight_ih_l0", None, "T"),
+    "lstm.forward.recurrent_kernel": ((48, 192), "lstm.weight_hh_l0", None, "T"),
+    "lstm.forward.input_bias": ((192,), "lstm.bias_ih_l0", None, ""),
+    "lstm.forward.recurrent_bias": ((192,), "lstm.bias_hh_l0", None, ""),
+    "lstm.backward.kernel": ((50, 192), "lstm.weight_ih_l0_reverse", None, "T"),
+    "lstm.backward.recurrent_kernel": ((48, 192), "lstm.weight_hh_l0_reverse", None, "T"),
+    "lstm.backward.input_bias": ((192,), "lstm.bias_ih_l0_reverse", None, ""),
+    "lstm.backward.recurrent_bias": ((192,), "lstm.bias_hh_l0_reverse", None, ""),
+    "dense.kernel": ((96, 4), "dense.weight", None, "T"),
+    "dense.bias": ((4,), "dense.bias", None, ""),
+}
+CANONICAL_SHAPES = {name: shape for name, (shape, *_) in CANONICAL.items()}
+
+# The padding rows of each weight that has them: always 0.0.
+PADDING_ROWS = {
+    "glove.embeddings": 0,
 }
 
 
@@ -179,44 +187,15 @@ class GloveLstmModel(nn.Module):
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays, under their canonical names and in canonical layouts."""
-        return _to_numpy(
-            {
-                "glove.embeddings": self.glove.weight,
-                "lstm.forward.kernel": self.lstm.weight_ih_l0.T,
-                "lstm.forward.recurrent_kernel": self.lstm.weight_hh_l0.T,
-                "lstm.forward.input_bias": self.lstm.bias_ih_l0,
-                "lstm.forward.recurrent_bias": self.lstm.bias_hh_l0,
-                "lstm.backward.kernel": self.lstm.weight_ih_l0_reverse.T,
-                "lstm.backward.recurrent_kernel": self.lstm.weight_hh_l0_reverse.T,
-                "lstm.backward.input_bias": self.lstm.bias_ih_l0_reverse,
-                "lstm.backward.recurrent_bias": self.lstm.bias_hh_l0_reverse,
-                "dense.kernel": self.dense.weight.T,
-                "dense.bias": self.dense.bias,
-            }
-        )
+        return _to_numpy({name: self._canonical(name) for name in CANONICAL})
 
     def canonical_gradients(self) -> dict[str, np.ndarray]:
         """After ``backward()``: the gradients in canonical layout, 0.0 at frozen rows.
 
         Only weights with trainable entries are included.
         """
-        return _to_numpy(
-            {
-                "glove.embeddings": self.glove.merge(
-                    _grad(self.glove.trainable), torch.zeros_like(self.glove.frozen)
-                ),
-                "lstm.forward.kernel": _grad(self.lstm.weight_ih_l0).T,
-                "lstm.forward.recurrent_kernel": _grad(self.lstm.weight_hh_l0).T,
-                "lstm.forward.input_bias": _grad(self.lstm.bias_ih_l0),
-                "lstm.forward.recurrent_bias": _grad(self.lstm.bias_hh_l0),
-                "lstm.backward.kernel": _grad(self.lstm.weight_ih_l0_reverse).T,
-                "lstm.backward.recurrent_kernel": _grad(self.lstm.weight_hh_l0_reverse).T,
-                "lstm.backward.input_bias": _grad(self.lstm.bias_ih_l0_reverse),
-                "lstm.backward.recurrent_bias": _grad(self.lstm.bias_hh_l0_reverse),
-                "dense.kernel": _grad(self.dense.weight).T,
-                "dense.bias": _grad(self.dense.bias),
-            }
-        )
+        grads = {name: self._canonical(name, gradient=True) for name in CANONICAL}
+        return _to_numpy({name: grad for name, grad in grads.items() if grad is not None})
 
     @torch.no_grad()
     def load_canonical_state(self, state: Mapping[str, np.ndarray]) -> None:
@@ -225,19 +204,43 @@ class GloveLstmModel(nn.Module):
         Padding rows are set to 0.0 whatever ``state`` holds.
         """
         _check_state(state)
-        tensors = {name: torch.tensor(np.asarray(array)) for name, array in state.items()}
-        tensors["glove.embeddings"][0] = 0.0
-        self.glove.load_weight(tensors["glove.embeddings"])
-        self.lstm.weight_ih_l0.copy_(tensors["lstm.forward.kernel"].T)
-        self.lstm.weight_hh_l0.copy_(tensors["lstm.forward.recurrent_kernel"].T)
-        self.lstm.bias_ih_l0.copy_(tensors["lstm.forward.input_bias"])
-        self.lstm.bias_hh_l0.copy_(tensors["lstm.forward.recurrent_bias"])
-        self.lstm.weight_ih_l0_reverse.copy_(tensors["lstm.backward.kernel"].T)
-        self.lstm.weight_hh_l0_reverse.copy_(tensors["lstm.backward.recurrent_kernel"].T)
-        self.lstm.bias_ih_l0_reverse.copy_(tensors["lstm.backward.input_bias"])
-        self.lstm.bias_hh_l0_reverse.copy_(tensors["lstm.backward.recurrent_bias"])
-        self.dense.weight.copy_(tensors["dense.kernel"].T)
-        self.dense.bias.copy_(tensors["dense.bias"])
+        for name, (_, path, rows, layout) in CANONICAL.items():
+            tensor = torch.tensor(np.asarray(state[name]))
+            if name in PADDING_ROWS:
+                tensor[PADDING_ROWS[name]] = 0.0
+            owner, _, attr = path.rpartition(".")
+            if layout == "rows":
+                self.get_submodule(owner).load_weight(tensor)
+                continue
+            target = getattr(self.get_submodule(owner), attr)
+            if rows is not None:
+                target = target[rows[0] : rows[1]]
+            target.copy_(self._layout(tensor, layout, canonical=False))
+
+    def _canonical(self, name: str, gradient: bool = False) -> torch.Tensor | None:
+        """Weight ``name`` in canonical layout, or its gradient (``None`` if it never trains)."""
+        _, path, rows, layout = CANONICAL[name]
+        owner, _, attr = path.rpartition(".")
+        module = self.get_submodule(owner)
+        if layout == "rows":  # a PartiallyTrainableEmbedding
+            if not gradient:
+                return module.weight
+            return module.merge(_grad(module.trainable), torch.zeros_like(module.frozen))
+        tensor = getattr(module, attr)
+        if gradient:
+            if not tensor.requires_grad:
+                return None
+            tensor = _grad(tensor)
+        if rows is not None:
+            tensor = tensor[rows[0] : rows[1]]
+        return self._layout(tensor, layout, canonical=True)
+
+    @staticmethod
+    def _layout(tensor: torch.Tensor, layout: str, canonical: bool) -> torch.Tensor:
+        """``tensor`` from torch's layout to the canonical one (``canonical``), or back."""
+        if layout == "T":  # transposed
+            return tensor.T
+        return tensor
 
     def save_canonical(self, path: str | Path) -> None:
         """Save the canonical weights as a safetensors file."""

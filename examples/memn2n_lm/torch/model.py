@@ -18,14 +18,23 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-# Every canonical weight and its shape.
-CANONICAL_SHAPES = {
-    "memory_network.A": (60, 48),
-    "memory_network.C": (60, 48),
-    "memory_network.TA": (16, 48),
-    "memory_network.TC": (16, 48),
-    "memory_network.W": (48, 60),
-    "memory_network.H": (48, 48),
+# Every canonical weight: its shape, the model's tensor holding it, the (start, stop) rows of
+# that tensor it takes (None: all of them) and how the tensor's layout differs from the canonical
+# one (see Memn2nLmModel._layout).
+CANONICAL = {
+    "memory_network.A": ((60, 48), "memory_network.embeddings.0.weight", None, ""),
+    "memory_network.C": ((60, 48), "memory_network.embeddings.1.weight", None, ""),
+    "memory_network.TA": ((16, 48), "memory_network.temporal.0", None, ""),
+    "memory_network.TC": ((16, 48), "memory_network.temporal.1", None, ""),
+    "memory_network.W": ((48, 60), "memory_network.output.weight", None, "T"),
+    "memory_network.H": ((48, 48), "memory_network.linear_map.weight", None, "T"),
+}
+CANONICAL_SHAPES = {name: shape for name, (shape, *_) in CANONICAL.items()}
+
+# The padding rows of each weight that has them: always 0.0.
+PADDING_ROWS = {
+    "memory_network.A": 0,
+    "memory_network.C": 0,
 }
 
 
@@ -93,8 +102,8 @@ class Memn2nLmModel(nn.Module):
         self.memory_network.embeddings[1].weight[0] = 0.0
         nn.init.normal_(self.memory_network.temporal[0], mean=0.0, std=0.1)
         nn.init.normal_(self.memory_network.temporal[1], mean=0.0, std=0.1)
-        nn.init.normal_(self.memory_network.output.weight, mean=0.0, std=0.1)
         nn.init.normal_(self.memory_network.linear_map.weight, mean=0.0, std=0.1)
+        nn.init.normal_(self.memory_network.output.weight, mean=0.0, std=0.1)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         """Map token ids to ``memory_network`` ``(B, 60)``."""
@@ -103,32 +112,15 @@ class Memn2nLmModel(nn.Module):
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays, under their canonical names and in canonical layouts."""
-        return _to_numpy(
-            {
-                "memory_network.A": self.memory_network.embeddings[0].weight,
-                "memory_network.C": self.memory_network.embeddings[1].weight,
-                "memory_network.TA": self.memory_network.temporal[0],
-                "memory_network.TC": self.memory_network.temporal[1],
-                "memory_network.W": self.memory_network.output.weight.T,
-                "memory_network.H": self.memory_network.linear_map.weight.T,
-            }
-        )
+        return _to_numpy({name: self._canonical(name) for name in CANONICAL})
 
     def canonical_gradients(self) -> dict[str, np.ndarray]:
         """After ``backward()``: the gradients in canonical layout, 0.0 at frozen rows.
 
         Only weights with trainable entries are included.
         """
-        return _to_numpy(
-            {
-                "memory_network.A": _grad(self.memory_network.embeddings[0].weight),
-                "memory_network.C": _grad(self.memory_network.embeddings[1].weight),
-                "memory_network.TA": _grad(self.memory_network.temporal[0]),
-                "memory_network.TC": _grad(self.memory_network.temporal[1]),
-                "memory_network.W": _grad(self.memory_network.output.weight).T,
-                "memory_network.H": _grad(self.memory_network.linear_map.weight).T,
-            }
-        )
+        grads = {name: self._canonical(name, gradient=True) for name in CANONICAL}
+        return _to_numpy({name: grad for name, grad in grads.items() if grad is not None})
 
     @torch.no_grad()
     def load_canonical_state(self, state: Mapping[str, np.ndarray]) -> None:
@@ -137,15 +129,36 @@ class Memn2nLmModel(nn.Module):
         Padding rows are set to 0.0 whatever ``state`` holds.
         """
         _check_state(state)
-        tensors = {name: torch.tensor(np.asarray(array)) for name, array in state.items()}
-        tensors["memory_network.A"][0] = 0.0
-        self.memory_network.embeddings[0].weight.copy_(tensors["memory_network.A"])
-        tensors["memory_network.C"][0] = 0.0
-        self.memory_network.embeddings[1].weight.copy_(tensors["memory_network.C"])
-        self.memory_network.temporal[0].copy_(tensors["memory_network.TA"])
-        self.memory_network.temporal[1].copy_(tensors["memory_network.TC"])
-        self.memory_network.output.weight.copy_(tensors["memory_network.W"].T)
-        self.memory_network.linear_map.weight.copy_(tensors["memory_network.H"].T)
+        for name, (_, path, rows, layout) in CANONICAL.items():
+            tensor = torch.tensor(np.asarray(state[name]))
+            if name in PADDING_ROWS:
+                tensor[PADDING_ROWS[name]] = 0.0
+            owner, _, attr = path.rpartition(".")
+            target = getattr(self.get_submodule(owner), attr)
+            if rows is not None:
+                target = target[rows[0] : rows[1]]
+            target.copy_(self._layout(tensor, layout, canonical=False))
+
+    def _canonical(self, name: str, gradient: bool = False) -> torch.Tensor | None:
+        """Weight ``name`` in canonical layout, or its gradient (``None`` if it never trains)."""
+        _, path, rows, layout = CANONICAL[name]
+        owner, _, attr = path.rpartition(".")
+        module = self.get_submodule(owner)
+        tensor = getattr(module, attr)
+        if gradient:
+            if not tensor.requires_grad:
+                return None
+            tensor = _grad(tensor)
+        if rows is not None:
+            tensor = tensor[rows[0] : rows[1]]
+        return self._layout(tensor, layout, canonical=True)
+
+    @staticmethod
+    def _layout(tensor: torch.Tensor, layout: str, canonical: bool) -> torch.Tensor:
+        """``tensor`` from torch's layout to the canonical one (``canonical``), or back."""
+        if layout == "T":  # transposed
+            return tensor.T
+        return tensor
 
     def save_canonical(self, path: str | Path) -> None:
         """Save the canonical weights as a safetensors file."""

@@ -18,13 +18,21 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-# Every canonical weight and its shape.
-CANONICAL_SHAPES = {
-    "words.embeddings": (19000, 50),
-    "dense.kernel": (55000, 25),
-    "dense.bias": (25,),
-    "dense_1.kernel": (25, 20),
-    "dense_1.bias": (20,),
+# Every canonical weight: its shape, the model's tensor holding it, the (start, stop) rows of
+# that tensor it takes (None: all of them) and how the tensor's layout differs from the canonical
+# one (see NewsgroupsGloveModel._layout).
+CANONICAL = {
+    "words.embeddings": ((19000, 50), "words.weight", None, "rows"),
+    "dense.kernel": ((55000, 25), "dense.weight", None, "T"),
+    "dense.bias": ((25,), "dense.bias", None, ""),
+    "dense_1.kernel": ((25, 20), "dense_1.weight", None, "T"),
+    "dense_1.bias": ((20,), "dense_1.bias", None, ""),
+}
+CANONICAL_SHAPES = {name: shape for name, (shape, *_) in CANONICAL.items()}
+
+# The padding rows of each weight that has them: always 0.0.
+PADDING_ROWS = {
+    "words.embeddings": 0,
 }
 
 
@@ -143,32 +151,15 @@ class NewsgroupsGloveModel(nn.Module):
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays, under their canonical names and in canonical layouts."""
-        return _to_numpy(
-            {
-                "words.embeddings": self.words.weight,
-                "dense.kernel": self.dense.weight.T,
-                "dense.bias": self.dense.bias,
-                "dense_1.kernel": self.dense_1.weight.T,
-                "dense_1.bias": self.dense_1.bias,
-            }
-        )
+        return _to_numpy({name: self._canonical(name) for name in CANONICAL})
 
     def canonical_gradients(self) -> dict[str, np.ndarray]:
         """After ``backward()``: the gradients in canonical layout, 0.0 at frozen rows.
 
         Only weights with trainable entries are included.
         """
-        return _to_numpy(
-            {
-                "words.embeddings": self.words.merge(
-                    _grad(self.words.trainable), torch.zeros_like(self.words.frozen)
-                ),
-                "dense.kernel": _grad(self.dense.weight).T,
-                "dense.bias": _grad(self.dense.bias),
-                "dense_1.kernel": _grad(self.dense_1.weight).T,
-                "dense_1.bias": _grad(self.dense_1.bias),
-            }
-        )
+        grads = {name: self._canonical(name, gradient=True) for name in CANONICAL}
+        return _to_numpy({name: grad for name, grad in grads.items() if grad is not None})
 
     @torch.no_grad()
     def load_canonical_state(self, state: Mapping[str, np.ndarray]) -> None:
@@ -177,13 +168,43 @@ class NewsgroupsGloveModel(nn.Module):
         Padding rows are set to 0.0 whatever ``state`` holds.
         """
         _check_state(state)
-        tensors = {name: torch.tensor(np.asarray(array)) for name, array in state.items()}
-        tensors["words.embeddings"][0] = 0.0
-        self.words.load_weight(tensors["words.embeddings"])
-        self.dense.weight.copy_(tensors["dense.kernel"].T)
-        self.dense.bias.copy_(tensors["dense.bias"])
-        self.dense_1.weight.copy_(tensors["dense_1.kernel"].T)
-        self.dense_1.bias.copy_(tensors["dense_1.bias"])
+        for name, (_, path, rows, layout) in CANONICAL.items():
+            tensor = torch.tensor(np.asarray(state[name]))
+            if name in PADDING_ROWS:
+                tensor[PADDING_ROWS[name]] = 0.0
+            owner, _, attr = path.rpartition(".")
+            if layout == "rows":
+                self.get_submodule(owner).load_weight(tensor)
+                continue
+            target = getattr(self.get_submodule(owner), attr)
+            if rows is not None:
+                target = target[rows[0] : rows[1]]
+            target.copy_(self._layout(tensor, layout, canonical=False))
+
+    def _canonical(self, name: str, gradient: bool = False) -> torch.Tensor | None:
+        """Weight ``name`` in canonical layout, or its gradient (``None`` if it never trains)."""
+        _, path, rows, layout = CANONICAL[name]
+        owner, _, attr = path.rpartition(".")
+        module = self.get_submodule(owner)
+        if layout == "rows":  # a PartiallyTrainableEmbedding
+            if not gradient:
+                return module.weight
+            return module.merge(_grad(module.trainable), torch.zeros_like(module.frozen))
+        tensor = getattr(module, attr)
+        if gradient:
+            if not tensor.requires_grad:
+                return None
+            tensor = _grad(tensor)
+        if rows is not None:
+            tensor = tensor[rows[0] : rows[1]]
+        return self._layout(tensor, layout, canonical=True)
+
+    @staticmethod
+    def _layout(tensor: torch.Tensor, layout: str, canonical: bool) -> torch.Tensor:
+        """``tensor`` from torch's layout to the canonical one (``canonical``), or back."""
+        if layout == "T":  # transposed
+            return tensor.T
+        return tensor
 
     def save_canonical(self, path: str | Path) -> None:
         """Save the canonical weights as a safetensors file."""

@@ -18,45 +18,46 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-# Every canonical weight and its shape.
-CANONICAL_SHAPES = {
-    "words.embeddings": (8000, 64),
-    "transformer_encoder_block0.attention.query.kernel": (64, 64),
-    "transformer_encoder_block0.attention.query.bias": (64,),
-    "transformer_encoder_block0.attention.key.kernel": (64, 64),
-    "transformer_encoder_block0.attention.key.bias": (64,),
-    "transformer_encoder_block0.attention.value.kernel": (64, 64),
-    "transformer_encoder_block0.attention.value.bias": (64,),
-    "transformer_encoder_block0.attention.output.kernel": (64, 64),
-    "transformer_encoder_block0.attention.output.bias": (64,),
-    "transformer_encoder_block0.ff1.kernel": (64, 128),
-    "transformer_encoder_block0.ff1.bias": (128,),
-    "transformer_encoder_block0.ff2.kernel": (128, 64),
-    "transformer_encoder_block0.ff2.bias": (64,),
-    "transformer_encoder_block0.norm1.gamma": (64,),
-    "transformer_encoder_block0.norm1.beta": (64,),
-    "transformer_encoder_block0.norm2.gamma": (64,),
-    "transformer_encoder_block0.norm2.beta": (64,),
-    "transformer_encoder.attention.query.kernel": (64, 64),
-    "transformer_encoder.attention.query.bias": (64,),
-    "transformer_encoder.attention.key.kernel": (64, 64),
-    "transformer_encoder.attention.key.bias": (64,),
-    "transformer_encoder.attention.value.kernel": (64, 64),
-    "transformer_encoder.attention.value.bias": (64,),
-    "transformer_encoder.attention.output.kernel": (64, 64),
-    "transformer_encoder.attention.output.bias": (64,),
-    "transformer_encoder.ff1.kernel": (64, 128),
-    "transformer_encoder.ff1.bias": (128,),
-    "transformer_encoder.ff2.kernel": (128, 64),
-    "transformer_encoder.ff2.bias": (64,),
-    "transformer_encoder.norm1.gamma": (64,),
-    "transformer_encoder.norm1.beta": (64,),
-    "transformer_encoder.norm2.gamma": (64,),
-    "transformer_encoder.norm2.beta": (64,),
-    "layer_norm.gamma": (64,),
-    "layer_norm.beta": (64,),
-    "dense.kernel": (64, 4),
-    "dense.bias": (4,),
+# Where one TransformerBlock of a ModuleList holds its canonical weights, as in CANONICAL.
+BLOCK_WEIGHTS = {
+    "attention.query.kernel": ((64, 64), "attention.qkv.weight", (0, 64), "T"),
+    "attention.query.bias": ((64,), "attention.qkv.bias", (0, 64), ""),
+    "attention.key.kernel": ((64, 64), "attention.qkv.weight", (64, 128), "T"),
+    "attention.key.bias": ((64,), "attention.qkv.bias", (64, 128), ""),
+    "attention.value.kernel": ((64, 64), "attention.qkv.weight", (128, 192), "T"),
+    "attention.value.bias": ((64,), "attention.qkv.bias", (128, 192), ""),
+    "attention.output.kernel": ((64, 64), "attention.out.weight", None, "T"),
+    "attention.output.bias": ((64,), "attention.out.bias", None, ""),
+    "ff1.kernel": ((64, 128), "ff1.weight", None, "T"),
+    "ff1.bias": ((128,), "ff1.bias", None, ""),
+    "ff2.kernel": ((128, 64), "ff2.weight", None, "T"),
+    "ff2.bias": ((64,), "ff2.bias", None, ""),
+    "norm1.gamma": ((64,), "norm1.weight", None, ""),
+    "norm1.beta": ((64,), "norm1.bias", None, ""),
+    "norm2.gamma": ((64,), "norm2.weight", None, ""),
+    "norm2.beta": ((64,), "norm2.bias", None, ""),
+}
+
+# Every canonical weight: its shape, the model's tensor holding it, the (start, stop) rows of
+# that tensor it takes (None: all of them) and how the tensor's layout differs from the canonical
+# one (see TransformerClassifierModel._layout).
+CANONICAL = {
+    "words.embeddings": ((8000, 64), "words.weight", None, ""),
+    **{
+        f"{name}.{suffix}": (shape, f"transformer_encoder.{i}.{path}", rows, layout)
+        for i, name in enumerate(("transformer_encoder_block0", "transformer_encoder"))
+        for suffix, (shape, path, rows, layout) in BLOCK_WEIGHTS.items()
+    },
+    "layer_norm.gamma": ((64,), "layer_norm.weight", None, ""),
+    "layer_norm.beta": ((64,), "layer_norm.bias", None, ""),
+    "dense.kernel": ((64, 4), "dense.weight", None, "T"),
+    "dense.bias": ((4,), "dense.bias", None, ""),
+}
+CANONICAL_SHAPES = {name: shape for name, (shape, *_) in CANONICAL.items()}
+
+# The padding rows of each weight that has them: always 0.0.
+PADDING_ROWS = {
+    "words.embeddings": 0,
 }
 
 
@@ -194,19 +195,17 @@ class TransformerClassifierModel(nn.Module):
         super().__init__()
         self.words = nn.Embedding(8000, 64, padding_idx=0, dtype=dtype)
         self.words_positions = SinusoidalPositionalEncoding(64, 64, dtype=dtype)
-        self.transformer_encoder_block0 = TransformerBlock(
-            MultiHeadSelfAttention(64, 4, dropout=0.1, dtype=dtype),
-            128,
-            dropout=0.1,
-            norm_first=True,
-            dtype=dtype,
-        )
-        self.transformer_encoder = TransformerBlock(
-            MultiHeadSelfAttention(64, 4, dropout=0.1, dtype=dtype),
-            128,
-            dropout=0.1,
-            norm_first=True,
-            dtype=dtype,
+        self.transformer_encoder = nn.ModuleList(
+            [
+                TransformerBlock(
+                    MultiHeadSelfAttention(64, 4, dropout=0.1, dtype=dtype),
+                    128,
+                    dropout=0.1,
+                    norm_first=True,
+                    dtype=dtype,
+                )
+                for _ in range(2)
+            ]
         )
         self.layer_norm = nn.LayerNorm(64, eps=1e-05, dtype=dtype)
         self.dense = nn.Linear(64, 4, dtype=dtype)
@@ -217,38 +216,23 @@ class TransformerClassifierModel(nn.Module):
         """Draw fresh initial weights from the spec's initializers (padding rows are 0.0)."""
         nn.init.normal_(self.words.weight, mean=0.0, std=0.02)
         self.words.weight[0] = 0.0
-        nn.init.xavier_uniform_(self.transformer_encoder_block0.attention.qkv.weight[:64])
-        nn.init.zeros_(self.transformer_encoder_block0.attention.qkv.bias[:64])
-        nn.init.xavier_uniform_(self.transformer_encoder_block0.attention.qkv.weight[64:128])
-        nn.init.zeros_(self.transformer_encoder_block0.attention.qkv.bias[64:128])
-        nn.init.xavier_uniform_(self.transformer_encoder_block0.attention.qkv.weight[128:])
-        nn.init.zeros_(self.transformer_encoder_block0.attention.qkv.bias[128:])
-        nn.init.xavier_uniform_(self.transformer_encoder_block0.attention.out.weight)
-        nn.init.zeros_(self.transformer_encoder_block0.attention.out.bias)
-        nn.init.xavier_uniform_(self.transformer_encoder_block0.ff1.weight)
-        nn.init.zeros_(self.transformer_encoder_block0.ff1.bias)
-        nn.init.xavier_uniform_(self.transformer_encoder_block0.ff2.weight)
-        nn.init.zeros_(self.transformer_encoder_block0.ff2.bias)
-        nn.init.ones_(self.transformer_encoder_block0.norm1.weight)
-        nn.init.zeros_(self.transformer_encoder_block0.norm1.bias)
-        nn.init.ones_(self.transformer_encoder_block0.norm2.weight)
-        nn.init.zeros_(self.transformer_encoder_block0.norm2.bias)
-        nn.init.xavier_uniform_(self.transformer_encoder.attention.qkv.weight[:64])
-        nn.init.zeros_(self.transformer_encoder.attention.qkv.bias[:64])
-        nn.init.xavier_uniform_(self.transformer_encoder.attention.qkv.weight[64:128])
-        nn.init.zeros_(self.transformer_encoder.attention.qkv.bias[64:128])
-        nn.init.xavier_uniform_(self.transformer_encoder.attention.qkv.weight[128:])
-        nn.init.zeros_(self.transformer_encoder.attention.qkv.bias[128:])
-        nn.init.xavier_uniform_(self.transformer_encoder.attention.out.weight)
-        nn.init.zeros_(self.transformer_encoder.attention.out.bias)
-        nn.init.xavier_uniform_(self.transformer_encoder.ff1.weight)
-        nn.init.zeros_(self.transformer_encoder.ff1.bias)
-        nn.init.xavier_uniform_(self.transformer_encoder.ff2.weight)
-        nn.init.zeros_(self.transformer_encoder.ff2.bias)
-        nn.init.ones_(self.transformer_encoder.norm1.weight)
-        nn.init.zeros_(self.transformer_encoder.norm1.bias)
-        nn.init.ones_(self.transformer_encoder.norm2.weight)
-        nn.init.zeros_(self.transformer_encoder.norm2.bias)
+        for block in self.transformer_encoder:
+            nn.init.xavier_uniform_(block.attention.qkv.weight[:64])
+            nn.init.zeros_(block.attention.qkv.bias[:64])
+            nn.init.xavier_uniform_(block.attention.qkv.weight[64:128])
+            nn.init.zeros_(block.attention.qkv.bias[64:128])
+            nn.init.xavier_uniform_(block.attention.qkv.weight[128:])
+            nn.init.zeros_(block.attention.qkv.bias[128:])
+            nn.init.xavier_uniform_(block.attention.out.weight)
+            nn.init.zeros_(block.attention.out.bias)
+            nn.init.xavier_uniform_(block.ff1.weight)
+            nn.init.zeros_(block.ff1.bias)
+            nn.init.xavier_uniform_(block.ff2.weight)
+            nn.init.zeros_(block.ff2.bias)
+            nn.init.ones_(block.norm1.weight)
+            nn.init.zeros_(block.norm1.bias)
+            nn.init.ones_(block.norm2.weight)
+            nn.init.zeros_(block.norm2.bias)
         nn.init.ones_(self.layer_norm.weight)
         nn.init.zeros_(self.layer_norm.bias)
         nn.init.xavier_uniform_(self.dense.weight)
@@ -259,10 +243,9 @@ class TransformerClassifierModel(nn.Module):
         tokens_mask = tokens != 0  # (B, L), False at pads
         words_lookup = self.words_positions(self.words(tokens) * 8.0)  # (B, 64, 64)
         words_lookup = words_lookup * tokens_mask.unsqueeze(-1)  # 0.0 at padding
-        # (B, 64, 64)
-        transformer_encoder_block0 = self.transformer_encoder_block0(words_lookup, tokens_mask)
-        # (B, 64, 64)
-        transformer_encoder = self.transformer_encoder(transformer_encoder_block0, tokens_mask)
+        transformer_encoder = words_lookup
+        for block in self.transformer_encoder:
+            transformer_encoder = block(transformer_encoder, tokens_mask)  # (B, 64, 64)
         layer_norm = self.layer_norm(transformer_encoder)  # (B, 64, 64)
         global_average_pool = masked_mean(layer_norm, tokens_mask)  # (B, 64)
         dense = torch.softmax(self.dense(global_average_pool), dim=-1)  # (B, 4)
@@ -270,166 +253,15 @@ class TransformerClassifierModel(nn.Module):
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays, under their canonical names and in canonical layouts."""
-        return _to_numpy(
-            {
-                "words.embeddings": self.words.weight,
-                "transformer_encoder_block0.attention.query.kernel": self.transformer_encoder_block0.attention.qkv.weight[
-                    :64
-                ].T,
-                "transformer_encoder_block0.attention.query.bias": self.transformer_encoder_block0.attention.qkv.bias[
-                    :64
-                ],
-                "transformer_encoder_block0.attention.key.kernel": self.transformer_encoder_block0.attention.qkv.weight[
-                    64:128
-                ].T,
-                "transformer_encoder_block0.attention.key.bias": self.transformer_encoder_block0.attention.qkv.bias[
-                    64:128
-                ],
-                "transformer_encoder_block0.attention.value.kernel": self.transformer_encoder_block0.attention.qkv.weight[
-                    128:
-                ].T,
-                "transformer_encoder_block0.attention.value.bias": self.transformer_encoder_block0.attention.qkv.bias[
-                    128:
-                ],
-                "transformer_encoder_block0.attention.output.kernel": self.transformer_encoder_block0.attention.out.weight.T,
-                "transformer_encoder_block0.attention.output.bias": self.transformer_encoder_block0.attention.out.bias,
-                "transformer_encoder_block0.ff1.kernel": self.transformer_encoder_block0.ff1.weight.T,
-                "transformer_encoder_block0.ff1.bias": self.transformer_encoder_block0.ff1.bias,
-                "transformer_encoder_block0.ff2.kernel": self.transformer_encoder_block0.ff2.weight.T,
-                "transformer_encoder_block0.ff2.bias": self.transformer_encoder_block0.ff2.bias,
-                "transformer_encoder_block0.norm1.gamma": self.transformer_encoder_block0.norm1.weight,
-                "transformer_encoder_block0.norm1.beta": self.transformer_encoder_block0.norm1.bias,
-                "transformer_encoder_block0.norm2.gamma": self.transformer_encoder_block0.norm2.weight,
-                "transformer_encoder_block0.norm2.beta": self.transformer_encoder_block0.norm2.bias,
-                "transformer_encoder.attention.query.kernel": self.transformer_encoder.attention.qkv.weight[
-                    :64
-                ].T,
-                "transformer_encoder.attention.query.bias": self.transformer_encoder.attention.qkv.bias[
-                    :64
-                ],
-                "transformer_encoder.attention.key.kernel": self.transformer_encoder.attention.qkv.weight[
-                    64:128
-                ].T,
-                "transformer_encoder.attention.key.bias": self.transformer_encoder.attention.qkv.bias[
-                    64:128
-                ],
-                "transformer_encoder.attention.value.kernel": self.transformer_encoder.attention.qkv.weight[
-                    128:
-                ].T,
-                "transformer_encoder.attention.value.bias": self.transformer_encoder.attention.qkv.bias[
-                    128:
-                ],
-                "transformer_encoder.attention.output.kernel": self.transformer_encoder.attention.out.weight.T,
-                "transformer_encoder.attention.output.bias": self.transformer_encoder.attention.out.bias,
-                "transformer_encoder.ff1.kernel": self.transformer_encoder.ff1.weight.T,
-                "transformer_encoder.ff1.bias": self.transformer_encoder.ff1.bias,
-                "transformer_encoder.ff2.kernel": self.transformer_encoder.ff2.weight.T,
-                "transformer_encoder.ff2.bias": self.transformer_encoder.ff2.bias,
-                "transformer_encoder.norm1.gamma": self.transformer_encoder.norm1.weight,
-                "transformer_encoder.norm1.beta": self.transformer_encoder.norm1.bias,
-                "transformer_encoder.norm2.gamma": self.transformer_encoder.norm2.weight,
-                "transformer_encoder.norm2.beta": self.transformer_encoder.norm2.bias,
-                "layer_norm.gamma": self.layer_norm.weight,
-                "layer_norm.beta": self.layer_norm.bias,
-                "dense.kernel": self.dense.weight.T,
-                "dense.bias": self.dense.bias,
-            }
-        )
+        return _to_numpy({name: self._canonical(name) for name in CANONICAL})
 
     def canonical_gradients(self) -> dict[str, np.ndarray]:
         """After ``backward()``: the gradients in canonical layout, 0.0 at frozen rows.
 
         Only weights with trainable entries are included.
         """
-        return _to_numpy(
-            {
-                "words.embeddings": _grad(self.words.weight),
-                "transformer_encoder_block0.attention.query.kernel": _grad(
-                    self.transformer_encoder_block0.attention.qkv.weight
-                )[:64].T,
-                "transformer_encoder_block0.attention.query.bias": _grad(
-                    self.transformer_encoder_block0.attention.qkv.bias
-                )[:64],
-                "transformer_encoder_block0.attention.key.kernel": _grad(
-                    self.transformer_encoder_block0.attention.qkv.weight
-                )[64:128].T,
-                "transformer_encoder_block0.attention.key.bias": _grad(
-                    self.transformer_encoder_block0.attention.qkv.bias
-                )[64:128],
-                "transformer_encoder_block0.attention.value.kernel": _grad(
-                    self.transformer_encoder_block0.attention.qkv.weight
-                )[128:].T,
-                "transformer_encoder_block0.attention.value.bias": _grad(
-                    self.transformer_encoder_block0.attention.qkv.bias
-                )[128:],
-                "transformer_encoder_block0.attention.output.kernel": _grad(
-                    self.transformer_encoder_block0.attention.out.weight
-                ).T,
-                "transformer_encoder_block0.attention.output.bias": _grad(
-                    self.transformer_encoder_block0.attention.out.bias
-                ),
-                "transformer_encoder_block0.ff1.kernel": _grad(
-                    self.transformer_encoder_block0.ff1.weight
-                ).T,
-                "transformer_encoder_block0.ff1.bias": _grad(
-                    self.transformer_encoder_block0.ff1.bias
-                ),
-                "transformer_encoder_block0.ff2.kernel": _grad(
-                    self.transformer_encoder_block0.ff2.weight
-                ).T,
-                "transformer_encoder_block0.ff2.bias": _grad(
-                    self.transformer_encoder_block0.ff2.bias
-                ),
-                "transformer_encoder_block0.norm1.gamma": _grad(
-                    self.transformer_encoder_block0.norm1.weight
-                ),
-                "transformer_encoder_block0.norm1.beta": _grad(
-                    self.transformer_encoder_block0.norm1.bias
-                ),
-                "transformer_encoder_block0.norm2.gamma": _grad(
-                    self.transformer_encoder_block0.norm2.weight
-                ),
-                "transformer_encoder_block0.norm2.beta": _grad(
-                    self.transformer_encoder_block0.norm2.bias
-                ),
-                "transformer_encoder.attention.query.kernel": _grad(
-                    self.transformer_encoder.attention.qkv.weight
-                )[:64].T,
-                "transformer_encoder.attention.query.bias": _grad(
-                    self.transformer_encoder.attention.qkv.bias
-                )[:64],
-                "transformer_encoder.attention.key.kernel": _grad(
-                    self.transformer_encoder.attention.qkv.weight
-                )[64:128].T,
-                "transformer_encoder.attention.key.bias": _grad(
-                    self.transformer_encoder.attention.qkv.bias
-                )[64:128],
-                "transformer_encoder.attention.value.kernel": _grad(
-                    self.transformer_encoder.attention.qkv.weight
-                )[128:].T,
-                "transformer_encoder.attention.value.bias": _grad(
-                    self.transformer_encoder.attention.qkv.bias
-                )[128:],
-                "transformer_encoder.attention.output.kernel": _grad(
-                    self.transformer_encoder.attention.out.weight
-                ).T,
-                "transformer_encoder.attention.output.bias": _grad(
-                    self.transformer_encoder.attention.out.bias
-                ),
-                "transformer_encoder.ff1.kernel": _grad(self.transformer_encoder.ff1.weight).T,
-                "transformer_encoder.ff1.bias": _grad(self.transformer_encoder.ff1.bias),
-                "transformer_encoder.ff2.kernel": _grad(self.transformer_encoder.ff2.weight).T,
-                "transformer_encoder.ff2.bias": _grad(self.transformer_encoder.ff2.bias),
-                "transformer_encoder.norm1.gamma": _grad(self.transformer_encoder.norm1.weight),
-                "transformer_encoder.norm1.beta": _grad(self.transformer_encoder.norm1.bias),
-                "transformer_encoder.norm2.gamma": _grad(self.transformer_encoder.norm2.weight),
-                "transformer_encoder.norm2.beta": _grad(self.transformer_encoder.norm2.bias),
-                "layer_norm.gamma": _grad(self.layer_norm.weight),
-                "layer_norm.beta": _grad(self.layer_norm.bias),
-                "dense.kernel": _grad(self.dense.weight).T,
-                "dense.bias": _grad(self.dense.bias),
-            }
-        )
+        grads = {name: self._canonical(name, gradient=True) for name in CANONICAL}
+        return _to_numpy({name: grad for name, grad in grads.items() if grad is not None})
 
     @torch.no_grad()
     def load_canonical_state(self, state: Mapping[str, np.ndarray]) -> None:
@@ -438,93 +270,36 @@ class TransformerClassifierModel(nn.Module):
         Padding rows are set to 0.0 whatever ``state`` holds.
         """
         _check_state(state)
-        tensors = {name: torch.tensor(np.asarray(array)) for name, array in state.items()}
-        tensors["words.embeddings"][0] = 0.0
-        self.words.weight.copy_(tensors["words.embeddings"])
-        self.transformer_encoder_block0.attention.qkv.weight[:64].copy_(
-            tensors["transformer_encoder_block0.attention.query.kernel"].T
-        )
-        self.transformer_encoder_block0.attention.qkv.bias[:64].copy_(
-            tensors["transformer_encoder_block0.attention.query.bias"]
-        )
-        self.transformer_encoder_block0.attention.qkv.weight[64:128].copy_(
-            tensors["transformer_encoder_block0.attention.key.kernel"].T
-        )
-        self.transformer_encoder_block0.attention.qkv.bias[64:128].copy_(
-            tensors["transformer_encoder_block0.attention.key.bias"]
-        )
-        self.transformer_encoder_block0.attention.qkv.weight[128:].copy_(
-            tensors["transformer_encoder_block0.attention.value.kernel"].T
-        )
-        self.transformer_encoder_block0.attention.qkv.bias[128:].copy_(
-            tensors["transformer_encoder_block0.attention.value.bias"]
-        )
-        self.transformer_encoder_block0.attention.out.weight.copy_(
-            tensors["transformer_encoder_block0.attention.output.kernel"].T
-        )
-        self.transformer_encoder_block0.attention.out.bias.copy_(
-            tensors["transformer_encoder_block0.attention.output.bias"]
-        )
-        self.transformer_encoder_block0.ff1.weight.copy_(
-            tensors["transformer_encoder_block0.ff1.kernel"].T
-        )
-        self.transformer_encoder_block0.ff1.bias.copy_(
-            tensors["transformer_encoder_block0.ff1.bias"]
-        )
-        self.transformer_encoder_block0.ff2.weight.copy_(
-            tensors["transformer_encoder_block0.ff2.kernel"].T
-        )
-        self.transformer_encoder_block0.ff2.bias.copy_(
-            tensors["transformer_encoder_block0.ff2.bias"]
-        )
-        self.transformer_encoder_block0.norm1.weight.copy_(
-            tensors["transformer_encoder_block0.norm1.gamma"]
-        )
-        self.transformer_encoder_block0.norm1.bias.copy_(
-            tensors["transformer_encoder_block0.norm1.beta"]
-        )
-        self.transformer_encoder_block0.norm2.weight.copy_(
-            tensors["transformer_encoder_block0.norm2.gamma"]
-        )
-        self.transformer_encoder_block0.norm2.bias.copy_(
-            tensors["transformer_encoder_block0.norm2.beta"]
-        )
-        self.transformer_encoder.attention.qkv.weight[:64].copy_(
-            tensors["transformer_encoder.attention.query.kernel"].T
-        )
-        self.transformer_encoder.attention.qkv.bias[:64].copy_(
-            tensors["transformer_encoder.attention.query.bias"]
-        )
-        self.transformer_encoder.attention.qkv.weight[64:128].copy_(
-            tensors["transformer_encoder.attention.key.kernel"].T
-        )
-        self.transformer_encoder.attention.qkv.bias[64:128].copy_(
-            tensors["transformer_encoder.attention.key.bias"]
-        )
-        self.transformer_encoder.attention.qkv.weight[128:].copy_(
-            tensors["transformer_encoder.attention.value.kernel"].T
-        )
-        self.transformer_encoder.attention.qkv.bias[128:].copy_(
-            tensors["transformer_encoder.attention.value.bias"]
-        )
-        self.transformer_encoder.attention.out.weight.copy_(
-            tensors["transformer_encoder.attention.output.kernel"].T
-        )
-        self.transformer_encoder.attention.out.bias.copy_(
-            tensors["transformer_encoder.attention.output.bias"]
-        )
-        self.transformer_encoder.ff1.weight.copy_(tensors["transformer_encoder.ff1.kernel"].T)
-        self.transformer_encoder.ff1.bias.copy_(tensors["transformer_encoder.ff1.bias"])
-        self.transformer_encoder.ff2.weight.copy_(tensors["transformer_encoder.ff2.kernel"].T)
-        self.transformer_encoder.ff2.bias.copy_(tensors["transformer_encoder.ff2.bias"])
-        self.transformer_encoder.norm1.weight.copy_(tensors["transformer_encoder.norm1.gamma"])
-        self.transformer_encoder.norm1.bias.copy_(tensors["transformer_encoder.norm1.beta"])
-        self.transformer_encoder.norm2.weight.copy_(tensors["transformer_encoder.norm2.gamma"])
-        self.transformer_encoder.norm2.bias.copy_(tensors["transformer_encoder.norm2.beta"])
-        self.layer_norm.weight.copy_(tensors["layer_norm.gamma"])
-        self.layer_norm.bias.copy_(tensors["layer_norm.beta"])
-        self.dense.weight.copy_(tensors["dense.kernel"].T)
-        self.dense.bias.copy_(tensors["dense.bias"])
+        for name, (_, path, rows, layout) in CANONICAL.items():
+            tensor = torch.tensor(np.asarray(state[name]))
+            if name in PADDING_ROWS:
+                tensor[PADDING_ROWS[name]] = 0.0
+            owner, _, attr = path.rpartition(".")
+            target = getattr(self.get_submodule(owner), attr)
+            if rows is not None:
+                target = target[rows[0] : rows[1]]
+            target.copy_(self._layout(tensor, layout, canonical=False))
+
+    def _canonical(self, name: str, gradient: bool = False) -> torch.Tensor | None:
+        """Weight ``name`` in canonical layout, or its gradient (``None`` if it never trains)."""
+        _, path, rows, layout = CANONICAL[name]
+        owner, _, attr = path.rpartition(".")
+        module = self.get_submodule(owner)
+        tensor = getattr(module, attr)
+        if gradient:
+            if not tensor.requires_grad:
+                return None
+            tensor = _grad(tensor)
+        if rows is not None:
+            tensor = tensor[rows[0] : rows[1]]
+        return self._layout(tensor, layout, canonical=True)
+
+    @staticmethod
+    def _layout(tensor: torch.Tensor, layout: str, canonical: bool) -> torch.Tensor:
+        """``tensor`` from torch's layout to the canonical one (``canonical``), or back."""
+        if layout == "T":  # transposed
+            return tensor.T
+        return tensor
 
     def save_canonical(self, path: str | Path) -> None:
         """Save the canonical weights as a safetensors file."""

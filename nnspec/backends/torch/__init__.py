@@ -1,6 +1,6 @@
 """The PyTorch backend. Importing this package does not import torch; only ``runtime`` does."""
 
-from nnspec.backends.torch.emitter import TorchBackend
+from nnspec.backends.torch.generator import TorchBackend
 
 BACKEND = TorchBackend()
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nnspec.compiler import ir
 
@@ -31,22 +32,37 @@ ACTIVATION_MODULES = {
 
 @dataclass
 class WeightCode:
-    """How the generated model reaches one canonical weight.
+    """Where the generated model holds one canonical weight (a row of its ``CANONICAL`` table).
 
     Attributes:
         weight: the canonical weight.
-        value: expression for the weight in canonical layout.
-        grad: expression for its gradient in canonical layout (0.0 at frozen rows); ``None`` when
-            the weight has no trainable scalars.
-        load: statement copying a canonical-layout tensor, written as ``{}``, into the model.
+        path: the tensor holding it, as an expression (``self.dense.weight``, ``block.ff1.bias``).
+        rows: the ``(start, stop)`` rows of that tensor holding it, when it holds several.
+        layout: how the tensor's layout differs from the canonical one (see ``LAYOUTS``).
         reset: statements drawing fresh initial values (padding rows included, as 0.0).
     """
 
     weight: ir.Weight
-    value: str
-    grad: str | None
-    load: str
+    path: str
+    rows: tuple[int, int] | None
+    layout: str
     reset: list[str]
+
+    def relative_path(self) -> str:
+        """``path`` as a dotted path from the model (or the group member) holding it."""
+        _head, _, rest = self.path.partition(".")
+        return re.sub(r"\[(\d+)\]", r".\1", rest)
+
+
+# How a torch tensor's layout can differ from the canonical one (keys of generated code).
+LAYOUTS = {
+    "": "the same",
+    "T": "transposed",
+    "conv": "axes reversed",
+    "gru": "GRU gates (r, z, n) instead of (z, r, h)",
+    "gru.T": "transposed, GRU gates (r, z, n) instead of (z, r, h)",
+    "rows": "split into trainable and frozen rows (PartiallyTrainableEmbedding)",
+}
 
 
 @dataclass
@@ -60,6 +76,8 @@ class Emitted:
         helpers: names of the fixed helper classes and functions it uses (``layers.py.j2``).
         imports: optional imports it needs (``"math"``, ``"F"``, ``"pairwise"``).
         classes: module-level classes generated for it, as ``(name, source)``.
+        reset: for a group of repeated layers, the lines drawing their initial weights.
+        group: the group of repeated layers it is (a ``generator.Group``), if it is one.
     """
 
     init: list[str] = field(default_factory=list)
@@ -68,6 +86,8 @@ class Emitted:
     helpers: set[str] = field(default_factory=set)
     imports: set[str] = field(default_factory=set)
     classes: list[tuple[str, str]] = field(default_factory=list)
+    reset: list[str] = field(default_factory=list)
+    group: Any = None
 
 
 def op_of(node: ir.Node, kind: type[OpT]) -> OpT:
@@ -154,8 +174,8 @@ def parameter(
     *,
     transposed: bool = False,
     part: str = "",
-    to_canonical: str = "{}",
-    from_canonical: str = "{}",
+    rows: tuple[int, int] | None = None,
+    layout: str = "",
     torch_fans: bool | None = None,
 ) -> WeightCode:
     """The code for a weight held in one parameter (``param``, e.g. ``self.dense.weight``).
@@ -165,16 +185,16 @@ def parameter(
         param: the parameter holding it.
         out: the op's emitted code (receives ``requires_grad_`` lines and imports).
         transposed: the parameter is the canonical layout transposed (``nn.Linear.weight``).
-        part: an index of ``param`` holding the weight when it holds several (``"[:8]"``).
-        to_canonical: expression turning the torch layout ``{}`` into the canonical one.
-        from_canonical: expression turning the canonical layout ``{}`` into torch's.
+        part: ``param``'s rows holding the weight when it holds several, as an index (``[:8]``).
+        rows: the same rows as ``(start, stop)``.
+        layout: how the parameter's layout differs from the canonical one (see ``LAYOUTS``).
         torch_fans: whether ``nn.init``'s fans on the parameter are the right ones (default:
             ``transposed``).
     """
     if weight.trainable == "rows":
         raise ValueError(f"weight {weight.name!r}: row-wise trainability is for embedding tables")
     if transposed:
-        to_canonical = from_canonical = "{}.T"
+        layout = "T"
     target = f"{param}{part}"
     fans = transposed if torch_fans is None else torch_fans
     reset = [init(target, weight, fans, out)]
@@ -184,21 +204,11 @@ def parameter(
         line = f"{param}.requires_grad_(False)"
         if line not in out.init:
             out.init.append(line)
-    return WeightCode(
-        weight=weight,
-        value=to_canonical.format(target),
-        grad=None if weight.trainable == "none" else to_canonical.format(f"_grad({param}){part}"),
-        load=f"{target}.copy_({from_canonical})",
-        reset=reset,
-    )
+    return WeightCode(weight=weight, path=param, rows=rows, layout=layout, reset=reset)
 
 
 def buffer(weight: ir.Weight, name: str, out: Emitted) -> WeightCode:
     """The code for a state weight held in a buffer (batch-norm moving statistics)."""
     return WeightCode(
-        weight=weight,
-        value=name,
-        grad=None,
-        load=f"{name}.copy_({{}})",
-        reset=[init(name, weight, False, out)],
+        weight=weight, path=name, rows=None, layout="", reset=[init(name, weight, False, out)]
     )

@@ -4,16 +4,19 @@ computes, chosen so that nothing a spec names can shadow what the module relies 
 from __future__ import annotations
 
 import keyword
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from nnspec.compiler import ir
 
 # Module-level names of the generated model.py; no input, local or class may shadow them.
 MODULE_NAMES = frozenset(
     {
+        "CANONICAL",
         "CANONICAL_SHAPES",
         "F",
+        "PADDING_ROWS",
         "LearnedPositionalEncoding",
         "Mapping",
         "MemoryNetwork",
@@ -174,9 +177,11 @@ class Names:
     Attributes:
         tables: the embedding submodule of each table, by table name.
         positions: the positional-encoding submodule of each table that has one.
-        layers: the submodule of each layer (:attr:`ir.Node.layer_name`) that has one.
+        layers: the expression reaching the submodule of each layer (:attr:`ir.Node.layer_name`)
+            that has one, such as ``self.dense``.
         values: local variable in ``forward`` of each model input and node.
         masks: the padding masks ``forward`` computes, in order, with their local variables.
+        loops: the loop variable of each group of repeated layers, by its last node's name.
     """
 
     tables: dict[str, str]
@@ -184,10 +189,11 @@ class Names:
     layers: dict[str, str]
     values: dict[str, str]
     masks: dict[ir.Mask, str]
+    loops: dict[str, str] = field(default_factory=dict)
 
     def layer(self, node: ir.Node) -> str:
-        """``self.<attribute>`` of the submodule computing ``node``."""
-        return f"self.{self.layers[node.layer_name]}"
+        """The expression reaching the submodule computing ``node`` (``self.<attribute>``)."""
+        return self.layers[node.layer_name]
 
 
 def zero_mask(program: ir.Program, node: ir.Node) -> ir.Mask | None:
@@ -216,14 +222,18 @@ def first_of_layer(program: ir.Program, node: ir.Node) -> bool:
     return program.first_nodes[node.layer_name] == node.name
 
 
-@lru_cache(maxsize=16)
-def names(program: ir.Program) -> Names:
-    """Assign every attribute and local name of the generated model."""
-    for inp in program.inputs:
-        if inp.name in MODULE_NAMES or keyword.iskeyword(inp.name):
-            raise ValueError(
-                f"input name {inp.name!r} is reserved in the generated PyTorch module; rename it"
-            )
+def assign_names(
+    program: ir.Program, groups: Mapping[str, Any], constants: frozenset[str] = frozenset()
+) -> Names:
+    """Assign every attribute and local name of the generated model, once per generation.
+
+    ``groups`` are the runs of repeated layers (``generator.Group``, by last node) that live in
+    one ``nn.ModuleList``: the list takes the last layer's name, and the others get no attribute
+    or local of their own. ``constants`` are further module-level names of the generated file.
+    Whatever a spec names is renamed (``_`` appended) where it would collide with a name the
+    module relies on: ``nn.Module`` attributes and the module-level names.
+    """
+    grouped = {m.name for group in groups.values() for m in group.members[:-1]}
     attrs = Namespace(MODULE_ATTRIBUTES, private_ok=False)
     tables = {table.name: attrs.claim(table.name) for table in program.tables}
     positions = {
@@ -233,11 +243,13 @@ def names(program: ir.Program) -> Names:
     }
     layers: dict[str, str] = {}
     for node in program.nodes:
+        if node.name in grouped:
+            continue
         if isinstance(node.op, LAYER_OPS) and node.layer_name not in layers:
-            layers[node.layer_name] = attrs.claim(node.layer_name)
+            layers[node.layer_name] = f"self.{attrs.claim(node.layer_name)}"
 
-    local = Namespace(MODULE_NAMES | {inp.name for inp in program.inputs})
-    values = {inp.name: inp.name for inp in program.inputs}
+    local = Namespace(MODULE_NAMES | constants)
+    values = {inp.name: local.claim(inp.name) for inp in program.inputs}
     masks: dict[ir.Mask, str] = {}
     for node in program.nodes:
         if isinstance(node.op, ir.EmbeddingLookup):
@@ -249,5 +261,7 @@ def names(program: ir.Program) -> Names:
         if mask is not None and mask not in masks:
             masks[mask] = local.claim(f"{mask.input}_mask")
     for node in program.nodes:
-        values[node.name] = local.claim(node.name)
-    return Names(tables=tables, positions=positions, layers=layers, values=values, masks=masks)
+        if node.name not in grouped:
+            values[node.name] = local.claim(node.name)
+    loops = {last: local.claim("block") for last in groups}
+    return Names(tables, positions, layers, values, masks, loops)

@@ -9,6 +9,8 @@ Canonical layouts: the query, key and value kernels ``[E, E]`` are rows ``0:E``,
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nnspec.backends.torch.common import (
     ACTIVATION_MODULES,
     Emitted,
@@ -16,8 +18,11 @@ from nnspec.backends.torch.common import (
     parameter,
     shape_comment,
 )
-from nnspec.backends.torch.naming import input_mask, names
+from nnspec.backends.torch.naming import input_mask
 from nnspec.compiler import ir
+
+if TYPE_CHECKING:
+    from nnspec.backends.torch.generator import TorchGenerator
 
 
 def _attention_args(program: ir.Program, node: ir.Node, op: ir.SelfAttention, out: Emitted) -> str:
@@ -47,13 +52,21 @@ def _attention_weights(
     parts = ("query", "key", "value")
     for i, part in enumerate(parts):
         index = f"[{i * width or ''}:{(i + 1) * width if i < 2 else ''}]"
+        rows = (i * width, (i + 1) * width)
         kernel, bias = getattr(w, f"{part}_kernel"), getattr(w, f"{part}_bias")
         out.weights.append(
             parameter(
-                program.weight(kernel), f"{module}.qkv.weight", out, part=index, transposed=True
+                program.weight(kernel),
+                f"{module}.qkv.weight",
+                out,
+                part=index,
+                rows=rows,
+                transposed=True,
             )
         )
-        out.weights.append(parameter(program.weight(bias), f"{module}.qkv.bias", out, part=index))
+        out.weights.append(
+            parameter(program.weight(bias), f"{module}.qkv.bias", out, part=index, rows=rows)
+        )
     for names_ in (
         (w.query_kernel, w.key_kernel, w.value_kernel),
         (w.query_bias, w.key_bias, w.value_bias),
@@ -66,17 +79,18 @@ def _attention_weights(
     out.weights.append(parameter(program.weight(w.output_bias), f"{module}.out.bias", out))
 
 
-def _call(program: ir.Program, node: ir.Node, layer: str) -> str:
+def _call(gen: TorchGenerator, node: ir.Node, layer: str) -> str:
     """``layer(x, mask)`` with the input's padding mask, if it has one."""
-    n = names(program)
+    program, n = gen.program, gen.names
     x = n.values[node.inputs[0]]
     mask = input_mask(program, node)
     return f"{layer}({x})" if mask is None else f"{layer}({x}, {n.masks[mask]})"
 
 
-def emit_self_attention(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_self_attention(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """A ``MultiHeadSelfAttention`` layer (padded keys masked with -1e9)."""
-    n = names(program)
+    program = gen.program
+    n = gen.names
     op = op_of(node, ir.SelfAttention)
     layer = n.layer(node)
     out = Emitted()
@@ -85,14 +99,15 @@ def emit_self_attention(program: ir.Program, node: ir.Node) -> Emitted:
     )
     _attention_weights(program, op, layer, out)
     out.forward.append(
-        f"{n.values[node.name]} = {_call(program, node, layer)}  # {shape_comment(node.shape)}"
+        f"{n.values[node.name]} = {_call(gen, node, layer)}  # {shape_comment(node.shape)}"
     )
     return out
 
 
-def emit_transformer_block(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_transformer_block(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """A ``TransformerBlock`` (post-norm or pre-norm)."""
-    n = names(program)
+    program = gen.program
+    n = gen.names
     op = op_of(node, ir.TransformerBlock)
     layer = n.layer(node)
     out = Emitted()
@@ -127,6 +142,6 @@ def emit_transformer_block(program: ir.Program, node: ir.Node) -> Emitted:
         out.weights.append(parameter(program.weight(gamma), f"{layer}.{module}.weight", out))
         out.weights.append(parameter(program.weight(beta), f"{layer}.{module}.bias", out))
     out.forward.append(
-        f"{n.values[node.name]} = {_call(program, node, layer)}  # {shape_comment(node.shape)}"
+        f"{n.values[node.name]} = {_call(gen, node, layer)}  # {shape_comment(node.shape)}"
     )
     return out

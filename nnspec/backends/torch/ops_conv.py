@@ -7,10 +7,13 @@ to torch's channels-first ``(B, C, L)`` and back (free views).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from nnspec.backends.torch.common import Emitted, activation, op_of, parameter, shape_comment
-from nnspec.backends.torch.naming import names
 from nnspec.compiler import ir
+
+if TYPE_CHECKING:
+    from nnspec.backends.torch.generator import TorchGenerator
 
 
 def same_padding(length: int, kernel_size: int, strides: int, dilation: int) -> tuple[int, int]:
@@ -20,14 +23,15 @@ def same_padding(length: int, kernel_size: int, strides: int, dilation: int) -> 
     return total // 2, total - total // 2
 
 
-def emit_conv1d(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_conv1d(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """An ``nn.Conv1d`` with the IR's padding rule, then the activation.
 
     ``same`` at stride 1 is torch's ``padding="same"`` (the same rule); at a larger stride the
     TensorFlow padding is computed here from the static input length: symmetric padding goes to
     the constructor, lopsided padding to an ``F.pad``. ``causal`` pads on the left only.
     """
-    n = names(program)
+    program = gen.program
+    n = gen.names
     op = op_of(node, ir.Conv1D)
     layer = n.layer(node)
     kernel = program.weight(op.kernel)
@@ -58,17 +62,7 @@ def emit_conv1d(program: ir.Program, node: ir.Node) -> Emitted:
         args.append("bias=False")
     out.init.append(f"{layer} = nn.Conv1d({', '.join(args)}, dtype=dtype)")
     # torch's weight is (filters, in, kernel_size); the canonical kernel (kernel_size, in, filters).
-    permute = "{}.permute(2, 1, 0)"
-    out.weights.append(
-        parameter(
-            kernel,
-            f"{layer}.weight",
-            out,
-            to_canonical=permute,
-            from_canonical=permute,
-            torch_fans=True,
-        )
-    )
+    out.weights.append(parameter(kernel, f"{layer}.weight", out, layout="conv", torch_fans=True))
     if op.bias is not None:
         out.weights.append(parameter(program.weight(op.bias), f"{layer}.bias", out))
     value = n.values[node.name]
@@ -87,9 +81,9 @@ def _is_node(program: ir.Program, node: ir.Node) -> bool:
     return any(m.name == node.inputs[0] for m in program.nodes)
 
 
-def emit_pool1d(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_pool1d(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """Max or average pooling over windows along the sequence axis (valid padding)."""
-    n = names(program)
+    n = gen.names
     op = op_of(node, ir.Pool1D)
     fn = "F.max_pool1d" if op.mode == "max" else "F.avg_pool1d"
     x = n.values[node.inputs[0]]

@@ -4,6 +4,7 @@ pooling, merges and normalization."""
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from nnspec.backends.torch.common import (
     Emitted,
@@ -16,18 +17,22 @@ from nnspec.backends.torch.common import (
     row_index,
     shape_comment,
 )
-from nnspec.backends.torch.naming import input_mask, names, zero_mask
+from nnspec.backends.torch.naming import input_mask, zero_mask
 from nnspec.compiler import ir
 
+if TYPE_CHECKING:
+    from nnspec.backends.torch.generator import TorchGenerator
 
-def emit_embedding(program: ir.Program, node: ir.Node) -> Emitted:
+
+def emit_embedding(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """Look ids up: ``table[ids] * scale``, plus positions, times the padding mask."""
-    n = names(program)
+    program = gen.program
+    n = gen.names
     table = program.table(op_of(node, ir.EmbeddingLookup).table)
     out = Emitted()
     lookups = (m for m in program.nodes if isinstance(m.op, ir.EmbeddingLookup))
     if next(m for m in lookups if op_of(m, ir.EmbeddingLookup).table == table.name) is node:
-        _emit_table(program, table, out)
+        _emit_table(gen, table, out)
     expr = f"self.{n.tables[table.name]}({n.values[node.inputs[0]]})"
     if table.scale != 1.0:
         expr = f"{expr} * {table.scale!r}"
@@ -41,9 +46,10 @@ def emit_embedding(program: ir.Program, node: ir.Node) -> Emitted:
     return out
 
 
-def _emit_table(program: ir.Program, table: ir.EmbeddingTable, out: Emitted) -> None:
+def _emit_table(gen: TorchGenerator, table: ir.EmbeddingTable, out: Emitted) -> None:
     """Create a table's embedding (and positional encoding) submodules and weight code."""
-    attr = names(program).tables[table.name]
+    program = gen.program
+    attr = gen.names.tables[table.name]
     weight = program.weight(table.weight)
     vocab, dim = weight.shape
     policy = weight.trainable
@@ -66,16 +72,7 @@ def _emit_table(program: ir.Program, table: ir.EmbeddingTable, out: Emitted) -> 
             reset.append(f"table[{row_index(weight.zero_rows)}] = 0.0")
         reset.append(f"self.{attr}.load_weight(table)")
         out.weights.append(
-            WeightCode(
-                weight=weight,
-                value=f"self.{attr}.weight",
-                grad=(
-                    f"self.{attr}.merge(_grad(self.{attr}.trainable), "
-                    f"torch.zeros_like(self.{attr}.frozen))"
-                ),
-                load=f"self.{attr}.load_weight({{}})",
-                reset=reset,
-            )
+            WeightCode(weight, f"self.{attr}.weight", rows=None, layout="rows", reset=reset)
         )
     else:
         padding = ""
@@ -93,7 +90,7 @@ def _emit_table(program: ir.Program, table: ir.EmbeddingTable, out: Emitted) -> 
     positional = table.positional
     if positional is None:
         return
-    pos_attr = names(program).positions[table.name]
+    pos_attr = gen.names.positions[table.name]
     if isinstance(positional, ir.SinusoidalPositional):
         out.helpers.add("SinusoidalPositionalEncoding")
         base = "" if positional.base == 10000.0 else f", base={positional.base!r}"
@@ -112,17 +109,18 @@ def _emit_table(program: ir.Program, table: ir.EmbeddingTable, out: Emitted) -> 
         )
 
 
-def emit_flatten(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_flatten(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """Flatten all but the batch axis (row-major over the channels-last layout)."""
-    n = names(program)
+    n = gen.names
     x = n.values[node.inputs[0]]
     line = f"{n.values[node.name]} = {x}.flatten(1)  # {shape_comment(node.shape)}"
     return Emitted(forward=[line])
 
 
-def emit_dense(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_dense(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """An ``nn.Linear`` and its activation."""
-    n = names(program)
+    program = gen.program
+    n = gen.names
     op = op_of(node, ir.Dense)
     layer = n.layer(node)
     kernel = program.weight(op.kernel)
@@ -137,9 +135,9 @@ def emit_dense(program: ir.Program, node: ir.Node) -> Emitted:
     return out
 
 
-def emit_dropout(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_dropout(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """An ``nn.Dropout`` (inverted dropout, identity in eval mode)."""
-    n = names(program)
+    n = gen.names
     layer = n.layer(node)
     return Emitted(
         init=[f"{layer} = nn.Dropout({op_of(node, ir.Dropout).rate!r})"],
@@ -147,9 +145,10 @@ def emit_dropout(program: ir.Program, node: ir.Node) -> Emitted:
     )
 
 
-def emit_global_pool(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_global_pool(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """Average or max over the sequence axis, ignoring padded positions when masked."""
-    n = names(program)
+    program = gen.program
+    n = gen.names
     x = n.values[node.inputs[0]]
     mode = op_of(node, ir.GlobalPool).mode
     mask = input_mask(program, node)
@@ -182,9 +181,9 @@ def _zero_at_mask(program: ir.Program, source: str, mask: ir.Mask) -> bool:
     )
 
 
-def emit_merge(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_merge(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """Element-wise sum or product of the inputs, or their concatenation on the last axis."""
-    n = names(program)
+    n = gen.names
     xs = [n.values[name] for name in node.inputs]
     mode = op_of(node, ir.Merge).mode
     if mode == "concat":
@@ -194,9 +193,10 @@ def emit_merge(program: ir.Program, node: ir.Node) -> Emitted:
     return Emitted(forward=[f"{n.values[node.name]} = {expr}  # {shape_comment(node.shape)}"])
 
 
-def emit_layer_norm(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_layer_norm(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """An ``nn.LayerNorm`` over the last axis (``gamma`` is its weight, ``beta`` its bias)."""
-    n = names(program)
+    program = gen.program
+    n = gen.names
     op = op_of(node, ir.LayerNorm)
     layer = n.layer(node)
     width = program.weight(op.gamma).shape[0]
@@ -208,10 +208,11 @@ def emit_layer_norm(program: ir.Program, node: ir.Node) -> Emitted:
     return out
 
 
-def emit_batch_norm(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_batch_norm(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """An ``nn.BatchNorm1d`` over every axis but the last; the moving statistics are its
     ``running_mean`` / ``running_var`` buffers, with the IR's (PyTorch's) momentum rule."""
-    n = names(program)
+    program = gen.program
+    n = gen.names
     op = op_of(node, ir.BatchNorm)
     layer = n.layer(node)
     width = program.weight(op.gamma).shape[0]

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nnspec.backends.base import template_env
 from nnspec.backends.torch.common import Emitted, activation, op_of, parameter, shape_comment
-from nnspec.backends.torch.naming import names
 from nnspec.compiler import ir
+
+if TYPE_CHECKING:
+    from nnspec.backends.torch.generator import TorchGenerator
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,10 @@ def _layout(op: ir.MemoryNetwork) -> _Layout:
     return _Layout(embeddings, labels, temporal, temporal_labels, encodings, hops, query, output)
 
 
-def emit_memory_network(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_memory_network(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """A generated memory-network class, one instance of it, and its weight code."""
-    n = names(program)
+    program = gen.program
+    n = gen.names
     op = op_of(node, ir.MemoryNetwork)
     layer = n.layer(node)
     layout = _layout(op)

@@ -10,14 +10,20 @@ torch's ``bias_ih_l0`` / ``bias_hh_l0``. LSTM gates are in torch's order; GRU ga
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nnspec.backends.torch.common import Emitted, op_of, parameter, shape_comment
-from nnspec.backends.torch.naming import input_mask, names
+from nnspec.backends.torch.naming import input_mask
 from nnspec.compiler import ir
 
+if TYPE_CHECKING:
+    from nnspec.backends.torch.generator import TorchGenerator
 
-def emit_recurrent(program: ir.Program, node: ir.Node) -> Emitted:
+
+def emit_recurrent(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """The recurrent module, and the lines running it and merging its directions."""
-    n = names(program)
+    program = gen.program
+    n = gen.names
     op = op_of(node, ir.Recurrent)
     layer = n.layer(node)
     cls = "nn.LSTM" if op.cell == "lstm" else "nn.GRU"
@@ -98,8 +104,7 @@ def _direction_weights(
                 program.weight(name),
                 param.format(torch_name),
                 out,
-                to_canonical="swap_gru_gates({}).T",
-                from_canonical="swap_gru_gates({}.T)",
+                layout="gru.T",
                 torch_fans=True,
             )
         )
@@ -109,7 +114,6 @@ def _direction_weights(
                 program.weight(name),
                 param.format(torch_name),
                 out,
-                to_canonical="swap_gru_gates({})",
-                from_canonical="swap_gru_gates({})",
+                layout="gru",
             )
         )

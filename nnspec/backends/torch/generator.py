@@ -1,0 +1,410 @@
+"""Render an IR program as PyTorch source: ``model.py`` (an ``nn.Module``) and ``train.py``.
+
+One :class:`TorchGenerator` renders one program: it holds the program, the Python names of its
+model (assigned once) and what the ops emit. :attr:`TorchGenerator.TRANSFORMS` maps each IR op
+type to its emit function (they live in the ``ops_*`` modules), which returns an
+:class:`~nnspec.backends.torch.common.Emitted`: its lines for the model's ``__init__`` and
+``forward``, and where the model holds the canonical weights the op owns. The templates only lay
+the files out around them.
+
+Nodes sharing a layer (:attr:`ir.Node.layer`, tied weights) share one submodule: only the first
+of them creates it and owns its weights; every one of them calls it. A run of repeated layers
+that the compiler unrolled from one spec layer (``transformer_encoder`` with ``num_layers``:
+nodes ``<name>_block0``, ``<name>_block1`` ... ``<name>``) becomes one ``nn.ModuleList`` built,
+initialised and called in loops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from nnspec.backends.base import (
+    Backend,
+    UnsupportedOpError,
+    format_source,
+    header,
+    template_env,
+)
+from nnspec.backends.pretrained_files import pretrained_files
+from nnspec.backends.torch import ops_attention, ops_conv, ops_core, ops_memory, ops_recurrent
+from nnspec.backends.torch import training as training_code
+from nnspec.backends.torch.common import Emitted, WeightCode, row_index, shape_comment
+from nnspec.backends.torch.naming import (
+    HELPER_NAMES,
+    MODULE_NAMES,
+    Names,
+    assign_names,
+    first_of_layer,
+    input_mask,
+)
+from nnspec.backends.train_script import render_train_script
+from nnspec.compiler import ir
+
+EmitFn = Callable[["TorchGenerator", ir.Node], Emitted]
+
+# Ops whose unrolled repeats are regrouped into one nn.ModuleList.
+REPEATED_OPS = (ir.TransformerBlock, ir.Recurrent)
+
+
+@dataclass
+class Group:
+    """A run of repeated layers held in one ``nn.ModuleList``.
+
+    Attributes:
+        members: the nodes, in order; the last one names the list.
+        owners: the canonical-name prefix of each member's weights.
+        table: the module-level name of the per-member weight table.
+        weights: where one member holds its weights, relative to it, in canonical order.
+    """
+
+    members: list[ir.Node]
+    owners: list[str]
+    table: str = ""
+    weights: list[WeightCode] = dataclasses.field(default_factory=list)
+
+
+class TorchGenerator:
+    """Generates the PyTorch ``model.py`` of one program."""
+
+    TRANSFORMS: ClassVar[dict[type, EmitFn]] = {
+        ir.EmbeddingLookup: ops_core.emit_embedding,
+        ir.Flatten: ops_core.emit_flatten,
+        ir.Dense: ops_core.emit_dense,
+        ir.Dropout: ops_core.emit_dropout,
+        ir.GlobalPool: ops_core.emit_global_pool,
+        ir.Merge: ops_core.emit_merge,
+        ir.LayerNorm: ops_core.emit_layer_norm,
+        ir.BatchNorm: ops_core.emit_batch_norm,
+        ir.Conv1D: ops_conv.emit_conv1d,
+        ir.Pool1D: ops_conv.emit_pool1d,
+        ir.Recurrent: ops_recurrent.emit_recurrent,
+        ir.SelfAttention: ops_attention.emit_self_attention,
+        ir.TransformerBlock: ops_attention.emit_transformer_block,
+        ir.MemoryNetwork: ops_memory.emit_memory_network,
+    }
+
+    def __init__(self, program: ir.Program) -> None:
+        self.program = program
+        self.groups = repeated_groups(program)
+        for k, group in enumerate(self.groups.values()):
+            group.table = "BLOCK_WEIGHTS" if k == 0 else f"BLOCK{k + 1}_WEIGHTS"
+        tables = frozenset(group.table for group in self.groups.values())
+        self.names: Names = assign_names(program, self.groups, tables)
+
+    # ------------------------------------------------------------------------------ model.py
+
+    def model_source(self, backend: str) -> str:
+        """The formatted source of ``model.py``."""
+        program = self.program
+        grouped = {m.name: last for last, g in self.groups.items() for m in g.members}
+        parts = []
+        for node in program.nodes:
+            last = grouped.get(node.name)
+            if last is None:
+                parts.append(self.emit(node))
+            elif node.name == last:
+                parts.append(self.emit_group(self.groups[last]))
+        # Module-level names the model class would shadow: fixed ones, and the helpers in use.
+        reserved = {name for name in MODULE_NAMES - HELPER_NAMES if name[0].isupper()}
+        reserved |= {name for part in parts for name in part.helpers}
+        reserved |= {name for part in parts for name, _ in part.classes}
+        if program.class_name in reserved:
+            raise ValueError(f"class name {program.class_name!r} is taken in model.py")
+        context = {
+            "header": header(program, backend),
+            "program": program,
+            **self.model_context(parts),
+        }
+        env = template_env(__package__)
+        return format_source(env.get_template("model.py.j2").render(context))
+
+    def emit(self, node: ir.Node) -> Emitted:
+        """``node``'s code; a node reusing an earlier node's layer contributes its call only."""
+        emit_fn = self.TRANSFORMS.get(type(node.op))
+        if emit_fn is None:
+            raise UnsupportedOpError("torch", node.op, node.name)
+        part = emit_fn(self, node)
+        if not first_of_layer(self.program, node):
+            part.init, part.weights, part.classes = [], [], []
+        return part
+
+    def emit_group(self, group: Group) -> Emitted:
+        """One ``nn.ModuleList`` of the group's layers, created, initialised and run in loops.
+
+        The first member is emitted with the loop variable as its layer and the last member's
+        local as both its input and output; its lines become the bodies of the loops.
+        """
+        first, last = group.members[0], group.members[-1]
+        names = self.names
+        loop = names.loops[last.name]
+        attr = names.layers[last.layer_name]
+        value = names.values[last.name]
+        self.names = dataclasses.replace(
+            names,
+            layers={**names.layers, first.layer_name: loop},
+            values={**names.values, first.inputs[0]: value, first.name: value},
+        )
+        try:
+            part = self.emit(first)
+        finally:
+            self.names = names
+        make = f"{loop} = "
+        constructor = [line for line in part.init if line.startswith(make)]
+        if len(constructor) != 1:
+            raise ValueError(f"layer {last.layer_name!r}: cannot repeat {part.init!r}")
+        count = len(group.members)
+        init = [f"{attr} = nn.ModuleList([{constructor[0][len(make) :]} for _ in range({count})])"]
+        rest = [line for line in part.init if not line.startswith(make)]
+        if rest:
+            init += [f"for {loop} in {attr}:", *(f"    {line}" for line in rest)]
+        reset = [line for code in part.weights for line in code.reset]
+        forward = []
+        if names.values[first.inputs[0]] != value:
+            forward.append(f"{value} = {names.values[first.inputs[0]]}")
+        forward += [f"for {loop} in {attr}:", *(f"    {line}" for line in part.forward)]
+        order = {w.name: i for i, w in enumerate(self.program.weights)}
+        group.weights = sorted(part.weights, key=lambda code: order[code.weight.name])
+        return Emitted(
+            init=init,
+            forward=forward,
+            reset=[f"for {loop} in {attr}:", *(f"    {line}" for line in reset)],
+            helpers=part.helpers,
+            imports=part.imports,
+            classes=part.classes,
+            group=group,
+        )
+
+    def model_context(self, parts: list[Emitted]) -> dict[str, object]:
+        """Template variables of ``model.py``."""
+        program, n = self.program, self.names
+        helpers = set().union(*(p.helpers for p in parts))
+        imports = set().union(*(p.imports for p in parts))
+        classes = [source for part in parts for _, source in part.classes]
+        canonical, padding, layouts = self.canonical_table(parts)
+
+        masks = [
+            f"{local} = {n.values[mask.input]} != {mask.pad_index!r}  # (B, L), False at pads"
+            for mask, local in n.masks.items()
+        ]
+        outputs = [n.values[name] for name in program.outputs]
+        loss_doc, loss_body = training_code.loss(program.training, imports)
+        optimizer_doc, optimizer_body = training_code.optimizer(program.training.optimizer)
+        renamed = [inp for inp in program.inputs if n.values[inp.name] != inp.name]
+        if renamed:
+            signature = "**inputs: torch.Tensor"
+            unpack = [f"{n.values[inp.name]} = inputs[{inp.name!r}]" for inp in program.inputs]
+        else:
+            signature = ", ".join(f"{inp.name}: torch.Tensor" for inp in program.inputs)
+            unpack = []
+        output_shapes = ", ".join(
+            f"``{name}`` ``{shape_comment(program.node(name).shape)}``" for name in program.outputs
+        )
+        reset = []
+        for part in parts:
+            reset += part.reset if part.group else [ln for c in part.weights for ln in c.reset]
+        return {
+            "helpers": helpers,
+            "imports": imports,
+            "classes": classes,
+            "blocks": [
+                {"table": g.table, "cls": g.members[0].op.__class__.__name__, "entries": rows}
+                for g, rows in ((p.group, self.block_rows(p.group)) for p in parts if p.group)
+            ],
+            "canonical": canonical,
+            "padding": padding,
+            "layouts": layouts,
+            "init": [line for part in parts for line in part.init],
+            "reset": reset,
+            "signature": signature,
+            "forward": _fit(unpack + masks + [line for part in parts for line in part.forward], 8),
+            "returns": ", ".join(outputs),
+            "returns_type": "torch.Tensor" if len(outputs) == 1 else "tuple[torch.Tensor, ...]",
+            "output_shapes": output_shapes,
+            "loss_doc": loss_doc,
+            "loss_body": loss_body,
+            "optimizer_doc": optimizer_doc,
+            "optimizer_body": optimizer_body,
+            "trainable_count": f"{program.trainable_count:,}",
+            "frozen_count": f"{program.frozen_count:,}",
+        }
+
+    def block_rows(self, group: Group) -> list[str]:
+        """The entries of a group's per-member weight table."""
+        owner = group.owners[0]
+        return [
+            f"{code.weight.name[len(owner) + 1 :]!r}: "
+            f"{_location(code.weight.shape, code.relative_path(), code.rows, code.layout)},"
+            for code in group.weights
+        ]
+
+    def canonical_table(
+        self, parts: list[Emitted]
+    ) -> tuple[list[str], list[tuple[str, str]], set[str]]:
+        """The entries of ``CANONICAL`` in canonical order, the padding rows and the layouts."""
+        program = self.program
+        by_name: dict[str, WeightCode | Group] = {}
+        for part in parts:
+            for code in part.weights:
+                by_name[code.weight.name] = code
+            if part.group:
+                for owner in part.group.owners:
+                    for code in part.group.weights:
+                        suffix = code.weight.name[len(part.group.owners[0]) :]
+                        by_name[owner + suffix] = part.group
+        missing = [w.name for w in program.weights if w.name not in by_name]
+        if missing:
+            raise ValueError(f"no op owns the weights {missing}")
+        entries: list[str] = []
+        layouts: set[str] = set()
+        seen: set[int] = set()
+        for weight in program.weights:
+            where = by_name[weight.name]
+            if isinstance(where, Group):
+                if id(where) in seen:
+                    continue
+                seen.add(id(where))
+                attr = self.names.layers[where.members[-1].layer_name].removeprefix("self.")
+                layouts |= {code.layout for code in where.weights}
+                entries += [
+                    "**{",
+                    f'    f"{{name}}.{{suffix}}": (shape, f"{attr}.{{i}}.{{path}}", rows, layout)',
+                    f"    for i, name in enumerate({tuple(where.owners)!r})",
+                    f"    for suffix, (shape, path, rows, layout) in {where.table}.items()",
+                    "},",
+                ]
+            else:
+                layouts.add(where.layout)
+                location = _location(weight.shape, where.relative_path(), where.rows, where.layout)
+                entries.append(f"{weight.name!r}: {location},")
+        padding = [(repr(w.name), row_index(w.zero_rows)) for w in program.weights if w.zero_rows]
+        return entries, padding, layouts
+
+
+def _location(shape: tuple[int, ...], path: str, rows: tuple[int, int] | None, layout: str) -> str:
+    """One entry of a weight table: ``(shape, path, rows, layout)``."""
+    return f"({shape!r}, {path!r}, {rows!r}, {layout!r})"
+
+
+def repeated_groups(program: ir.Program) -> dict[str, Group]:
+    """The runs of repeated layers unrolled from one spec layer, by their last node's name.
+
+    A run is ``<name>_block0`` (or ``_layer0``), ``<name>_block1`` ... ``<name>``: each member
+    feeds only the next, none is tied to another layer, and all compute the same op on the same
+    shapes with equally drawn weights, listed member after member in the program.
+    """
+    consumers = Counter(name for node in program.nodes for name in node.inputs)
+    consumers.update(program.outputs)
+    nodes = program.nodes
+    groups: dict[str, Group] = {}
+    i = 0
+    while i < len(nodes):
+        match = re.fullmatch(r"(.+)_(block|layer)0", nodes[i].name)
+        if match is None or not isinstance(nodes[i].op, REPEATED_OPS):
+            i += 1
+            continue
+        base, word = match.groups()
+        j = i + 1
+        while j < len(nodes) and nodes[j].name == f"{base}_{word}{j - i}":
+            j += 1
+        if j < len(nodes) and nodes[j].name == base:
+            group = _group(program, list(nodes[i : j + 1]), consumers)
+            if group is not None:
+                groups[base] = group
+                i = j + 1
+                continue
+        i += 1
+    return groups
+
+
+def _group(program: ir.Program, members: list[ir.Node], consumers: Counter[str]) -> Group | None:
+    """``members`` as a :class:`Group`, or ``None`` if they are not plain repeats."""
+    first = members[0]
+    for k, node in enumerate(members):
+        if node.layer_name != node.name or not first_of_layer(program, node):
+            return None
+        if k and (node.inputs != (members[k - 1].name,) or consumers[members[k - 1].name] != 1):
+            return None
+        if node.shape != first.shape or input_mask(program, node) != input_mask(program, first):
+            return None
+    weights = {w.name: w for w in program.weights}
+    owners = [node.layer_name for node in members]
+    shapes = [
+        _relabel(node.op, owner, weights) for node, owner in zip(members, owners, strict=True)
+    ]
+    if any(shape != shapes[0] for shape in shapes):
+        return None
+    # The members' weights, member after member, each in the same order, as the program lists
+    # them: the CANONICAL table enumerates them so.
+    index = {w.name: i for i, w in enumerate(program.weights)}
+    names = [
+        sorted({w for w in _strings(node.op) if w in weights}, key=index.get) for node in members
+    ]
+    suffixes = [[w[len(owner) :] for w in ns] for ns, owner in zip(names, owners, strict=True)]
+    if any(s != suffixes[0] for s in suffixes):
+        return None
+    flat = [index[w] for ns in names for w in ns]
+    if flat != list(range(flat[0], flat[0] + len(flat))):
+        return None
+    return Group(members, owners)
+
+
+def _relabel(value: object, owner: str, weights: dict[str, ir.Weight]) -> object:
+    """``value`` (an IR op) with each weight name replaced by its weight, named relative to
+    ``owner``: equal for two ops that differ only in the names of equally drawn weights."""
+    if isinstance(value, str):
+        if value in weights and value.startswith(f"{owner}."):
+            return dataclasses.replace(weights[value], name=value[len(owner) :])
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return tuple(
+            _relabel(getattr(value, f.name), owner, weights) for f in dataclasses.fields(value)
+        )
+    if isinstance(value, tuple):
+        return tuple(_relabel(v, owner, weights) for v in value)
+    return value
+
+
+def _strings(value: object) -> list[str]:
+    """Every string inside a (nested) IR dataclass, in field order."""
+    if isinstance(value, str):
+        return [value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [s for f in dataclasses.fields(value) for s in _strings(getattr(value, f.name))]
+    if isinstance(value, tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+class TorchBackend(Backend):
+    """Generates an idiomatic ``torch.nn.Module``, its loss and optimizer, and a training script."""
+
+    name = "torch"
+    emitters: ClassVar[dict[type, EmitFn]] = TorchGenerator.TRANSFORMS
+
+    def generate(self, program: ir.Program) -> dict[str, str]:
+        """Render ``model.py``, ``train.py`` and, with pretrained vectors, ``pretrained.py``."""
+        self.check(program)
+        return {
+            "model.py": TorchGenerator(program).model_source(self.name),
+            "train.py": render_train_script(template_env(__package__), program, self.name),
+            **pretrained_files(program, self.name),
+        }
+
+
+def _fit(lines: list[str], indent: int) -> list[str]:
+    """``lines`` (indented by ``indent`` in the file), with any trailing comment that would
+    take a line past 100 columns moved to a line of its own above it."""
+    fitted = []
+    for line in lines:
+        code, sep, comment = line.partition("  # ")
+        if sep and indent + len(line) > 100:
+            lead = code[: len(code) - len(code.lstrip())]
+            fitted += [f"{lead}# {comment[0].upper()}{comment[1:]}", code]
+        else:
+            fitted.append(line)
+    return fitted
