@@ -147,7 +147,7 @@ def test_pretrained_py_is_the_vectors_module_in_both_backends():
         for alias in node.names
     }
     stdlib = {"__future__", "collections", "contextlib", "dataclasses", "difflib", "gzip"}
-    stdlib |= {"importlib", "io", "mmap", "os", "pathlib", "zlib"}
+    stdlib |= {"importlib", "io", "mmap", "os", "pathlib", "typing", "zlib"}
     assert imported == stdlib | {"numpy", "pyarrow"}
 
 
