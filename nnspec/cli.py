@@ -364,13 +364,18 @@ def parity(
     batch: Annotated[int, typer.Option(min=1, help="Batch size of the random batches.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of weights and batches.")] = 0,
 ) -> None:
-    """Run both backends on the same canonical weights and batch; exit 1 if over tolerance."""
-    from nnspec.parity import compare
+    """Run every installed backend on the same canonical weights and batches: outputs against
+    the numpy reference, gradients and trained weights against each other; exit 1 if over
+    tolerance."""
+    from nnspec.parity import compare, installed
 
     dtypes = ["float32", "float64"] if dtype == "both" else [dtype]
     if any(d not in ("float32", "float64") for d in dtypes):
         raise _usage_error(f"unknown dtype {dtype!r}; use float32, float64 or both")
     program, _ = _compile(file)
+    if not installed():
+        err.print("no backend is installed (see the nnspec extras): nothing to compare")
+        raise typer.Exit(1)
     ok = True
     for d in dtypes:
         report = compare(program, dtype=d, steps=steps, batch=batch, seed=seed)
@@ -381,21 +386,48 @@ def parity(
 
 
 def print_report(report) -> None:
-    """Print a :class:`~nnspec.parity.ParityReport` as a table."""
+    """Print a :class:`~nnspec.parity.ParityReport` as a table: one row per compared tensor, one
+    column per backend and the reference; in each row ``base`` marks what the others are
+    compared with, and a difference over the tolerance reads ``FAIL``."""
+    from rich.measure import Measurement
+
+    from nnspec.parity import REFERENCE
+
     table = Table(
-        title=f"Parity {report.reference} vs {report.other}, {report.dtype} "
-        "(max |diff| / max(1, max |value|))",
+        title=f"Parity, {report.dtype}: outputs against the {REFERENCE}, gradients and training "
+        f"against {report.baseline} (max |diff| / max(1, max |base|))",
         title_justify="left",
     )
-    for column in ("Compared", "Tensor", "Max diff", "Tolerance", ""):
-        table.add_column(column, justify="right" if column.startswith(("Max", "Tol")) else "left")
-    for c in report.comparisons:
-        table.add_row(
-            c.what, c.name, f"{c.diff:.2e}", f"{c.tolerance:.0e}", "ok" if c.ok else "[red]FAIL[/]"
-        )
-    out.print(table)
+    columns = [REFERENCE, *report.backends]
+    table.add_column("Compared")
+    table.add_column("Tensor", overflow="fold")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_column("Tolerance", justify="right")
+    for what, name, against, cells in report.rows():
+        row = [what, name]
+        for column in columns:
+            c = cells.get(column)
+            if column == against:
+                row.append("base")
+            elif c is None:
+                row.append("")
+            else:
+                row.append(f"{c.diff:.2e}" if c.ok else f"[red]FAIL {c.diff:.2e}[/]")
+        tolerances = dict.fromkeys(f"{c.tolerance:.0e}" for c in cells.values())
+        row.append(" / ".join(tolerances))
+        table.add_row(*row)
+    # Never squeezed to the terminal: a wrapped or truncated number would misread.
+    natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    width = out.width
+    out.width = max(width, natural)
+    try:
+        out.print(table)
+    finally:
+        out.width = width
     verdict = "agree" if report.ok else "DISAGREE"
-    out.print(f"{report.reference} and {report.other} {verdict} in {report.dtype}", markup=False)
+    who = ", ".join(report.backends)
+    out.print(f"{who} and the {REFERENCE} {verdict} in {report.dtype}", markup=False)
 
 
 class Task(StrEnum):

@@ -1,7 +1,10 @@
-"""Cross-backend parity: the same canonical weights and batch in every backend, compared.
+"""Parity: every installed backend against the reference semantics and against each other.
 
-Used by ``nnspec parity`` and by the test suite. Imports frameworks only through each backend's
-``runtime`` module, when called.
+Each backend runs the same canonical weights and batches. Its outputs are compared with
+:mod:`nnspec.reference` (the numpy interpreter of the IR); its gradients, training losses and
+weights after optimizer steps with those of the first backend (by name), the baseline. Used by
+``nnspec parity`` and by the test suite. Imports frameworks only through each backend's
+``runtime`` module, when called; nothing here names a backend.
 """
 
 from __future__ import annotations
@@ -9,36 +12,45 @@ from __future__ import annotations
 import math
 import tempfile
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nnspec import backends
+from nnspec import backends, reference
 from nnspec.compiler import ir
 
-# Tolerances on max |a - b| / max(1, max |reference|): stated here, reported with every result.
+REFERENCE = "reference"
+"""The name the numpy reference goes by in reports."""
+
+# Tolerances on max |a - b| / max(1, max |baseline|): stated here, reported with every result.
 # float64 is the semantic check: a difference above round-off there is a real disagreement.
-# In float32, outputs and gradients are compared at fixed tolerances; trained weights (and the
-# training losses) are not: Adam's division by sqrt(v) turns the round-off of gradients that
-# nearly cancel (|g| a few times eps) into weight differences of up to about lr per step, in
-# each backend independently. Their float32 tolerance is derived instead (see ``compare``): the
-# same recipe also runs in float64, and each backend's own float32-vs-float64 distance, summed,
-# plus the float64 tolerance, bounds the float32 difference between the backends.
+# Outputs are compared with the reference run in the same dtype (in float32 the reference
+# computes in float32 too, so a -1e9 mask swamps the scores of an all-padding row in both), at a
+# fixed tolerance; so are gradients between backends. Trained weights (and the training losses)
+# in float32 are not: Adam's division by sqrt(v) turns the round-off of gradients that nearly
+# cancel (|g| a few times eps) into weight differences of up to about lr per step, in each
+# backend independently. Their float32 tolerance is derived instead (see ``compare``): the same
+# recipe also runs in float64, and the two backends' own float32-vs-float64 distances, summed,
+# plus the float64 tolerance, bound the float32 difference between them.
 TOLERANCES = {
-    "float64": {"outputs": 1e-10, "gradients": 1e-10, "training": 1e-9},
+    "float64": {"outputs": 1e-12, "gradients": 1e-10, "training": 1e-9},
     "float32": {"outputs": 1e-6, "gradients": 1e-5},
 }
 
 
 @dataclass
 class Comparison:
-    """One compared quantity: its scaled max difference and the tolerance it must meet."""
+    """One compared quantity of one backend: its scaled max difference from ``against`` (the
+    reference or the baseline backend) and the tolerance it must meet."""
 
     what: str
     name: str
     diff: float
     tolerance: float
+    backend: str = ""
+    against: str = REFERENCE
 
     @property
     def ok(self) -> bool:
@@ -48,15 +60,20 @@ class Comparison:
 
 @dataclass
 class ParityReport:
-    """Every comparison made between two backends at one dtype."""
+    """Every comparison made at one dtype: each backend's outputs against the reference, and
+    each backend after the first (the baseline) against it for gradients and training."""
 
-    reference: str
-    other: str
+    backends: tuple[str, ...]
     dtype: str
     comparisons: list[Comparison] = field(default_factory=list)
-    # Per weight: how far training moved it in the reference backend (scaled as scaled_diff),
+    # Per weight: how far training moved it in the baseline backend (scaled as scaled_diff),
     # to tell whether a training comparison can fail at all.
     movement: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def baseline(self) -> str:
+        """The backend the others' gradients and training are compared with."""
+        return self.backends[0]
 
     @property
     def ok(self) -> bool:
@@ -66,7 +83,8 @@ class ParityReport:
     def failures(self) -> list[str]:
         """One line per comparison over its tolerance."""
         return [
-            f"{self.dtype} {c.what} {c.name}: {c.diff:.3e} > {c.tolerance:.3e}"
+            f"{self.dtype} {c.what} {c.name} {c.backend} vs {c.against}: "
+            f"{c.diff:.3e} > {c.tolerance:.3e}"
             for c in self.comparisons
             if not c.ok
         ]
@@ -74,6 +92,27 @@ class ParityReport:
     def worst(self, what: str) -> float:
         """Largest scaled difference among comparisons of kind ``what``."""
         return max((c.diff for c in self.comparisons if c.what == what), default=0.0)
+
+    def rows(self) -> list[tuple[str, str, str, dict[str, Comparison]]]:
+        """The comparisons grouped per compared tensor, in order: ``(what, name, against,
+        {backend: comparison})``."""
+        grouped: dict[tuple[str, str], tuple[str, dict[str, Comparison]]] = {}
+        for c in self.comparisons:
+            grouped.setdefault((c.what, c.name), (c.against, {}))[1][c.backend] = c
+        return [(what, name, against, cells) for (what, name), (against, cells) in grouped.items()]
+
+
+@cache
+def installed() -> tuple[str, ...]:
+    """The backends whose framework is installed (their ``runtime`` imports), in name order."""
+    found = []
+    for name, backend in backends.available().items():
+        try:
+            backend.runtime()
+        except ImportError:
+            continue
+        found.append(name)
+    return tuple(found)
 
 
 def scaled_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -175,20 +214,20 @@ def generate_all(program: ir.Program, out: Path, names: list[str]) -> dict[str, 
 def _run(
     program: ir.Program,
     dtype: str,
-    names: tuple[str, str],
+    names: tuple[str, ...],
     state: dict[str, np.ndarray],
     inputs: dict[str, np.ndarray],
     cotangent: np.ndarray,
     batches: list[tuple[dict[str, np.ndarray], np.ndarray]],
     workdir: Path | None,
     train_only: bool = False,
-) -> list[dict[str, Any]]:
+) -> dict[str, dict[str, Any]]:
     """Each backend's outputs, gradients, training losses and trained weights, in ``dtype``
-    (only the losses and weights with ``train_only``)."""
+    (only the losses and weights with ``train_only``), by backend name."""
     state = _cast(state, dtype)
     cotangent = cotangent.astype(dtype)
     batches = [(x, y.astype(dtype) if y.dtype.kind == "f" else y) for x, y in batches]
-    results: list[dict[str, Any]] = []
+    results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="nnspec-parity-") as tmp:
         paths = generate_all(program, Path(workdir or tmp), list(names))
         for name in names:
@@ -202,30 +241,39 @@ def _run(
                 result["gradients"] = runtime.gradients(model, inputs, cotangent)
             result["losses"] = np.asarray(runtime.train(module, model, batches))
             result["state"] = runtime.get_state(model)
-            results.append(result)
+            results[name] = result
     return results
+
+
+def _versus(a: dict[str, np.ndarray], b: dict[str, np.ndarray], name: str) -> float:
+    """``scaled_diff(a[name], b[name])``, or infinity when only one of them has it."""
+    return scaled_diff(a[name], b[name]) if name in a and name in b else math.inf
 
 
 def compare(
     program: ir.Program,
     dtype: str = "float64",
-    names: tuple[str, str] = ("torch", "keras"),
+    names: tuple[str, ...] | None = None,
     batch: int = 4,
     steps: int = 5,
     seed: int = 0,
     workdir: Path | None = None,
 ) -> ParityReport:
-    """Run ``program`` in two backends from the same weights and batches and compare outputs,
-    gradients of ``sum(output * cotangent)``, and the losses and weights of ``steps`` optimizer
-    steps.
+    """Run ``program`` in every backend of ``names`` (default: every installed one) from the
+    same weights and batches: compare each backend's outputs with :func:`nnspec.reference.forward`
+    (in ``dtype``), and each backend after the first with the first for the gradients of
+    ``sum(output * cotangent)`` and the losses and weights of ``steps`` optimizer steps.
 
     Every weight of either backend is compared (one that only one backend has fails). In float32
     the training comparisons' tolerance is derived, per weight: the same weights and batches are
-    also trained in float64, and the float32 difference between the backends may be at most the
-    sum of each backend's own float32-vs-float64 distance plus the float64 tolerance -- the
-    triangle inequality through the float64 results, so a correct pair of backends always meets
-    it, and a pair that disagrees in float64 does not.
+    also trained in float64, and the float32 difference between two backends may be at most the
+    sum of each one's own float32-vs-float64 distance plus the float64 tolerance -- the triangle
+    inequality through the float64 results, so a correct pair of backends always meets it, and a
+    pair that disagrees in float64 does not.
     """
+    names = tuple(installed() if names is None else names)
+    if not names:
+        raise RuntimeError("no backend is installed: nothing to compare with the reference")
     rng = np.random.default_rng(seed)
     state = random_state(program, rng)
     inputs, _ = random_batch(program, rng, batch)
@@ -234,64 +282,58 @@ def compare(
     batches = [random_batch(program, rng, batch) for _ in range(steps)]
 
     tol = TOLERANCES[dtype]
-    report = ParityReport(names[0], names[1], dtype)
-    if dtype != "float64":  # the values the float64 reference also starts from
+    report = ParityReport(names, dtype)
+    if dtype != "float64":  # the values the float64 runs also start from
         state, cotangent = _cast(state, dtype), cotangent.astype(dtype)
         batches = [(x, y.astype(dtype) if y.dtype.kind == "f" else y) for x, y in batches]
-    ref, other = _run(program, dtype, names, state, inputs, cotangent, batches, workdir)
+    runs = _run(program, dtype, names, state, inputs, cotangent, batches, workdir)
+    base = names[0]
     if dtype == "float64":
 
-        def training_tolerance(key: str, name: str) -> float:
+        def training_tolerance(name: str, key: str, weight: str) -> float:
             return tol["training"]
 
     else:
-        ref64, other64 = _run(
-            program, "float64", names, state, inputs, cotangent, batches, workdir, train_only=True
-        )
+        runs64 = _run(program, "float64", names, state, inputs, cotangent, batches, workdir, True)
 
-        def own_distance(run: dict, run64: dict, key: str, name: str) -> float:
+        def own_distance(name: str, key: str, weight: str) -> float:
             """A backend's own float32-vs-float64 distance (scaled as ``scaled_diff``)."""
+            run, run64 = runs[name], runs64[name]
             if key == "losses":
                 return scaled_diff(run["losses"], run64["losses"])
-            if name not in run["state"] or name not in run64["state"]:
+            if weight not in run["state"] or weight not in run64["state"]:
                 return 0.0
-            return scaled_diff(run["state"][name], run64["state"][name])
+            return scaled_diff(run["state"][weight], run64["state"][weight])
 
-        def training_tolerance(key: str, name: str) -> float:
+        def training_tolerance(name: str, key: str, weight: str) -> float:
             return (
-                own_distance(ref, ref64, key, name)
-                + own_distance(other, other64, key, name)
+                own_distance(base, key, weight)
+                + own_distance(name, key, weight)
                 + TOLERANCES["float64"]["training"]
             )
 
-    report.comparisons.append(
-        Comparison(
-            "outputs",
-            program.outputs[0],
-            scaled_diff(other["outputs"], ref["outputs"]),
-            tol["outputs"],
-        )
-    )
-    for name in sorted(set(ref["gradients"]) | set(other["gradients"])):
-        diff = (
-            scaled_diff(other["gradients"][name], ref["gradients"][name])
-            if name in ref["gradients"] and name in other["gradients"]
-            else math.inf
-        )
-        report.comparisons.append(Comparison("gradients", name, diff, tol["gradients"]))
-    losses = scaled_diff(other["losses"], ref["losses"])
-    report.comparisons.append(
-        Comparison("training", "losses", losses, training_tolerance("losses", "losses"))
-    )
-    for name in sorted(set(ref["state"]) | set(other["state"])):
-        diff = (
-            scaled_diff(other["state"][name], ref["state"][name])
-            if name in ref["state"] and name in other["state"]
-            else math.inf
-        )
-        report.comparisons.append(
-            Comparison("training", name, diff, training_tolerance("state", name))
-        )
-        if name in ref["state"] and name in state:
-            report.movement[name] = scaled_diff(ref["state"][name], state[name])
+    output = program.outputs[0]
+    want = reference.forward(program, state, inputs, dtype)
+    for name in names:
+        diff = scaled_diff(runs[name]["outputs"], want)
+        report.comparisons.append(Comparison("outputs", output, diff, tol["outputs"], name))
+    others = names[1:]
+    grads = sorted(set().union(*(runs[n]["gradients"] for n in names)))
+    for weight in grads:
+        for name in others:
+            diff = _versus(runs[name]["gradients"], runs[base]["gradients"], weight)
+            report.comparisons.append(
+                Comparison("gradients", weight, diff, tol["gradients"], name, base)
+            )
+    for name in others:
+        diff = scaled_diff(runs[name]["losses"], runs[base]["losses"])
+        tolerance = training_tolerance(name, "losses", "losses")
+        report.comparisons.append(Comparison("training", "losses", diff, tolerance, name, base))
+    for weight in sorted(set().union(*(runs[n]["state"] for n in names))):
+        for name in others:
+            diff = _versus(runs[name]["state"], runs[base]["state"], weight)
+            tolerance = training_tolerance(name, "state", weight)
+            report.comparisons.append(Comparison("training", weight, diff, tolerance, name, base))
+        if weight in runs[base]["state"] and weight in state:
+            report.movement[weight] = scaled_diff(runs[base]["state"][weight], state[weight])
     return report
