@@ -30,10 +30,7 @@ CANONICAL = {
 }
 CANONICAL_SHAPES = {name: shape for name, (shape, *_) in CANONICAL.items()}
 
-# The padding rows of each weight that has them: always 0.0.
-PADDING_ROWS = {
-    "words.embeddings": 0,
-}
+PADDING_ROWS = {"words.embeddings": 0}  # always 0.0
 
 
 class PartiallyTrainableEmbedding(nn.Module):
@@ -154,10 +151,7 @@ class NewsgroupsGloveModel(nn.Module):
         return _to_numpy({name: self._canonical(name) for name in CANONICAL})
 
     def canonical_gradients(self) -> dict[str, np.ndarray]:
-        """After ``backward()``: the gradients in canonical layout, 0.0 at frozen rows.
-
-        Only weights with trainable entries are included.
-        """
+        """After ``backward()``: the gradients of the weights that train (canonical layout)."""
         grads = {name: self._canonical(name, gradient=True) for name in CANONICAL}
         return _to_numpy({name: grad for name, grad in grads.items() if grad is not None})
 

@@ -55,10 +55,7 @@ CANONICAL = {
 }
 CANONICAL_SHAPES = {name: shape for name, (shape, *_) in CANONICAL.items()}
 
-# The padding rows of each weight that has them: always 0.0.
-PADDING_ROWS = {
-    "words.embeddings": 0,
-}
+PADDING_ROWS = {"words.embeddings": 0}  # always 0.0
 
 
 class SinusoidalPositionalEncoding(nn.Module):
@@ -108,19 +105,13 @@ class MultiHeadSelfAttention(nn.Module):
         embed_dim: int,
         num_heads: int,
         dropout: float = 0.0,
-        rotary: nn.Module | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        """Projections for ``num_heads`` heads of ``embed_dim // num_heads`` features.
-
-        ``dropout`` drops attention weights in training; ``rotary`` (a ``RotaryEmbedding``), if
-        given, rotates the queries and keys.
-        """
+        """``num_heads`` heads of ``embed_dim // num_heads`` features; ``dropout`` in training."""
         super().__init__()
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.dropout = dropout
-        self.rotary = rotary
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim, dtype=dtype)  # queries, keys, values
         self.out = nn.Linear(embed_dim, embed_dim, dtype=dtype)
 
@@ -129,8 +120,6 @@ class MultiHeadSelfAttention(nn.Module):
         batch, length, _ = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.num_heads, -1)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, head_dim)
-        if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
         bias = None
         if mask is not None:  # (B, 1, 1, L): -1e9 added to the scores of padded keys
             dtype = torch.promote_types(q.dtype, torch.float32)  # -1e9 overflows float16
@@ -143,9 +132,8 @@ class MultiHeadSelfAttention(nn.Module):
 class TransformerBlock(nn.Module):
     """A Transformer encoder block over ``(B, L, E)``.
 
-    Post-norm (arXiv 1706.03762): ``x = norm1(x + dropout(attention(x)))``, then
-    ``x = norm2(x + dropout(feed_forward(x)))``. Pre-norm (``norm_first``):
-    ``x = x + dropout(attention(norm1(x)))``, then ``x = x + dropout(feed_forward(norm2(x)))``.
+    Pre-norm: ``x = x + dropout(attention(norm1(x)))``, then
+    ``x = x + dropout(feed_forward(norm2(x)))``.
     ``feed_forward(x)`` is ``ff2(dropout(activation(ff1(x))))``.
     """
 
@@ -154,12 +142,10 @@ class TransformerBlock(nn.Module):
         attention: MultiHeadSelfAttention,
         ff_dim: int,
         dropout: float = 0.1,
-        activation: nn.Module | None = None,
         eps: float = 1e-5,
-        norm_first: bool = False,
         dtype: torch.dtype | None = None,
     ) -> None:
-        """A block around ``attention``; ``activation`` defaults to ReLU."""
+        """A block around ``attention`` with a ReLU feed-forward network."""
         super().__init__()
         width = attention.embed_dim
         self.attention = attention
@@ -168,16 +154,12 @@ class TransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(width, eps=eps, dtype=dtype)
         self.norm2 = nn.LayerNorm(width, eps=eps, dtype=dtype)
         self.dropout = nn.Dropout(dropout)
-        self.activation = activation or nn.ReLU()
-        self.norm_first = norm_first
+        self.activation = nn.ReLU()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The block applied to ``x`` ``(B, L, E)``; ``mask`` ``(B, L)`` is False at padding."""
-        if self.norm_first:
-            x = x + self.dropout(self.attention(self.norm1(x), mask))
-            return x + self.dropout(self.feed_forward(self.norm2(x)))
-        x = self.norm1(x + self.dropout(self.attention(x, mask)))
-        return self.norm2(x + self.dropout(self.feed_forward(x)))
+        x = x + self.dropout(self.attention(self.norm1(x), mask))
+        return x + self.dropout(self.feed_forward(self.norm2(x)))
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The position-wise feed-forward network."""
@@ -201,7 +183,6 @@ class TransformerClassifierModel(nn.Module):
                     MultiHeadSelfAttention(64, 4, dropout=0.1, dtype=dtype),
                     128,
                     dropout=0.1,
-                    norm_first=True,
                     dtype=dtype,
                 )
                 for _ in range(2)
@@ -217,12 +198,9 @@ class TransformerClassifierModel(nn.Module):
         nn.init.normal_(self.words.weight, mean=0.0, std=0.02)
         self.words.weight[0] = 0.0
         for block in self.transformer_encoder:
-            nn.init.xavier_uniform_(block.attention.qkv.weight[:64])
-            nn.init.zeros_(block.attention.qkv.bias[:64])
-            nn.init.xavier_uniform_(block.attention.qkv.weight[64:128])
-            nn.init.zeros_(block.attention.qkv.bias[64:128])
-            nn.init.xavier_uniform_(block.attention.qkv.weight[128:])
-            nn.init.zeros_(block.attention.qkv.bias[128:])
+            for part in block.attention.qkv.weight.chunk(3):  # queries, keys, values
+                nn.init.xavier_uniform_(part)
+            nn.init.zeros_(block.attention.qkv.bias)
             nn.init.xavier_uniform_(block.attention.out.weight)
             nn.init.zeros_(block.attention.out.bias)
             nn.init.xavier_uniform_(block.ff1.weight)
@@ -256,10 +234,7 @@ class TransformerClassifierModel(nn.Module):
         return _to_numpy({name: self._canonical(name) for name in CANONICAL})
 
     def canonical_gradients(self) -> dict[str, np.ndarray]:
-        """After ``backward()``: the gradients in canonical layout, 0.0 at frozen rows.
-
-        Only weights with trainable entries are included.
-        """
+        """After ``backward()``: the gradients of the weights that train (canonical layout)."""
         grads = {name: self._canonical(name, gradient=True) for name in CANONICAL}
         return _to_numpy({name: grad for name, grad in grads.items() if grad is not None})
 

@@ -94,6 +94,13 @@ class TorchGenerator:
         for k, group in enumerate(self.groups.values()):
             group.table = "BLOCK_WEIGHTS" if k == 0 else f"BLOCK{k + 1}_WEIGHTS"
         tables = frozenset(group.table for group in self.groups.values())
+        # What the shared attention helpers must support (they hold only what is used).
+        blocks = [node.op for node in program.nodes if isinstance(node.op, ir.TransformerBlock)]
+        attentions = [op.attention for op in blocks]
+        attentions += [n.op for n in program.nodes if isinstance(n.op, ir.SelfAttention)]
+        self.block_norms = sorted({op.norm_first for op in blocks})
+        self.block_activation = any(op.activation != "relu" for op in blocks)
+        self.attention_rotary = any(op.rotary is not None for op in attentions)
         self.names: Names = assign_names(program, self.groups, tables)
 
     # ------------------------------------------------------------------------------ model.py
@@ -209,6 +216,9 @@ class TorchGenerator:
             reset += part.reset if part.group else [ln for c in part.weights for ln in c.reset]
         return {
             "helpers": helpers,
+            "block_norms": self.block_norms,
+            "block_activation": self.block_activation,
+            "attention_rotary": self.attention_rotary,
             "imports": imports,
             "classes": classes,
             "blocks": [

@@ -67,12 +67,31 @@ def _attention_weights(
         out.weights.append(
             parameter(program.weight(bias), f"{module}.qkv.bias", out, part=index, rows=rows)
         )
-    for names_ in (
-        (w.query_kernel, w.key_kernel, w.value_kernel),
-        (w.query_bias, w.key_bias, w.value_bias),
-    ):
-        if len({program.weight(name).trainable for name in names_}) > 1:
+    codes = out.weights[-6:]
+    kernels, biases = codes[0::2], codes[1::2]
+    for group in (kernels, biases):
+        if len({code.weight.trainable for code in group}) > 1:
+            names_ = tuple(code.weight.name for code in group)
             raise ValueError(f"weights {names_}: the fused qkv projection trains all or none")
+    # The same initializers for the three parts: draw them in one loop (in the same order).
+    same = all(
+        len({(c.weight.initializer, c.weight.zero_rows) for c in group}) == 1
+        for group in (kernels, biases)
+    )
+    if (
+        same
+        and biases[0].weight.initializer.kind in ("zeros", "ones")
+        and not any(c.weight.zero_rows for c in codes)
+    ):
+        kernel_init = kernels[0].reset[0].replace(f"{module}.qkv.weight[:{width}]", "part")
+        bias_init = biases[0].reset[0].replace(f"[:{width}]", "")
+        codes[0].reset = [
+            f"for part in {module}.qkv.weight.chunk(3):  # queries, keys, values",
+            f"    {kernel_init}",
+            bias_init,
+        ]
+        for code in codes[1:]:
+            code.reset = []
     out.weights.append(
         parameter(program.weight(w.output_kernel), f"{module}.out.weight", out, transposed=True)
     )
@@ -122,7 +141,7 @@ def emit_transformer_block(gen: TorchGenerator, node: ir.Node) -> Emitted:
         args.append(f"activation={ACTIVATION_MODULES[op.activation]}")
     if op.epsilon != 1e-5:
         args.append(f"eps={op.epsilon!r}")
-    if op.norm_first:
+    if op.norm_first and len(gen.block_norms) > 1:
         args.append("norm_first=True")
     out.init.append(f"{layer} = TransformerBlock({', '.join(args)}, dtype=dtype)")
     _attention_weights(program, op.attention, f"{layer}.attention", out)
