@@ -12,7 +12,7 @@ import pytest
 
 from nnspec import backends
 from nnspec.compiler import compile_file
-from nnspec.parity import generate_all
+from nnspec.parity import generate_all, installed
 from nnspec.synthetic import language_model_windows, markov_text, unigram_entropy
 from tests.conftest import EXAMPLE_NAMES, EXAMPLES
 
@@ -47,7 +47,7 @@ def test_summary_counts_equal_the_frameworks(name, backend):
     assert framework_counts(backend, model) == (program.trainable_count, program.frozen_count)
 
 
-@pytest.mark.parametrize("backend", ["torch", "keras"])
+@pytest.mark.parametrize("backend", installed())
 def test_memn2n_language_model_learns_with_temporal_encoding(backend):
     program, _ = compile_file(EXAMPLES / "memn2n_lm" / "spec.yaml")
     op = program.nodes[0].op

@@ -19,6 +19,7 @@ import pytest
 from nnspec import backends
 from nnspec.compiler import compile_file, compile_spec, ir
 from nnspec.compiler.summary import summarize
+from nnspec.parity import installed
 from nnspec.spec import load_string
 from tests.conftest import EXAMPLE_NAMES, EXAMPLES
 
@@ -196,9 +197,8 @@ def generated_model(program: ir.Program, backend: str, tmp_path):
     return runtime, runtime.build(runtime.load_module(tmp_path / "model.py"), "float64")
 
 
-@pytest.mark.parametrize("backend", ["torch", "keras"])
+@pytest.mark.parametrize("backend", installed())
 def test_sinusoids_scale_and_pad_zeroing_in_the_generated_model(backend, tmp_path):
-    pytest.importorskip(backend if backend == "torch" else "tensorflow")
     table = (
         "{vocab_size: 5, dim: 4, padding: {index: 0}, scale: sqrt_dim,"
         " positional: {type: sinusoidal}}"
@@ -236,12 +236,11 @@ training: {loss: mse, optimizer: {type: sgd, lr: 0.5}}
 """
 
 
-@pytest.mark.parametrize("backend", ["torch", "keras"])
+@pytest.mark.parametrize("backend", installed())
 def test_memn2n_position_and_temporal_encoding_in_the_generated_model(backend, tmp_path):
     """One memory and an empty one (all padding: no attention), a zero query: the output is
     ``(c_1 + TC[0]) W`` with ``W = I``, and ``c_1 = sum_j l_j * C[x_j]``. A table whose only
     non-zero row is word ``w``'s (ones) reads out ``l_kj`` at that word's position ``j``."""
-    pytest.importorskip(backend if backend == "torch" else "tensorflow")
     runtime, model = generated_model(program_of(MEMORY_PROBE), backend, tmp_path)
     # Sentence A has J = 3 words, sentence B J = 2 (post-padded).
     memories = np.array([[[1, 2, 3, 0], [0] * 4], [[2, 3, 0, 0], [0] * 4]], dtype=np.int32)
