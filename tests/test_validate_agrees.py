@@ -89,8 +89,27 @@ def memory(options: str, question: bool = False) -> str:
     return MEMORY % {"question": q, "options": options}
 
 
+# Spec names that collide with names of the torch framework or the generated torch module:
+# valid, the torch backend renames them (issue 12: names belong to backends).
+TORCH_NAMES = (
+    two_inputs(
+        [
+            "{name: state_dict, type: embedding, table: modules, input: F}",
+            "{name: masked_mean, type: embedding, table: modules, input: Mapping}",
+            "{name: zero_grad, type: add, inputs: [state_dict, masked_mean]}",
+            "{name: pairwise, type: gru, units: 4, return_sequences: true}",
+            "{name: get_submodule, type: global_average_pool}",
+            "{name: CANONICAL, type: dense, units: 3, activation: softmax}",
+        ],
+        "embeddings:\n  modules: {vocab_size: 20, dim: 4, padding: {index: 0}}\n",
+    )
+    .replace("  a: {length: 4}", "  F: {length: 4}")
+    .replace("  b: {length: 4}", "  Mapping: {length: 4}")
+)
+
 # Specs that validate: each must generate and run in every backend.
 VALID: dict[str, str] = {
+    "names_like_torch_helpers": TORCH_NAMES,
     "flatten_dense": spec(["{type: flatten}", "{type: dense, units: 3, activation: softmax}"]),
     "dense_options": spec(
         [
@@ -250,19 +269,6 @@ INVALID: dict[str, tuple[str, str, str]] = {
         "model.layers.1.inputs.1",
         "concatenate cannot combine the ids of input 'b'",
     ),
-    "input_named_like_a_torch_helper": (
-        two_inputs(
-            [
-                "{name: ea, type: embedding, table: words, input: a}",
-                "{name: eb, type: embedding, table: words, input: Mapping}",
-                "{type: add, inputs: [ea, eb]}",
-                *POOLED,
-            ],
-            WORDS,
-        ).replace("  b: {length: 4}", "  Mapping: {length: 4}"),
-        "inputs.Mapping",
-        "'Mapping' is reserved",
-    ),
     "dense_reads_ids": (
         two_inputs(["{type: dense, units: 3, activation: softmax, inputs: [a]}"]),
         "model.layers.0.inputs",
@@ -410,10 +416,16 @@ def test_the_random_stacks_include_both_outcomes() -> None:
     assert outcomes == {"valid", "invalid"}
 
 
-def test_every_name_a_backend_reserves_for_itself_is_reserved_in_the_spec() -> None:
-    """The torch backend refuses model inputs named like its module-level names: validation
-    must refuse them first."""
-    from nnspec.backends.torch.naming import MODULE_NAMES
-    from nnspec.spec.reserved import RESERVED_NAMES
-
-    assert sorted(MODULE_NAMES - RESERVED_NAMES) == []
+def test_names_like_torch_framework_names_are_renamed_in_torch_code(tmp_path: Path) -> None:
+    """Spec names the torch module relies on are valid: the generated code renames them, takes
+    inputs it had to rename as ``**inputs``, and runs (the forward pass in every backend is
+    checked by ``test_valid_specs_run_in_every_backend``)."""
+    pytest.importorskip("torch")
+    program = _compile(TORCH_NAMES)
+    source = backends.get("torch").generate(program)["model.py"]
+    assert "def forward(self, **inputs: torch.Tensor)" in source
+    assert 'F_ = inputs["F"]' in source and 'Mapping_ = inputs["Mapping"]' in source
+    assert "self.state_dict_ = " not in source  # an embedding lookup is no submodule
+    assert "self.modules_ = nn.Embedding(" in source and "self.pairwise = nn.GRU(" in source
+    state = _run_forward(program, {"model.py": source}, "torch", tmp_path / "torch")
+    assert np.all(np.isfinite(state))
