@@ -781,3 +781,72 @@ def test_train_script_max_steps(
     assert "36 examples, 4 for validation" in stdout
     assert "epoch 1/3" in stdout and "epoch 2/3" not in stdout
     assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+# ----------------------------------------------------------------------------- stacks
+
+STACKED = {
+    "lstm_bidirectional_masked": (
+        "{type: lstm, units: 3, bidirectional: true, num_layers: 3, dropout: 0.2}",
+        "padding: {index: 0}",
+        True,
+    ),
+    "gru_sequences": (
+        "{type: gru, units: 4, num_layers: 2, return_sequences: true}",
+        "initializer: {type: normal, std: 0.5}",
+        True,
+    ),
+    "gru_sum_between_layers": (
+        "{type: gru, units: 3, bidirectional: true, merge: sum, num_layers: 2}",
+        "padding: {index: 0}",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STACKED))
+def test_stacked_recurrent_layers_are_one_module_computing_the_unrolled_layers(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unrolled stacked layers that torch's ``num_layers`` computes exactly become one module:
+    same outputs and gradients, in float64, as the layer-by-layer code."""
+    from nnspec.backends.torch import generator
+    from nnspec.compiler import compile_spec
+    from nnspec.spec import load_string
+
+    layer, table, stacked = STACKED[name]
+    pool = "" if "return_sequences" not in layer else "    - {type: global_average_pool}\n"
+    text = (
+        f"nnspec: 1\nname: {name}\ninputs:\n  tokens: {{length: 5}}\n"
+        f"embeddings:\n  words: {{vocab_size: 12, dim: 4, {table}}}\n"
+        f"model:\n  layers:\n    - {{type: embedding, table: words}}\n    - {layer}\n{pool}"
+        "    - {type: dense, units: 2, activation: softmax}\n"
+        "training:\n  loss: sparse_categorical_crossentropy\n"
+    )
+    program = load_string(text, "stack.yaml")
+    program = compile_spec(*program)
+    rng = np.random.default_rng(0)
+    state = random_state(program, rng)
+    ids = random_ids(program, rng)
+    ids[0, 2:] = 0  # padded tails (and a row of padding only)
+    ids[1, :] = 0
+    cotangent = rng.normal(size=(ids.shape[0], 2))
+    results = []
+    for variant in ("stacked", "unrolled"):
+        if variant == "unrolled":
+            monkeypatch.setattr(generator, "recurrent_stacks", lambda program: {})
+        files = BACKEND.generate(program)
+        assert ("num_layers=" in files["model.py"]) == (stacked and variant == "stacked")
+        write_tree(files, tmp_path / variant)
+        module = runtime.load_module(tmp_path / variant / "model.py")
+        model = runtime.build(module, "float64")
+        runtime.set_state(model, state)
+        assert all(np.array_equal(v, state[k]) for k, v in runtime.get_state(model).items())
+        output = runtime.forward(model, {"tokens": ids})
+        grads = runtime.gradients(model, {"tokens": ids}, cotangent)
+        results.append((output, grads))
+    (out_a, grads_a), (out_b, grads_b) = results
+    np.testing.assert_allclose(out_a, out_b, atol=1e-12)
+    assert grads_a.keys() == grads_b.keys()
+    for key in grads_a:
+        np.testing.assert_allclose(grads_a[key], grads_b[key], atol=1e-12, err_msg=key)

@@ -48,7 +48,7 @@ from nnspec.compiler import ir
 EmitFn = Callable[["TorchGenerator", ir.Node], Emitted]
 
 # Ops whose unrolled repeats are regrouped into one nn.ModuleList.
-REPEATED_OPS = (ir.TransformerBlock, ir.Recurrent)
+REPEATED_OPS = (ir.TransformerBlock,)
 
 
 @dataclass
@@ -101,21 +101,30 @@ class TorchGenerator:
         self.block_norms = sorted({op.norm_first for op in blocks})
         self.block_activation = any(op.activation != "relu" for op in blocks)
         self.attention_rotary = any(op.rotary is not None for op in attentions)
-        self.names: Names = assign_names(program, self.groups, tables)
+        self.stacks = recurrent_stacks(program)
+        skipped = {m.name for group in self.groups.values() for m in group.members[:-1]}
+        skipped |= {
+            m.name for layers, drops, _ in self.stacks.values() for m in layers[:-1] + drops
+        }
+        self.skipped = skipped
+        self.names: Names = assign_names(program, skipped, self.groups, tables)
 
     # ------------------------------------------------------------------------------ model.py
 
     def model_source(self, backend: str) -> str:
         """The formatted source of ``model.py``."""
         program = self.program
-        grouped = {m.name: last for last, g in self.groups.items() for m in g.members}
         parts = []
         for node in program.nodes:
-            last = grouped.get(node.name)
-            if last is None:
+            if node.name in self.skipped:
+                continue
+            if node.name in self.groups:
+                parts.append(self.emit_group(self.groups[node.name]))
+            elif node.name in self.stacks:
+                layers, _, rate = self.stacks[node.name]
+                parts.append(ops_recurrent.emit_stack(self, layers, rate))
+            else:
                 parts.append(self.emit(node))
-            elif node.name == last:
-                parts.append(self.emit_group(self.groups[last]))
         # Module-level names the model class would shadow: fixed ones, and the helpers in use.
         reserved = {name for name in MODULE_NAMES - HELPER_NAMES if name[0].isupper()}
         reserved |= {name for part in parts for name in part.helpers}
@@ -329,6 +338,76 @@ def repeated_groups(program: ir.Program) -> dict[str, Group]:
                 continue
         i += 1
     return groups
+
+
+def recurrent_stacks(program: ir.Program) -> dict[str, tuple[list[ir.Node], list[ir.Node], float]]:
+    """The stacked recurrent layers the compiler unrolled, as ``(layers, dropouts, rate)`` by the
+    last layer's name, where torch's own stacking (``num_layers``) computes the same.
+
+    A stack is ``<name>_layer0``, ``<name>_dropout0`` (with dropout) ... ``<name>``: one cell,
+    width and direction count, each layer reading the whole output sequence of the one before
+    with both directions concatenated (torch's rule; ``merge: sum`` between layers is not), no
+    node but the next reading it, and no layer tied to another.
+    """
+    consumers = Counter(name for node in program.nodes for name in node.inputs)
+    consumers.update(program.outputs)
+    nodes = program.nodes
+    stacks: dict[str, tuple[list[ir.Node], list[ir.Node], float]] = {}
+    for i, node in enumerate(nodes):
+        match = re.fullmatch(r"(.+)_layer0", node.name)
+        if match is None or not isinstance(node.op, ir.Recurrent):
+            continue
+        base = match.group(1)
+        chain, layers, drops, j = [node], [node], [], i + 1
+        while j < len(nodes):
+            k = len(layers)
+            if nodes[j].name == f"{base}_dropout{k - 1}" and isinstance(nodes[j].op, ir.Dropout):
+                drops.append(nodes[j])
+            elif nodes[j].name in (f"{base}_layer{k}", base):
+                layers.append(nodes[j])
+            else:
+                break
+            chain.append(nodes[j])
+            j += 1
+            if chain[-1].name == base:
+                break
+        if chain[-1].name != base or not _stacks(program, chain, layers, drops, consumers):
+            continue
+        stacks[base] = (layers, drops, drops[0].op.rate if drops else 0.0)  # type: ignore[union-attr]
+    return stacks
+
+
+def _stacks(
+    program: ir.Program,
+    chain: list[ir.Node],
+    layers: list[ir.Node],
+    drops: list[ir.Node],
+    consumers: Counter[str],
+) -> bool:
+    """Whether the unrolled ``chain`` computes what one stacked torch module computes."""
+    if len(drops) not in (0, len(layers) - 1) or len({d.op for d in drops}) > 1:
+        return False
+    first = layers[0].op
+    assert isinstance(first, ir.Recurrent)
+    mask = input_mask(program, layers[0])
+    for k, node in enumerate(chain):
+        if node.layer_name != node.name or not first_of_layer(program, node):
+            return False
+        if k and (node.inputs != (chain[k - 1].name,) or consumers[chain[k - 1].name] != 1):
+            return False
+        if k and input_mask(program, node) != mask:
+            return False
+    for node in layers:
+        op = node.op
+        if not isinstance(op, ir.Recurrent) or (op.cell, op.units) != (first.cell, first.units):
+            return False
+        if (op.backward is None) != (first.backward is None):
+            return False
+        if node is not layers[-1] and not (
+            op.return_sequences and (op.backward is None or op.merge == "concat")
+        ):
+            return False
+    return True
 
 
 def _group(program: ir.Program, members: list[ir.Node], consumers: Counter[str]) -> Group | None:

@@ -4,9 +4,8 @@ computes, chosen so that nothing a spec names can shadow what the module relies 
 from __future__ import annotations
 
 import keyword
-from collections.abc import Mapping
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
-from typing import Any
 
 from nnspec.compiler import ir
 
@@ -223,17 +222,20 @@ def first_of_layer(program: ir.Program, node: ir.Node) -> bool:
 
 
 def assign_names(
-    program: ir.Program, groups: Mapping[str, Any], constants: frozenset[str] = frozenset()
+    program: ir.Program,
+    skipped: Set[str] = frozenset(),
+    loops: Iterable[str] = (),
+    constants: frozenset[str] = frozenset(),
 ) -> Names:
     """Assign every attribute and local name of the generated model, once per generation.
 
-    ``groups`` are the runs of repeated layers (``generator.Group``, by last node) that live in
-    one ``nn.ModuleList``: the list takes the last layer's name, and the others get no attribute
-    or local of their own. ``constants`` are further module-level names of the generated file.
+    ``skipped`` nodes get no attribute or local of their own: they are computed inside another
+    node's submodule (the layers of a stack or of a ``nn.ModuleList`` but the last, which names
+    it). Each node of ``loops`` gets a loop variable; ``constants`` are further module-level
+    names of the generated file.
     Whatever a spec names is renamed (``_`` appended) where it would collide with a name the
     module relies on: ``nn.Module`` attributes and the module-level names.
     """
-    grouped = {m.name for group in groups.values() for m in group.members[:-1]}
     attrs = Namespace(MODULE_ATTRIBUTES, private_ok=False)
     tables = {table.name: attrs.claim(table.name) for table in program.tables}
     positions = {
@@ -243,7 +245,7 @@ def assign_names(
     }
     layers: dict[str, str] = {}
     for node in program.nodes:
-        if node.name in grouped:
+        if node.name in skipped:
             continue
         if isinstance(node.op, LAYER_OPS) and node.layer_name not in layers:
             layers[node.layer_name] = f"self.{attrs.claim(node.layer_name)}"
@@ -261,7 +263,7 @@ def assign_names(
         if mask is not None and mask not in masks:
             masks[mask] = local.claim(f"{mask.input}_mask")
     for node in program.nodes:
-        if node.name not in grouped:
+        if node.name not in skipped:
             values[node.name] = local.claim(node.name)
-    loops = {last: local.claim("block") for last in groups}
-    return Names(tables, positions, layers, values, masks, loops)
+    loop_names = {last: local.claim("block") for last in loops}
+    return Names(tables, positions, layers, values, masks, loop_names)

@@ -22,23 +22,41 @@ if TYPE_CHECKING:
 
 def emit_recurrent(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """The recurrent module, and the lines running it and merging its directions."""
+    return emit_stack(gen, [node], 0.0)
+
+
+def emit_stack(gen: TorchGenerator, layers: list[ir.Node], dropout: float) -> Emitted:
+    """One recurrent module of ``len(layers)`` stacked layers (torch's ``num_layers``), with
+    ``dropout`` on the outputs of all but the last, and the lines running it.
+
+    The layers are the nodes the compiler unrolled one spec layer into: each reads the whole
+    sequence of the one before (both directions concatenated), as torch's stacked layers do.
+    """
     program = gen.program
     n = gen.names
+    first, node = layers[0], layers[-1]
     op = op_of(node, ir.Recurrent)
     layer = n.layer(node)
     cls = "nn.LSTM" if op.cell == "lstm" else "nn.GRU"
-    n_in = program.weight(op.forward.kernel).shape[0]
-    bidirectional = ", bidirectional=True" if op.backward is not None else ""
-    out = Emitted(
-        init=[f"{layer} = {cls}({n_in}, {op.units}, batch_first=True{bidirectional}, dtype=dtype)"]
-    )
-    for direction, suffix in ((op.forward, "l0"), (op.backward, "l0_reverse")):
-        if direction is not None:
-            _direction_weights(program, op, direction, f"{layer}.{{}}_{suffix}", out)
+    n_in = program.weight(op_of(first, ir.Recurrent).forward.kernel).shape[0]
+    args = [str(n_in), str(op.units)]
+    if len(layers) > 1:
+        args.append(f"num_layers={len(layers)}")
+    args.append("batch_first=True")
+    if dropout:
+        args.append(f"dropout={dropout!r}")
+    if op.backward is not None:
+        args.append("bidirectional=True")
+    out = Emitted(init=[f"{layer} = {cls}({', '.join(args)}, dtype=dtype)"])
+    for i, member in enumerate(layers):
+        member_op = op_of(member, ir.Recurrent)
+        for direction, suffix in ((member_op.forward, ""), (member_op.backward, "_reverse")):
+            if direction is not None:
+                _direction_weights(program, op, direction, f"{layer}.{{}}_l{i}{suffix}", out)
 
-    x = n.values[node.inputs[0]]
+    x = n.values[first.inputs[0]]
     value = n.values[node.name]
-    mask = input_mask(program, node)
+    mask = input_mask(program, first)
     units = op.units
     both = op.backward is not None
     if mask is not None:
@@ -63,19 +81,24 @@ def emit_recurrent(gen: TorchGenerator, node: ir.Node) -> Emitted:
         return out
 
     directions = 2 if both else 1
-    state = f"(B, {units})" if directions == 1 else f"({directions}, B, {units})"
+    states = directions * len(layers)
+    state = f"(B, {units})" if states == 1 else f"({states}, B, {units})"
+    what = "final hidden state" if len(layers) == 1 else "final hidden states of every layer"
     if mask is None and op.cell == "lstm":
-        out.forward.append(f"_, ({value}, _) = {call}  # final hidden state {state}")
+        out.forward.append(f"_, ({value}, _) = {call}  # {what} {state}")
     else:
-        out.forward.append(f"_, {value} = {call}  # final hidden state {state}")
+        out.forward.append(f"_, {value} = {call}  # {what} {state}")
+    # The last layer's states are the last ``directions`` (forward, then backward).
+    last = "0" if states == 1 else "-1"
     if not both:
-        out.forward.append(f"{value} = {value}[0]  # {shape_comment(node.shape)}")
-    elif op.merge == "sum":
-        out.forward.append(f"{value} = {value}[0] + {value}[1]  # {shape_comment(node.shape)}")
+        out.forward.append(f"{value} = {value}[{last}]  # {shape_comment(node.shape)}")
+        return out
+    fwd, bwd = ("0", "1") if len(layers) == 1 else ("-2", "-1")
+    if op.merge == "sum":
+        expr = f"{value}[{fwd}] + {value}[{bwd}]"
     else:
-        out.forward.append(
-            f"{value} = torch.cat([{value}[0], {value}[1]], dim=-1)  # {shape_comment(node.shape)}"
-        )
+        expr = f"torch.cat([{value}[{fwd}], {value}[{bwd}]], dim=-1)"
+    out.forward.append(f"{value} = {expr}  # {shape_comment(node.shape)}")
     return out
 
 
