@@ -219,40 +219,34 @@ class GloveLstmModel(keras.Model):
         x = self.dropout(x, training=training)  # (B, 96)
         return self.dense(x)  # (B, 4)
 
+    def canonical_variables(self):
+        """The variable holding each canonical weight whole, in canonical layout, by name."""
+        variables = {
+            "lstm.forward.kernel": self.lstm.forward_layer.cell.kernel,
+            "lstm.forward.recurrent_kernel": self.lstm.forward_layer.cell.recurrent_kernel,
+            "lstm.forward.input_bias": self.lstm.forward_layer.cell.bias,
+            "lstm.forward.recurrent_bias": self.lstm.forward_layer.cell.recurrent_bias,
+            "lstm.backward.kernel": self.lstm.backward_layer.cell.kernel,
+            "lstm.backward.recurrent_kernel": self.lstm.backward_layer.cell.recurrent_kernel,
+            "lstm.backward.input_bias": self.lstm.backward_layer.cell.bias,
+            "lstm.backward.recurrent_bias": self.lstm.backward_layer.cell.recurrent_bias,
+            "dense.kernel": self.dense.kernel,
+            "dense.bias": self.dense.bias,
+        }
+        return variables
+
     def canonical_state(self):
         """The weights as numpy arrays, by canonical name, in canonical layout."""
-        return {
-            "glove.embeddings": self.glove.get_table(),
-            "lstm.forward.kernel": self.lstm.forward_layer.cell.kernel.numpy(),
-            "lstm.forward.recurrent_kernel": self.lstm.forward_layer.cell.recurrent_kernel.numpy(),
-            "lstm.forward.input_bias": self.lstm.forward_layer.cell.bias.numpy(),
-            "lstm.forward.recurrent_bias": self.lstm.forward_layer.cell.recurrent_bias.numpy(),
-            "lstm.backward.kernel": self.lstm.backward_layer.cell.kernel.numpy(),
-            "lstm.backward.recurrent_kernel": (
-                self.lstm.backward_layer.cell.recurrent_kernel.numpy()
-            ),
-            "lstm.backward.input_bias": self.lstm.backward_layer.cell.bias.numpy(),
-            "lstm.backward.recurrent_bias": self.lstm.backward_layer.cell.recurrent_bias.numpy(),
-            "dense.kernel": self.dense.kernel.numpy(),
-            "dense.bias": self.dense.bias.numpy(),
-        }
+        state = {name: variable.numpy() for name, variable in self.canonical_variables().items()}
+        state["glove.embeddings"] = self.glove.get_table()
+        return {name: state[name] for name in CANONICAL_SHAPES}
 
     def load_canonical_state(self, state):
         """Load canonical weights; padding rows are set to 0.0 whatever ``state`` holds."""
         check_canonical_state(state)
+        for name, variable in self.canonical_variables().items():
+            variable.assign(state[name])
         self.glove.set_table(state["glove.embeddings"])
-        self.lstm.forward_layer.cell.kernel.assign(state["lstm.forward.kernel"])
-        self.lstm.forward_layer.cell.recurrent_kernel.assign(state["lstm.forward.recurrent_kernel"])
-        self.lstm.forward_layer.cell.bias.assign(state["lstm.forward.input_bias"])
-        self.lstm.forward_layer.cell.recurrent_bias.assign(state["lstm.forward.recurrent_bias"])
-        self.lstm.backward_layer.cell.kernel.assign(state["lstm.backward.kernel"])
-        self.lstm.backward_layer.cell.recurrent_kernel.assign(
-            state["lstm.backward.recurrent_kernel"]
-        )
-        self.lstm.backward_layer.cell.bias.assign(state["lstm.backward.input_bias"])
-        self.lstm.backward_layer.cell.recurrent_bias.assign(state["lstm.backward.recurrent_bias"])
-        self.dense.kernel.assign(state["dense.kernel"])
-        self.dense.bias.assign(state["dense.bias"])
 
     def save_canonical(self, path):
         """Save the canonical weights to a safetensors file."""
@@ -271,27 +265,15 @@ class GloveLstmModel(keras.Model):
             variable.path: ops.convert_to_numpy(grad)
             for variable, grad in zip(self.trainable_variables, grads, strict=True)
         }
-        return {
-            "glove.embeddings": self.glove.table_gradient(
-                grads[self.glove.trainable_embeddings.path]
-            ),
-            "lstm.forward.kernel": grads[self.lstm.forward_layer.cell.kernel.path],
-            "lstm.forward.recurrent_kernel": grads[
-                self.lstm.forward_layer.cell.recurrent_kernel.path
-            ],
-            "lstm.forward.input_bias": grads[self.lstm.forward_layer.cell.bias.path],
-            "lstm.forward.recurrent_bias": grads[self.lstm.forward_layer.cell.recurrent_bias.path],
-            "lstm.backward.kernel": grads[self.lstm.backward_layer.cell.kernel.path],
-            "lstm.backward.recurrent_kernel": grads[
-                self.lstm.backward_layer.cell.recurrent_kernel.path
-            ],
-            "lstm.backward.input_bias": grads[self.lstm.backward_layer.cell.bias.path],
-            "lstm.backward.recurrent_bias": grads[
-                self.lstm.backward_layer.cell.recurrent_bias.path
-            ],
-            "dense.kernel": grads[self.dense.kernel.path],
-            "dense.bias": grads[self.dense.bias.path],
+        canonical = {
+            name: grads[variable.path]
+            for name, variable in self.canonical_variables().items()
+            if variable.path in grads
         }
+        canonical["glove.embeddings"] = self.glove.table_gradient(
+            grads[self.glove.trainable_embeddings.path]
+        )
+        return {name: canonical[name] for name in CANONICAL_SHAPES if name in canonical}
 
 
 def build_model(dtype="float32"):
@@ -336,9 +318,15 @@ class TorchAdam(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(variables)
-        self.first_moments, self.second_moments = self.add_optimizer_variables(
-            variables, ["first_moment", "second_moment"]
-        )
+        slots = self.add_optimizer_variables(variables, ["first_moment", "second_moment"])
+        # update_step gets a variable as the backend holds it (TensorFlow: its tf.Variable, one
+        # replica's under a distribution strategy): slots are found by the identity of each.
+        self.slots = {}
+        for variable, slot in zip(variables, zip(*slots, strict=True), strict=True):
+            held = variable.value
+            replicas = getattr(held, "values", None)
+            for key in (variable, held, *(replicas if isinstance(replicas, tuple) else ())):
+                self.slots[id(key)] = slot
 
     def apply(self, grads, trainable_variables=None):
         """Merge embedding gradients, clip all by global norm, then update the variables."""
@@ -360,8 +348,7 @@ class TorchAdam(keras.optimizers.Optimizer):
         step = ops.cast(self.iterations + 1, "float64")
         step_size = ops.cast(lr / (1 - ops.power(self.beta_1, step)), dtype)
         bias_correction2_sqrt = ops.cast(ops.sqrt(1 - ops.power(self.beta_2, step)), dtype)
-        m = self.first_moments[self._get_variable_index(variable)]
-        v = self.second_moments[self._get_variable_index(variable)]
+        m, v = self.slots[id(variable)]
         self.assign(m, m + (1 - self.beta_1) * (gradient - m))
         self.assign(v, self.beta_2 * v + (1 - self.beta_2) * gradient * gradient)
         denominator = ops.sqrt(v) / bias_correction2_sqrt + self.epsilon

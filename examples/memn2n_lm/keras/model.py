@@ -178,26 +178,30 @@ class Memn2nLmModel(keras.Model):
         context = inputs["context"]  # (B, 16, 1)
         return self.memory_network(context)  # (B, 60)
 
+    def canonical_variables(self):
+        """The variable holding each canonical weight whole, in canonical layout, by name."""
+        variables = {
+            "memory_network.TA": self.memory_network.tables["TA"],
+            "memory_network.TC": self.memory_network.tables["TC"],
+            "memory_network.W": self.memory_network.answer,
+            "memory_network.H": self.memory_network.linear_map,
+        }
+        return variables
+
     def canonical_state(self):
         """The weights as numpy arrays, by canonical name, in canonical layout."""
-        return {
-            "memory_network.A": self.memory_network.tables["A"].numpy(),
-            "memory_network.C": self.memory_network.tables["C"].numpy(),
-            "memory_network.TA": self.memory_network.tables["TA"].numpy(),
-            "memory_network.TC": self.memory_network.tables["TC"].numpy(),
-            "memory_network.W": self.memory_network.answer.numpy(),
-            "memory_network.H": self.memory_network.linear_map.numpy(),
-        }
+        state = {name: variable.numpy() for name, variable in self.canonical_variables().items()}
+        state["memory_network.A"] = self.memory_network.tables["A"].numpy()
+        state["memory_network.C"] = self.memory_network.tables["C"].numpy()
+        return {name: state[name] for name in CANONICAL_SHAPES}
 
     def load_canonical_state(self, state):
         """Load canonical weights; padding rows are set to 0.0 whatever ``state`` holds."""
         check_canonical_state(state)
+        for name, variable in self.canonical_variables().items():
+            variable.assign(state[name])
         self.memory_network.set_table("A", state["memory_network.A"])
         self.memory_network.set_table("C", state["memory_network.C"])
-        self.memory_network.tables["TA"].assign(state["memory_network.TA"])
-        self.memory_network.tables["TC"].assign(state["memory_network.TC"])
-        self.memory_network.answer.assign(state["memory_network.W"])
-        self.memory_network.linear_map.assign(state["memory_network.H"])
 
     def save_canonical(self, path):
         """Save the canonical weights to a safetensors file."""
@@ -216,14 +220,14 @@ class Memn2nLmModel(keras.Model):
             variable.path: ops.convert_to_numpy(grad)
             for variable, grad in zip(self.trainable_variables, grads, strict=True)
         }
-        return {
-            "memory_network.A": grads[self.memory_network.tables["A"].path],
-            "memory_network.C": grads[self.memory_network.tables["C"].path],
-            "memory_network.TA": grads[self.memory_network.tables["TA"].path],
-            "memory_network.TC": grads[self.memory_network.tables["TC"].path],
-            "memory_network.W": grads[self.memory_network.answer.path],
-            "memory_network.H": grads[self.memory_network.linear_map.path],
+        canonical = {
+            name: grads[variable.path]
+            for name, variable in self.canonical_variables().items()
+            if variable.path in grads
         }
+        canonical["memory_network.A"] = grads[self.memory_network.tables["A"].path]
+        canonical["memory_network.C"] = grads[self.memory_network.tables["C"].path]
+        return {name: canonical[name] for name in CANONICAL_SHAPES if name in canonical}
 
 
 def build_model(dtype="float32"):
@@ -268,9 +272,15 @@ class TorchAdam(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(variables)
-        self.first_moments, self.second_moments = self.add_optimizer_variables(
-            variables, ["first_moment", "second_moment"]
-        )
+        slots = self.add_optimizer_variables(variables, ["first_moment", "second_moment"])
+        # update_step gets a variable as the backend holds it (TensorFlow: its tf.Variable, one
+        # replica's under a distribution strategy): slots are found by the identity of each.
+        self.slots = {}
+        for variable, slot in zip(variables, zip(*slots, strict=True), strict=True):
+            held = variable.value
+            replicas = getattr(held, "values", None)
+            for key in (variable, held, *(replicas if isinstance(replicas, tuple) else ())):
+                self.slots[id(key)] = slot
 
     def apply(self, grads, trainable_variables=None):
         """Merge embedding gradients, clip all by global norm, then update the variables."""
@@ -292,8 +302,7 @@ class TorchAdam(keras.optimizers.Optimizer):
         step = ops.cast(self.iterations + 1, "float64")
         step_size = ops.cast(lr / (1 - ops.power(self.beta_1, step)), dtype)
         bias_correction2_sqrt = ops.cast(ops.sqrt(1 - ops.power(self.beta_2, step)), dtype)
-        m = self.first_moments[self._get_variable_index(variable)]
-        v = self.second_moments[self._get_variable_index(variable)]
+        m, v = self.slots[id(variable)]
         self.assign(m, m + (1 - self.beta_1) * (gradient - m))
         self.assign(v, self.beta_2 * v + (1 - self.beta_2) * gradient * gradient)
         denominator = ops.sqrt(v) / bias_correction2_sqrt + self.epsilon

@@ -114,24 +114,28 @@ class NewsgroupsFlatModel(keras.Model):
         x = self.dropout(x, training=training)  # (B, 25)
         return self.dense_1(x)  # (B, 20)
 
+    def canonical_variables(self):
+        """The variable holding each canonical weight whole, in canonical layout, by name."""
+        variables = {
+            "dense.kernel": self.dense.kernel,
+            "dense.bias": self.dense.bias,
+            "dense_1.kernel": self.dense_1.kernel,
+            "dense_1.bias": self.dense_1.bias,
+        }
+        return variables
+
     def canonical_state(self):
         """The weights as numpy arrays, by canonical name, in canonical layout."""
-        return {
-            "words.embeddings": self.words.get_table(),
-            "dense.kernel": self.dense.kernel.numpy(),
-            "dense.bias": self.dense.bias.numpy(),
-            "dense_1.kernel": self.dense_1.kernel.numpy(),
-            "dense_1.bias": self.dense_1.bias.numpy(),
-        }
+        state = {name: variable.numpy() for name, variable in self.canonical_variables().items()}
+        state["words.embeddings"] = self.words.get_table()
+        return {name: state[name] for name in CANONICAL_SHAPES}
 
     def load_canonical_state(self, state):
         """Load canonical weights; padding rows are set to 0.0 whatever ``state`` holds."""
         check_canonical_state(state)
+        for name, variable in self.canonical_variables().items():
+            variable.assign(state[name])
         self.words.set_table(state["words.embeddings"])
-        self.dense.kernel.assign(state["dense.kernel"])
-        self.dense.bias.assign(state["dense.bias"])
-        self.dense_1.kernel.assign(state["dense_1.kernel"])
-        self.dense_1.bias.assign(state["dense_1.bias"])
 
     def save_canonical(self, path):
         """Save the canonical weights to a safetensors file."""
@@ -150,13 +154,13 @@ class NewsgroupsFlatModel(keras.Model):
             variable.path: ops.convert_to_numpy(grad)
             for variable, grad in zip(self.trainable_variables, grads, strict=True)
         }
-        return {
-            "words.embeddings": grads[self.words.embeddings.path],
-            "dense.kernel": grads[self.dense.kernel.path],
-            "dense.bias": grads[self.dense.bias.path],
-            "dense_1.kernel": grads[self.dense_1.kernel.path],
-            "dense_1.bias": grads[self.dense_1.bias.path],
+        canonical = {
+            name: grads[variable.path]
+            for name, variable in self.canonical_variables().items()
+            if variable.path in grads
         }
+        canonical["words.embeddings"] = grads[self.words.embeddings.path]
+        return {name: canonical[name] for name in CANONICAL_SHAPES if name in canonical}
 
 
 def build_model(dtype="float32"):
@@ -199,9 +203,15 @@ class TorchAdam(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(variables)
-        self.first_moments, self.second_moments = self.add_optimizer_variables(
-            variables, ["first_moment", "second_moment"]
-        )
+        slots = self.add_optimizer_variables(variables, ["first_moment", "second_moment"])
+        # update_step gets a variable as the backend holds it (TensorFlow: its tf.Variable, one
+        # replica's under a distribution strategy): slots are found by the identity of each.
+        self.slots = {}
+        for variable, slot in zip(variables, zip(*slots, strict=True), strict=True):
+            held = variable.value
+            replicas = getattr(held, "values", None)
+            for key in (variable, held, *(replicas if isinstance(replicas, tuple) else ())):
+                self.slots[id(key)] = slot
 
     def apply(self, grads, trainable_variables=None):
         """Merge embedding gradients, then update the variables."""
@@ -218,8 +228,7 @@ class TorchAdam(keras.optimizers.Optimizer):
         step = ops.cast(self.iterations + 1, "float64")
         step_size = ops.cast(lr / (1 - ops.power(self.beta_1, step)), dtype)
         bias_correction2_sqrt = ops.cast(ops.sqrt(1 - ops.power(self.beta_2, step)), dtype)
-        m = self.first_moments[self._get_variable_index(variable)]
-        v = self.second_moments[self._get_variable_index(variable)]
+        m, v = self.slots[id(variable)]
         self.assign(m, m + (1 - self.beta_1) * (gradient - m))
         self.assign(v, self.beta_2 * v + (1 - self.beta_2) * gradient * gradient)
         denominator = ops.sqrt(v) / bias_correction2_sqrt + self.epsilon

@@ -136,77 +136,72 @@ class PaddedScaledEmbeddingWithSinusoids(keras.layers.Layer):
         return x * not_pad
 
 
-class ProjectionInitializer(keras.initializers.Initializer):
-    """Draw an attention kernel from ``initializer`` as the [E, E] matrix it reshapes.
-
-    ``keras.layers.MultiHeadAttention`` keeps its kernels as (E, heads, head_dim) and
-    (heads, head_dim, E), whose Glorot and He fans are not those of the [E, E] projection (which
-    PyTorch initializes).
-    """
-
-    def __init__(self, initializer):
-        """Wrap ``initializer`` (anything ``keras.initializers.get`` takes)."""
-        self.initializer = keras.initializers.get(initializer)
-
-    def __call__(self, shape, dtype=None):
-        """A draw of the square matrix, reshaped to ``shape``."""
-        width = int(np.sqrt(np.prod(shape)))
-        return ops.reshape(self.initializer((width, width), dtype=dtype), shape)
-
-    def get_config(self):
-        """The config (``MultiHeadAttention`` clones its initializers through it)."""
-        return {"initializer": keras.initializers.serialize(self.initializer)}
-
-
-class MultiHeadSelfAttention(keras.layers.MultiHeadAttention):
-    """``keras.layers.MultiHeadAttention`` with PyTorch's key-padding mask.
-
-    Scores of keys outside ``attention_mask`` get ``-1e9`` added before the softmax. Keras' own
-    masking replaces them by ``-1e9`` and gives a query that sees no valid key zero weights, where
-    PyTorch's additive mask lets it attend over all keys.
-    """
-
-    def _compute_attention_mask(self, query, value, attention_mask=None, **kwargs):
-        """``attention_mask`` alone: Keras would also mask padded queries (from an input's
-        implicit mask), which here attend like any other.
-        """
-        return attention_mask
-
-    def _compute_attention(
-        self,
-        query,
-        key,
-        value,
-        attention_mask=None,
-        training=None,
-        return_attention_scores=False,
-    ):
-        """Attention of the projected queries over the projected keys and values.
-
-        ``query`` is (B, T, heads, head_dim), ``key`` and ``value`` (B, S, heads, head_dim);
-        ``attention_mask`` (B, 1, S) is true at valid keys. Returns the heads' outputs
-        (B, T, heads, head_dim) and the attention weights (B, heads, T, S).
-        """
-        scores = ops.einsum("btnh,bsnh->bnts", query, key) / self.key_dim**0.5
-        if attention_mask is not None:
-            padded = ops.logical_not(ops.expand_dims(attention_mask, 1))  # (B, 1, 1, S)
-            scores = scores + ops.cast(padded, scores.dtype) * -1e9
-        weights = ops.softmax(scores, axis=-1)
-        dropped = self._dropout_layer(weights, training=training)
-        return ops.einsum("bnts,bsnh->btnh", dropped, value), weights
-
-
 def fresh_initializer(initializer):
     """A new instance of ``initializer``: an unseeded Keras initializer repeats its draws."""
     initializer = keras.initializers.get(initializer)
     return initializer.__class__.from_config(initializer.get_config())
 
 
+class MultiHeadSelfAttention(keras.layers.Layer):
+    """Multi-head self-attention (Vaswani et al., 2017).
+
+    ``query``, ``key``, ``value`` and ``out`` are ``Dense`` projections whose kernels are the
+    canonical ``[E, E]`` matrices, inputs first. Scores of padded keys get ``-1e9`` added before
+    the softmax, so a query that sees no valid key attends over all keys, as in PyTorch.
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        head_dim,
+        dropout=0.0,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        """``kwargs`` (such as ``dtype`` and ``name``) go to ``keras.layers.Layer``."""
+        super().__init__(**kwargs)
+        self.supports_masking = True  # an implicit Keras mask passes through, unused
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.query, self.key, self.value, self.out = (
+            keras.layers.Dense(
+                num_heads * head_dim,
+                kernel_initializer=fresh_initializer(kernel_initializer),
+                bias_initializer=fresh_initializer(bias_initializer),
+                dtype=self.dtype_policy,
+                name=name,
+            )
+            for name in ("query", "key", "value", "output")
+        )
+        self.dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+
+    def call(self, x, padding_mask=None, training=False):
+        """Attend over ``x`` (B, L, E); ``padding_mask`` (B, L) is true at valid keys."""
+        length = ops.shape(x)[1]
+        heads = [
+            ops.reshape(projection(x), (-1, length, self.num_heads, self.head_dim))
+            for projection in (self.query, self.key, self.value)
+        ]
+        q, k, v = (ops.transpose(h, (0, 2, 1, 3)) for h in heads)  # (B, heads, L, head_dim)
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / self.head_dim**0.5
+        if padding_mask is not None:  # scores (B, heads, L, L), the keys last
+            scores = ops.where(padding_mask[:, None, None, :], scores, scores - 1e9)
+        weights = self.dropout(ops.softmax(scores, axis=-1), training=training)
+        y = ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3))  # (B, L, heads, head_dim)
+        return self.out(ops.reshape(y, (-1, length, self.num_heads * self.head_dim)))
+
+    def canonical_variables(self, prefix):
+        """The projections' kernels and biases by canonical name, ``<prefix>.query.kernel`` ..."""
+        return {
+            f"{prefix}.{dense.name}.{variable.name}": variable
+            for dense in (self.query, self.key, self.value, self.out)
+            for variable in dense.weights
+        }
+
+
 class TransformerEncoderBlock(keras.layers.Layer):
     """A Transformer encoder block (Vaswani et al., 2017) with pre- or post-normalization.
-
-    Self-attention, then a feed-forward network, each with dropout, a residual connection and layer
-    normalization.
 
     Post-norm: ``x = norm1(x + dropout(attention(x)))``, then
     ``x = norm2(x + dropout(feed_forward(x)))``. Pre-norm (``norm_first``):
@@ -218,7 +213,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
     def __init__(
         self,
         num_heads,
-        key_dim,
+        head_dim,
         ff_dim,
         dropout,
         attention_dropout,
@@ -231,57 +226,61 @@ class TransformerEncoderBlock(keras.layers.Layer):
     ):
         """``kwargs`` (such as ``dtype`` and ``name``) go to ``keras.layers.Layer``."""
         super().__init__(**kwargs)
-        self.supports_masking = True  # an implicit Keras mask passes through
+        self.supports_masking = True  # an implicit Keras mask passes through, unused
         self.norm_first = norm_first
+        initializers = {
+            "kernel_initializer": kernel_initializer,
+            "bias_initializer": bias_initializer,
+        }
         self.attention = MultiHeadSelfAttention(
             num_heads,
-            key_dim,
-            dropout=attention_dropout,
-            kernel_initializer=ProjectionInitializer(kernel_initializer),
-            bias_initializer=bias_initializer,
+            head_dim,
+            attention_dropout,
+            **initializers,
             dtype=self.dtype_policy,
             name="attention",
         )
-        initializers = (kernel_initializer, bias_initializer)
-        self.ff1 = self.dense(ff_dim, activation, *initializers, name="ff1")
-        self.ff2 = self.dense(num_heads * key_dim, None, *initializers, name="ff2")
-        self.norm1 = keras.layers.LayerNormalization(
-            epsilon=epsilon, dtype=self.dtype_policy, name="norm1"
+        self.ff1, self.ff2 = (
+            keras.layers.Dense(
+                units,
+                activation=activation,
+                kernel_initializer=fresh_initializer(kernel_initializer),
+                bias_initializer=fresh_initializer(bias_initializer),
+                dtype=self.dtype_policy,
+                name=name,
+            )
+            for units, activation, name in (
+                (ff_dim, activation, "ff1"),
+                (num_heads * head_dim, None, "ff2"),
+            )
         )
-        self.norm2 = keras.layers.LayerNormalization(
-            epsilon=epsilon, dtype=self.dtype_policy, name="norm2"
+        self.norm1, self.norm2 = (
+            keras.layers.LayerNormalization(epsilon=epsilon, dtype=self.dtype_policy, name=name)
+            for name in ("norm1", "norm2")
         )
         self.dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
-    def dense(self, units, activation, kernel_initializer, bias_initializer, name):
-        """A feed-forward layer, with initializers of its own (unseeded ones repeat)."""
-        return keras.layers.Dense(
-            units,
-            activation=activation,
-            kernel_initializer=fresh_initializer(kernel_initializer),
-            bias_initializer=fresh_initializer(bias_initializer),
-            dtype=self.dtype_policy,
-            name=name,
-        )
-
     def call(self, x, padding_mask=None, training=False):
         """Encode ``x`` (B, L, E); ``padding_mask`` (B, L) is true at valid positions."""
-        if padding_mask is not None:
-            padding_mask = ops.expand_dims(padding_mask, 1)  # (B, 1, L)
         if self.norm_first:
-            h = self.norm1(x)
-            h = self.attention(h, h, attention_mask=padding_mask, training=training)
+            h = self.attention(self.norm1(x), padding_mask=padding_mask, training=training)
             x = x + self.dropout(h, training=training)
             h = self.feed_forward(self.norm2(x), training)
             return x + self.dropout(h, training=training)
-        h = self.attention(x, x, attention_mask=padding_mask, training=training)
+        h = self.attention(x, padding_mask=padding_mask, training=training)
         x = self.norm1(x + self.dropout(h, training=training))
-        h = self.feed_forward(x, training)
-        return self.norm2(x + self.dropout(h, training=training))
+        return self.norm2(x + self.dropout(self.feed_forward(x, training), training=training))
 
     def feed_forward(self, x, training):
         """``ff2(dropout(activation(ff1(x))))``."""
         return self.ff2(self.dropout(self.ff1(x), training=training))
+
+    def canonical_variables(self, prefix):
+        """The block's variables by canonical name, ``<prefix>.attention.query.kernel`` ..."""
+        variables = self.attention.canonical_variables(f"{prefix}.attention")
+        for layer in (self.ff1, self.ff2, self.norm1, self.norm2):
+            variables.update({f"{prefix}.{layer.name}.{v.name}": v for v in layer.weights})
+        return variables
 
 
 class MaskedGlobalAveragePooling1D(keras.layers.Layer):
@@ -316,30 +315,21 @@ class TransformerClassifierModel(keras.Model):
             dtype=self.dtype_policy,
             name="words",
         )
-        self.transformer_encoder_block0 = TransformerEncoderBlock(
-            num_heads=4,
-            key_dim=16,
-            ff_dim=128,
-            dropout=0.1,
-            attention_dropout=0.1,
-            activation="relu",
-            epsilon=1e-05,
-            norm_first=True,
-            dtype=self.dtype_policy,
-            name="transformer_encoder_block0",
-        )
-        self.transformer_encoder = TransformerEncoderBlock(
-            num_heads=4,
-            key_dim=16,
-            ff_dim=128,
-            dropout=0.1,
-            attention_dropout=0.1,
-            activation="relu",
-            epsilon=1e-05,
-            norm_first=True,
-            dtype=self.dtype_policy,
-            name="transformer_encoder",
-        )
+        self.transformer_encoder = [
+            TransformerEncoderBlock(
+                num_heads=4,
+                head_dim=16,
+                ff_dim=128,
+                dropout=0.1,
+                attention_dropout=0.1,
+                activation="relu",
+                epsilon=1e-05,
+                norm_first=True,
+                dtype=self.dtype_policy,
+                name=name,
+            )
+            for name in ("transformer_encoder_block0", "transformer_encoder")
+        ]
         self.layer_norm = keras.layers.LayerNormalization(
             epsilon=1e-05, dtype=self.dtype_policy, name="layer_norm"
         )
@@ -355,194 +345,38 @@ class TransformerClassifierModel(keras.Model):
         tokens = inputs["tokens"]  # (B, 64)
         tokens_mask = ops.not_equal(tokens, 0)  # (B, 64)
         x = self.words(tokens)  # (B, 64, 64)
-        x = self.transformer_encoder_block0(
-            x, padding_mask=tokens_mask, training=training
-        )  # (B, 64, 64)
-        x = self.transformer_encoder(x, padding_mask=tokens_mask, training=training)  # (B, 64, 64)
+        for block in self.transformer_encoder:
+            x = block(x, padding_mask=tokens_mask, training=training)  # (B, 64, 64)
         x = self.layer_norm(x)  # (B, 64, 64)
         x = self.global_average_pool(x, padding_mask=tokens_mask)  # (B, 64)
         return self.dense(x)  # (B, 4)
 
+    def canonical_variables(self):
+        """The variable holding each canonical weight whole, in canonical layout, by name."""
+        variables = {
+            "layer_norm.gamma": self.layer_norm.gamma,
+            "layer_norm.beta": self.layer_norm.beta,
+            "dense.kernel": self.dense.kernel,
+            "dense.bias": self.dense.bias,
+        }
+        for prefix, block in zip(
+            ("transformer_encoder_block0", "transformer_encoder"), self.transformer_encoder
+        ):
+            variables.update(block.canonical_variables(prefix))
+        return variables
+
     def canonical_state(self):
         """The weights as numpy arrays, by canonical name, in canonical layout."""
-        return {
-            "words.embeddings": self.words.get_table(),
-            "transformer_encoder_block0.attention.query.kernel": (
-                self.transformer_encoder_block0.attention.query_dense.kernel.numpy().reshape(
-                    (64, 64)
-                )
-            ),
-            "transformer_encoder_block0.attention.query.bias": (
-                self.transformer_encoder_block0.attention.query_dense.bias.numpy().reshape((64,))
-            ),
-            "transformer_encoder_block0.attention.key.kernel": (
-                self.transformer_encoder_block0.attention.key_dense.kernel.numpy().reshape((64, 64))
-            ),
-            "transformer_encoder_block0.attention.key.bias": (
-                self.transformer_encoder_block0.attention.key_dense.bias.numpy().reshape((64,))
-            ),
-            "transformer_encoder_block0.attention.value.kernel": (
-                self.transformer_encoder_block0.attention.value_dense.kernel.numpy().reshape(
-                    (64, 64)
-                )
-            ),
-            "transformer_encoder_block0.attention.value.bias": (
-                self.transformer_encoder_block0.attention.value_dense.bias.numpy().reshape((64,))
-            ),
-            "transformer_encoder_block0.attention.output.kernel": (
-                self.transformer_encoder_block0.attention.output_dense.kernel.numpy().reshape(
-                    (64, 64)
-                )
-            ),
-            "transformer_encoder_block0.attention.output.bias": (
-                self.transformer_encoder_block0.attention.output_dense.bias.numpy()
-            ),
-            "transformer_encoder_block0.ff1.kernel": (
-                self.transformer_encoder_block0.ff1.kernel.numpy()
-            ),
-            "transformer_encoder_block0.ff1.bias": self.transformer_encoder_block0.ff1.bias.numpy(),
-            "transformer_encoder_block0.ff2.kernel": (
-                self.transformer_encoder_block0.ff2.kernel.numpy()
-            ),
-            "transformer_encoder_block0.ff2.bias": self.transformer_encoder_block0.ff2.bias.numpy(),
-            "transformer_encoder_block0.norm1.gamma": (
-                self.transformer_encoder_block0.norm1.gamma.numpy()
-            ),
-            "transformer_encoder_block0.norm1.beta": (
-                self.transformer_encoder_block0.norm1.beta.numpy()
-            ),
-            "transformer_encoder_block0.norm2.gamma": (
-                self.transformer_encoder_block0.norm2.gamma.numpy()
-            ),
-            "transformer_encoder_block0.norm2.beta": (
-                self.transformer_encoder_block0.norm2.beta.numpy()
-            ),
-            "transformer_encoder.attention.query.kernel": (
-                self.transformer_encoder.attention.query_dense.kernel.numpy().reshape((64, 64))
-            ),
-            "transformer_encoder.attention.query.bias": (
-                self.transformer_encoder.attention.query_dense.bias.numpy().reshape((64,))
-            ),
-            "transformer_encoder.attention.key.kernel": (
-                self.transformer_encoder.attention.key_dense.kernel.numpy().reshape((64, 64))
-            ),
-            "transformer_encoder.attention.key.bias": (
-                self.transformer_encoder.attention.key_dense.bias.numpy().reshape((64,))
-            ),
-            "transformer_encoder.attention.value.kernel": (
-                self.transformer_encoder.attention.value_dense.kernel.numpy().reshape((64, 64))
-            ),
-            "transformer_encoder.attention.value.bias": (
-                self.transformer_encoder.attention.value_dense.bias.numpy().reshape((64,))
-            ),
-            "transformer_encoder.attention.output.kernel": (
-                self.transformer_encoder.attention.output_dense.kernel.numpy().reshape((64, 64))
-            ),
-            "transformer_encoder.attention.output.bias": (
-                self.transformer_encoder.attention.output_dense.bias.numpy()
-            ),
-            "transformer_encoder.ff1.kernel": self.transformer_encoder.ff1.kernel.numpy(),
-            "transformer_encoder.ff1.bias": self.transformer_encoder.ff1.bias.numpy(),
-            "transformer_encoder.ff2.kernel": self.transformer_encoder.ff2.kernel.numpy(),
-            "transformer_encoder.ff2.bias": self.transformer_encoder.ff2.bias.numpy(),
-            "transformer_encoder.norm1.gamma": self.transformer_encoder.norm1.gamma.numpy(),
-            "transformer_encoder.norm1.beta": self.transformer_encoder.norm1.beta.numpy(),
-            "transformer_encoder.norm2.gamma": self.transformer_encoder.norm2.gamma.numpy(),
-            "transformer_encoder.norm2.beta": self.transformer_encoder.norm2.beta.numpy(),
-            "layer_norm.gamma": self.layer_norm.gamma.numpy(),
-            "layer_norm.beta": self.layer_norm.beta.numpy(),
-            "dense.kernel": self.dense.kernel.numpy(),
-            "dense.bias": self.dense.bias.numpy(),
-        }
+        state = {name: variable.numpy() for name, variable in self.canonical_variables().items()}
+        state["words.embeddings"] = self.words.get_table()
+        return {name: state[name] for name in CANONICAL_SHAPES}
 
     def load_canonical_state(self, state):
         """Load canonical weights; padding rows are set to 0.0 whatever ``state`` holds."""
         check_canonical_state(state)
+        for name, variable in self.canonical_variables().items():
+            variable.assign(state[name])
         self.words.set_table(state["words.embeddings"])
-        self.transformer_encoder_block0.attention.query_dense.kernel.assign(
-            np.reshape(state["transformer_encoder_block0.attention.query.kernel"], (64, 4, 16))
-        )
-        self.transformer_encoder_block0.attention.query_dense.bias.assign(
-            np.reshape(state["transformer_encoder_block0.attention.query.bias"], (4, 16))
-        )
-        self.transformer_encoder_block0.attention.key_dense.kernel.assign(
-            np.reshape(state["transformer_encoder_block0.attention.key.kernel"], (64, 4, 16))
-        )
-        self.transformer_encoder_block0.attention.key_dense.bias.assign(
-            np.reshape(state["transformer_encoder_block0.attention.key.bias"], (4, 16))
-        )
-        self.transformer_encoder_block0.attention.value_dense.kernel.assign(
-            np.reshape(state["transformer_encoder_block0.attention.value.kernel"], (64, 4, 16))
-        )
-        self.transformer_encoder_block0.attention.value_dense.bias.assign(
-            np.reshape(state["transformer_encoder_block0.attention.value.bias"], (4, 16))
-        )
-        self.transformer_encoder_block0.attention.output_dense.kernel.assign(
-            np.reshape(state["transformer_encoder_block0.attention.output.kernel"], (4, 16, 64))
-        )
-        self.transformer_encoder_block0.attention.output_dense.bias.assign(
-            state["transformer_encoder_block0.attention.output.bias"]
-        )
-        self.transformer_encoder_block0.ff1.kernel.assign(
-            state["transformer_encoder_block0.ff1.kernel"]
-        )
-        self.transformer_encoder_block0.ff1.bias.assign(
-            state["transformer_encoder_block0.ff1.bias"]
-        )
-        self.transformer_encoder_block0.ff2.kernel.assign(
-            state["transformer_encoder_block0.ff2.kernel"]
-        )
-        self.transformer_encoder_block0.ff2.bias.assign(
-            state["transformer_encoder_block0.ff2.bias"]
-        )
-        self.transformer_encoder_block0.norm1.gamma.assign(
-            state["transformer_encoder_block0.norm1.gamma"]
-        )
-        self.transformer_encoder_block0.norm1.beta.assign(
-            state["transformer_encoder_block0.norm1.beta"]
-        )
-        self.transformer_encoder_block0.norm2.gamma.assign(
-            state["transformer_encoder_block0.norm2.gamma"]
-        )
-        self.transformer_encoder_block0.norm2.beta.assign(
-            state["transformer_encoder_block0.norm2.beta"]
-        )
-        self.transformer_encoder.attention.query_dense.kernel.assign(
-            np.reshape(state["transformer_encoder.attention.query.kernel"], (64, 4, 16))
-        )
-        self.transformer_encoder.attention.query_dense.bias.assign(
-            np.reshape(state["transformer_encoder.attention.query.bias"], (4, 16))
-        )
-        self.transformer_encoder.attention.key_dense.kernel.assign(
-            np.reshape(state["transformer_encoder.attention.key.kernel"], (64, 4, 16))
-        )
-        self.transformer_encoder.attention.key_dense.bias.assign(
-            np.reshape(state["transformer_encoder.attention.key.bias"], (4, 16))
-        )
-        self.transformer_encoder.attention.value_dense.kernel.assign(
-            np.reshape(state["transformer_encoder.attention.value.kernel"], (64, 4, 16))
-        )
-        self.transformer_encoder.attention.value_dense.bias.assign(
-            np.reshape(state["transformer_encoder.attention.value.bias"], (4, 16))
-        )
-        self.transformer_encoder.attention.output_dense.kernel.assign(
-            np.reshape(state["transformer_encoder.attention.output.kernel"], (4, 16, 64))
-        )
-        self.transformer_encoder.attention.output_dense.bias.assign(
-            state["transformer_encoder.attention.output.bias"]
-        )
-        self.transformer_encoder.ff1.kernel.assign(state["transformer_encoder.ff1.kernel"])
-        self.transformer_encoder.ff1.bias.assign(state["transformer_encoder.ff1.bias"])
-        self.transformer_encoder.ff2.kernel.assign(state["transformer_encoder.ff2.kernel"])
-        self.transformer_encoder.ff2.bias.assign(state["transformer_encoder.ff2.bias"])
-        self.transformer_encoder.norm1.gamma.assign(state["transformer_encoder.norm1.gamma"])
-        self.transformer_encoder.norm1.beta.assign(state["transformer_encoder.norm1.beta"])
-        self.transformer_encoder.norm2.gamma.assign(state["transformer_encoder.norm2.gamma"])
-        self.transformer_encoder.norm2.beta.assign(state["transformer_encoder.norm2.beta"])
-        self.layer_norm.gamma.assign(state["layer_norm.gamma"])
-        self.layer_norm.beta.assign(state["layer_norm.beta"])
-        self.dense.kernel.assign(state["dense.kernel"])
-        self.dense.bias.assign(state["dense.bias"])
 
     def save_canonical(self, path):
         """Save the canonical weights to a safetensors file."""
@@ -561,93 +395,13 @@ class TransformerClassifierModel(keras.Model):
             variable.path: ops.convert_to_numpy(grad)
             for variable, grad in zip(self.trainable_variables, grads, strict=True)
         }
-        return {
-            "words.embeddings": grads[self.words.embeddings.path],
-            "transformer_encoder_block0.attention.query.kernel": grads[
-                self.transformer_encoder_block0.attention.query_dense.kernel.path
-            ].reshape((64, 64)),
-            "transformer_encoder_block0.attention.query.bias": grads[
-                self.transformer_encoder_block0.attention.query_dense.bias.path
-            ].reshape((64,)),
-            "transformer_encoder_block0.attention.key.kernel": grads[
-                self.transformer_encoder_block0.attention.key_dense.kernel.path
-            ].reshape((64, 64)),
-            "transformer_encoder_block0.attention.key.bias": grads[
-                self.transformer_encoder_block0.attention.key_dense.bias.path
-            ].reshape((64,)),
-            "transformer_encoder_block0.attention.value.kernel": grads[
-                self.transformer_encoder_block0.attention.value_dense.kernel.path
-            ].reshape((64, 64)),
-            "transformer_encoder_block0.attention.value.bias": grads[
-                self.transformer_encoder_block0.attention.value_dense.bias.path
-            ].reshape((64,)),
-            "transformer_encoder_block0.attention.output.kernel": grads[
-                self.transformer_encoder_block0.attention.output_dense.kernel.path
-            ].reshape((64, 64)),
-            "transformer_encoder_block0.attention.output.bias": grads[
-                self.transformer_encoder_block0.attention.output_dense.bias.path
-            ],
-            "transformer_encoder_block0.ff1.kernel": grads[
-                self.transformer_encoder_block0.ff1.kernel.path
-            ],
-            "transformer_encoder_block0.ff1.bias": grads[
-                self.transformer_encoder_block0.ff1.bias.path
-            ],
-            "transformer_encoder_block0.ff2.kernel": grads[
-                self.transformer_encoder_block0.ff2.kernel.path
-            ],
-            "transformer_encoder_block0.ff2.bias": grads[
-                self.transformer_encoder_block0.ff2.bias.path
-            ],
-            "transformer_encoder_block0.norm1.gamma": grads[
-                self.transformer_encoder_block0.norm1.gamma.path
-            ],
-            "transformer_encoder_block0.norm1.beta": grads[
-                self.transformer_encoder_block0.norm1.beta.path
-            ],
-            "transformer_encoder_block0.norm2.gamma": grads[
-                self.transformer_encoder_block0.norm2.gamma.path
-            ],
-            "transformer_encoder_block0.norm2.beta": grads[
-                self.transformer_encoder_block0.norm2.beta.path
-            ],
-            "transformer_encoder.attention.query.kernel": grads[
-                self.transformer_encoder.attention.query_dense.kernel.path
-            ].reshape((64, 64)),
-            "transformer_encoder.attention.query.bias": grads[
-                self.transformer_encoder.attention.query_dense.bias.path
-            ].reshape((64,)),
-            "transformer_encoder.attention.key.kernel": grads[
-                self.transformer_encoder.attention.key_dense.kernel.path
-            ].reshape((64, 64)),
-            "transformer_encoder.attention.key.bias": grads[
-                self.transformer_encoder.attention.key_dense.bias.path
-            ].reshape((64,)),
-            "transformer_encoder.attention.value.kernel": grads[
-                self.transformer_encoder.attention.value_dense.kernel.path
-            ].reshape((64, 64)),
-            "transformer_encoder.attention.value.bias": grads[
-                self.transformer_encoder.attention.value_dense.bias.path
-            ].reshape((64,)),
-            "transformer_encoder.attention.output.kernel": grads[
-                self.transformer_encoder.attention.output_dense.kernel.path
-            ].reshape((64, 64)),
-            "transformer_encoder.attention.output.bias": grads[
-                self.transformer_encoder.attention.output_dense.bias.path
-            ],
-            "transformer_encoder.ff1.kernel": grads[self.transformer_encoder.ff1.kernel.path],
-            "transformer_encoder.ff1.bias": grads[self.transformer_encoder.ff1.bias.path],
-            "transformer_encoder.ff2.kernel": grads[self.transformer_encoder.ff2.kernel.path],
-            "transformer_encoder.ff2.bias": grads[self.transformer_encoder.ff2.bias.path],
-            "transformer_encoder.norm1.gamma": grads[self.transformer_encoder.norm1.gamma.path],
-            "transformer_encoder.norm1.beta": grads[self.transformer_encoder.norm1.beta.path],
-            "transformer_encoder.norm2.gamma": grads[self.transformer_encoder.norm2.gamma.path],
-            "transformer_encoder.norm2.beta": grads[self.transformer_encoder.norm2.beta.path],
-            "layer_norm.gamma": grads[self.layer_norm.gamma.path],
-            "layer_norm.beta": grads[self.layer_norm.beta.path],
-            "dense.kernel": grads[self.dense.kernel.path],
-            "dense.bias": grads[self.dense.bias.path],
+        canonical = {
+            name: grads[variable.path]
+            for name, variable in self.canonical_variables().items()
+            if variable.path in grads
         }
+        canonical["words.embeddings"] = grads[self.words.embeddings.path]
+        return {name: canonical[name] for name in CANONICAL_SHAPES if name in canonical}
 
 
 def build_model(dtype="float32"):
@@ -696,9 +450,15 @@ class TorchAdamW(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(variables)
-        self.first_moments, self.second_moments = self.add_optimizer_variables(
-            variables, ["first_moment", "second_moment"]
-        )
+        slots = self.add_optimizer_variables(variables, ["first_moment", "second_moment"])
+        # update_step gets a variable as the backend holds it (TensorFlow: its tf.Variable, one
+        # replica's under a distribution strategy): slots are found by the identity of each.
+        self.slots = {}
+        for variable, slot in zip(variables, zip(*slots, strict=True), strict=True):
+            held = variable.value
+            replicas = getattr(held, "values", None)
+            for key in (variable, held, *(replicas if isinstance(replicas, tuple) else ())):
+                self.slots[id(key)] = slot
 
     def apply(self, grads, trainable_variables=None):
         """Merge embedding gradients, clip all by global norm, then update the variables."""
@@ -721,8 +481,7 @@ class TorchAdamW(keras.optimizers.Optimizer):
         step_size = ops.cast(lr / (1 - ops.power(self.beta_1, step)), dtype)
         bias_correction2_sqrt = ops.cast(ops.sqrt(1 - ops.power(self.beta_2, step)), dtype)
         self.assign(variable, variable * ops.cast(1 - lr * self.decoupled_weight_decay, dtype))
-        m = self.first_moments[self._get_variable_index(variable)]
-        v = self.second_moments[self._get_variable_index(variable)]
+        m, v = self.slots[id(variable)]
         self.assign(m, m + (1 - self.beta_1) * (gradient - m))
         self.assign(v, self.beta_2 * v + (1 - self.beta_2) * gradient * gradient)
         denominator = ops.sqrt(v) / bias_correction2_sqrt + self.epsilon

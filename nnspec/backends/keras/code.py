@@ -5,30 +5,26 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from nnspec.backends.keras.naming import names
 from nnspec.compiler import ir
 
-GELU = '''
-def gelu(x):
-    """The exact (erf) GELU. Keras' own loses precision in float64 (a float32 constant inside)."""
-    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
-'''
-
-FRESH_INITIALIZER = '''
-def fresh_initializer(initializer):
-    """A new instance of ``initializer``: an unseeded Keras initializer repeats its draws."""
-    initializer = keras.initializers.get(initializer)
-    return initializer.__class__.from_config(initializer.get_config())
-'''
+if TYPE_CHECKING:
+    from nnspec.backends.keras.emitter import KerasGenerator
 
 
 @dataclass(frozen=True)
 class WeightCode:
     """How the generated model reaches one canonical weight.
 
+    Most weights live whole in one variable, whose shape reshapes to the canonical one
+    (``variable``): the model's ``canonical_variables`` table lists them and one loop saves,
+    loads and differentiates them all. The others (embedding tables, rows of a GRU bias) have
+    statements of their own:
+
     Attributes:
         name: the canonical name.
+        variable: expression for the variable holding the weight whole, if one does.
         value: expression for the weight as a numpy array in canonical layout.
         load: statement loading a canonical array, written ``{}``, into the model (empty when
             the statement of another weight loads this one too).
@@ -37,9 +33,10 @@ class WeightCode:
     """
 
     name: str
-    value: str
-    load: str
-    grad: str | None
+    variable: str | None = None
+    value: str = ""
+    load: str = ""
+    grad: str | None = None
 
 
 @dataclass
@@ -49,14 +46,23 @@ class Emitted:
     Attributes:
         init: lines of the model's ``__init__``.
         call: the expression ``call`` computes for the node (empty for a table).
-        weights: the canonical weights it owns.
-        helpers: module-level classes and functions it needs: name -> source.
+        weights: the canonical weights it owns, one by one.
+        groups: ``(prefix, layer)`` for each layer of a class of this module that lists its own
+            canonical variables (``layer.canonical_variables(prefix)``); :attr:`covered` names
+            the weights they hold.
+        covered: canonical names held by :attr:`groups`.
+        constructor: the layer's constructor call without ``name=`` (blocks built in a loop
+            compare it), empty when the node has no layer of its own.
+        extra: the keyword arguments of the layer's call after its inputs.
     """
 
     init: list[str] = field(default_factory=list)
     call: str = ""
     weights: list[WeightCode] = field(default_factory=list)
-    helpers: dict[str, str] = field(default_factory=dict)
+    groups: list[tuple[str, str]] = field(default_factory=list)
+    covered: list[str] = field(default_factory=list)
+    constructor: str = ""
+    extra: tuple[str, ...] = ()
 
 
 def shape(dims: ir.Shape) -> str:
@@ -125,32 +131,15 @@ def whole(program: ir.Program, node: ir.Node, weights: list[str]) -> bool:
 
 def variable(weight: ir.Weight, expr: str) -> WeightCode:
     """The code for a weight held whole, in canonical layout, in the variable ``expr``."""
-    return WeightCode(
-        name=weight.name,
-        value=f"{expr}.numpy()",
-        load=f"{expr}.assign({{}})",
-        grad=f"grads[{expr}.path]" if weight.trainable == "all" else None,
-    )
+    return WeightCode(name=weight.name, variable=expr)
 
 
-def reshaped(weight: ir.Weight, expr: str, keras_shape: tuple[int, ...]) -> WeightCode:
-    """The code for a weight held in ``expr`` as ``keras_shape`` (a reshape, same order)."""
-    canonical = repr(weight.shape)
-    return WeightCode(
-        name=weight.name,
-        value=f"{expr}.numpy().reshape({canonical})",
-        load=f"{expr}.assign(np.reshape({{}}, {keras_shape!r}))",
-        grad=f"grads[{expr}.path].reshape({canonical})" if weight.trainable == "all" else None,
-    )
-
-
-def activation_arg(activation: ir.Activation, out: Emitted) -> str | None:
+def activation_arg(g: KerasGenerator, activation: ir.Activation) -> str | None:
     """The ``activation=`` argument of a Keras layer (``None`` for linear)."""
     if activation == "linear":
         return None
     if activation == "gelu":
-        out.helpers["gelu"] = GELU
-        return "activation=gelu"
+        return f"activation={g.helper('gelu')}"
     return f"activation={activation!r}"
 
 
@@ -180,13 +169,24 @@ def indent(lines: list[str], levels: int) -> list[str]:
     return [pad + line if line else "" for line in lines]
 
 
-def layer(program: ir.Program, node: ir.Node, constructor: str, *extra: str) -> Emitted:
+def with_args(constructor: str, *args: str) -> str:
+    """``constructor`` (a call) with ``args`` appended."""
+    close = "" if constructor.endswith("()") else ", "
+    return f"{constructor[:-1]}{close}{', '.join(args)})"
+
+
+def layer(g: KerasGenerator, node: ir.Node, constructor: str, *extra: str) -> Emitted:
     """A node computed by one layer: ``constructor`` gets the model's dtype and a name; the
     layer is called on the node's input (its inputs as a list if it has several) and ``extra``
     keyword arguments."""
-    n = names(program)
+    n = g.names
     attr = n.attrs[node.layer_name]
-    close = "" if constructor.endswith("()") else ", "
-    init = f"self.{attr} = {constructor[:-1]}{close}dtype=self.dtype_policy, name={attr!r})"
+    built = with_args(constructor, "dtype=self.dtype_policy")
+    init = f"self.{attr} = {with_args(built, f'name={attr!r}')}"
     args = n.args(node) if len(node.inputs) == 1 else f"[{n.args(node)}]"
-    return Emitted(init=[init], call=f"self.{attr}({', '.join([args, *extra])})")
+    return Emitted(
+        init=[init],
+        call=f"self.{attr}({', '.join([args, *extra])})",
+        constructor=built,
+        extra=extra,
+    )

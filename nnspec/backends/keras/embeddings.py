@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from nnspec.backends.keras.code import (
     Emitted,
@@ -14,22 +14,10 @@ from nnspec.backends.keras.code import (
     initializer,
     variable,
 )
-from nnspec.backends.keras.naming import names
 from nnspec.compiler import ir
 
-SINUSOIDS = '''
-def sinusoids(max_length, dim, base):
-    """The fixed positional encodings of Vaswani et al. (2017), section 3.5, in float64.
-
-    ``pe[pos, 2i] = sin(pos / base ** (2i / dim))`` and ``pe[pos, 2i + 1]`` is the cosine of the
-    same angle, for every absolute position ``pos < max_length``.
-    """
-    angles = np.arange(max_length, dtype=np.float64)[:, None] / base ** (np.arange(0, dim, 2) / dim)
-    table = np.zeros((max_length, dim))
-    table[:, 0::2] = np.sin(angles)
-    table[:, 1::2] = np.cos(angles[:, : dim // 2])
-    return table
-'''
+if TYPE_CHECKING:
+    from nnspec.backends.keras.emitter import KerasGenerator
 
 
 @dataclass(frozen=True)
@@ -337,10 +325,11 @@ class TableKind:
         return "\n".join(lines) + "\n"
 
 
-def emit_table(program: ir.Program, table: ir.EmbeddingTable) -> Emitted:
+def emit_table(g: KerasGenerator, table: ir.EmbeddingTable) -> Emitted:
     """The layer computing ``table``'s lookup formula (see :class:`ir.EmbeddingTable`)."""
+    program = g.program
     kind = TableKind.of(program, table)
-    attr = f"self.{names(program).attrs[table.name]}"
+    attr = f"self.{g.names.attrs[table.name]}"
     weight = program.weight(table.weight)
     out = Emitted()
     if kind.plain:
@@ -378,19 +367,22 @@ def emit_table(program: ir.Program, table: ir.EmbeddingTable) -> Emitted:
         else:
             grad = None
         out.weights.insert(
-            0, WeightCode(weight.name, f"{attr}.get_table()", f"{attr}.set_table({{}})", grad)
+            0,
+            WeightCode(
+                weight.name, value=f"{attr}.get_table()", load=f"{attr}.set_table({{}})", grad=grad
+            ),
         )
         if kind.positional == "sinusoidal":
-            out.helpers["sinusoids"] = SINUSOIDS
-        out.helpers[kind.class_name] = kind.source()
+            g.helper("sinusoids")
+        g.add_helper(kind.class_name, kind.source())
         layer = kind.class_name
     args += ["dtype=self.dtype_policy", f"name={attr[5:]!r}"]
     out.init.append(f"{attr} = {layer}({', '.join(args)})")
     return out
 
 
-def emit_embedding(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_embedding(g: KerasGenerator, node: ir.Node) -> Emitted:
     """A lookup calls its table's layer on the ids."""
     assert isinstance(node.op, ir.EmbeddingLookup)
-    n = names(program)
+    n = g.names
     return Emitted(call=f"self.{n.attrs[node.op.table]}({n.values[node.inputs[0]]})")

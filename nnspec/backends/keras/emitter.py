@@ -1,73 +1,165 @@
 """Render an IR program as Keras 3 source: ``model.py`` (a ``keras.Model``) and ``train.py``.
 
-Each IR op has one ``emit_*`` function (see :attr:`KerasBackend.emitters`), in a module per op
-family, returning an :class:`Emitted`: its lines for the model's ``__init__``, the expression its
-``call`` computes, the canonical weights it owns and the module-level helpers it needs. Embedding
-tables, the loss and the optimizer have emitters of their own. The templates only lay the files
-out around them.
+:class:`KerasGenerator` holds one generation: the program, its Python names and the helpers the
+file needs. Its :attr:`~KerasGenerator.OPS` table maps each IR op class to an emit function (in
+a module per op family) returning an :class:`Emitted`: lines of the model's ``__init__``, the
+expression ``call`` computes, the canonical weights the layer holds. Helper classes and
+functions are templates under ``templates/helpers``; ``templates/model.py.j2`` lays the file out.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import ClassVar
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
 
-from nnspec.backends.base import Backend, format_source, header, template_env
+import jinja2
+
+from nnspec.backends.base import (
+    Backend,
+    UnsupportedOpError,
+    format_source,
+    header,
+    template_env,
+)
 from nnspec.backends.keras import attention, embeddings, layers, memory, recurrent, training
-from nnspec.backends.keras.code import Emitted, WeightCode, docstring, shape
-from nnspec.backends.keras.naming import MODEL_ATTRIBUTES, compute_mask, names
+from nnspec.backends.keras.code import Emitted, WeightCode, docstring, shape, with_args
+from nnspec.backends.keras.naming import MODEL_ATTRIBUTES, assign_names, compute_mask
 from nnspec.backends.pretrained_files import pretrained_files
 from nnspec.backends.train_script import render_train_script
 from nnspec.compiler import ir
 
-__all__ = ["MODEL_ATTRIBUTES", "KerasBackend"]
+__all__ = ["MODEL_ATTRIBUTES", "KerasBackend", "KerasGenerator"]
+
+EmitFunction = Callable[["KerasGenerator", ir.Node], Emitted]
 
 
-class KerasBackend(Backend):
-    """Keras 3 on TensorFlow: a ``keras.Model`` subclass, a PyTorch-exact optimizer, and a
-    ``model.fit`` training script."""
+class KerasGenerator:
+    """One generation of Keras source for one program."""
 
-    name = "keras"
-    emitters: ClassVar[dict[type, str]] = {
-        ir.EmbeddingLookup: "emit_embedding",
-        ir.Flatten: "emit_flatten",
-        ir.Dense: "emit_dense",
-        ir.Dropout: "emit_dropout",
-        ir.GlobalPool: "emit_global_pool",
-        ir.Conv1D: "emit_conv1d",
-        ir.Pool1D: "emit_pool1d",
-        ir.Recurrent: "emit_recurrent",
-        ir.LayerNorm: "emit_layer_norm",
-        ir.BatchNorm: "emit_batch_norm",
-        ir.Merge: "emit_merge",
-        ir.SelfAttention: "emit_self_attention",
-        ir.TransformerBlock: "emit_transformer_block",
-        ir.MemoryNetwork: "emit_memory_network",
+    OPS: ClassVar[dict[type, EmitFunction]] = {
+        ir.EmbeddingLookup: embeddings.emit_embedding,
+        ir.Flatten: layers.emit_flatten,
+        ir.Dense: layers.emit_dense,
+        ir.Dropout: layers.emit_dropout,
+        ir.GlobalPool: layers.emit_global_pool,
+        ir.Conv1D: layers.emit_conv1d,
+        ir.Pool1D: layers.emit_pool1d,
+        ir.Recurrent: recurrent.emit_recurrent,
+        ir.LayerNorm: layers.emit_layer_norm,
+        ir.BatchNorm: layers.emit_batch_norm,
+        ir.Merge: layers.emit_merge,
+        ir.SelfAttention: attention.emit_self_attention,
+        ir.TransformerBlock: attention.emit_transformer_block,
+        ir.MemoryNetwork: memory.emit_memory_network,
     }
 
-    emit_table = staticmethod(embeddings.emit_table)
-    emit_embedding = staticmethod(embeddings.emit_embedding)
-    emit_flatten = staticmethod(layers.emit_flatten)
-    emit_dense = staticmethod(layers.emit_dense)
-    emit_dropout = staticmethod(layers.emit_dropout)
-    emit_global_pool = staticmethod(layers.emit_global_pool)
-    emit_conv1d = staticmethod(layers.emit_conv1d)
-    emit_pool1d = staticmethod(layers.emit_pool1d)
-    emit_layer_norm = staticmethod(layers.emit_layer_norm)
-    emit_batch_norm = staticmethod(layers.emit_batch_norm)
-    emit_merge = staticmethod(layers.emit_merge)
-    emit_recurrent = staticmethod(recurrent.emit_recurrent)
-    emit_self_attention = staticmethod(attention.emit_self_attention)
-    emit_transformer_block = staticmethod(attention.emit_transformer_block)
-    emit_memory_network = staticmethod(memory.emit_memory_network)
-    emit_loss = staticmethod(training.emit_loss)
-    emit_optimizer = staticmethod(training.emit_optimizer)
+    def __init__(self, program: ir.Program, env: jinja2.Environment) -> None:
+        self.program = program
+        self.names = assign_names(program)
+        self.env = env
+        self.helpers: dict[str, str] = {}
 
-    def generate(self, program: ir.Program) -> dict[str, str]:
-        """Render ``model.py``, ``train.py`` and, with pretrained vectors, ``pretrained.py``."""
-        self.check(program)
-        n = names(program)
-        parts = [self.emit_table(program, table) for table in program.tables]
+    # ------------------------------------------------------------------ helpers
+
+    def helper(self, name: str) -> str:
+        """Emit the module-level helper ``templates/helpers/<name>.py.j2`` once; its name."""
+        if name not in self.helpers:
+            template = self.env.get_template(f"helpers/{name}.py.j2")
+            self.add_helper(name, template.render(h=self.helper, **self._helper_context(name)))
+        return name
+
+    def add_helper(self, name: str, source: str) -> str:
+        """Emit the module-level helper ``name`` (``source``) once; its name."""
+        if name == self.program.class_name:
+            raise ValueError(f"the model class cannot be named after the helper {name!r}")
+        if self.helpers.setdefault(name, source.strip("\n")) != source.strip("\n"):
+            raise ValueError(f"two different helpers are both named {name!r}")
+        return name
+
+    def _helper_context(self, name: str) -> dict[str, Any]:
+        """What a helper's template is written for."""
+        if name == "MultiHeadSelfAttention":
+            ops = [node.op for node in self.program.nodes]
+            rotary = [op.rotary for op in ops if isinstance(op, ir.SelfAttention)]
+            rotary += [op.attention.rotary for op in ops if isinstance(op, ir.TransformerBlock)]
+            return {"rotary": any(rotary)}
+        if name == "TransformerEncoderBlock":
+            blocks = [n.op for n in self.program.nodes if isinstance(n.op, ir.TransformerBlock)]
+            return {"rotary": any(op.attention.rotary for op in blocks)}
+        return {}
+
+    # ------------------------------------------------------------------ the model
+
+    def emit(self, node: ir.Node) -> Emitted:
+        """What ``node`` contributes, by :attr:`OPS`."""
+        emit = self.OPS.get(type(node.op))
+        if emit is None:
+            raise UnsupportedOpError("keras", node.op, node.name)
+        return emit(self, node)
+
+    def _runs(self, parts: list[Emitted]) -> list[tuple[int, int]]:
+        """``(first, last)`` node indices of each run of blocks built in one loop: the unrolled
+        layers of one spec layer (``<name>_block<i>``/``<name>_layer<i>`` then ``<name>``),
+        each the same layer class over the previous one's output, used by nothing else."""
+        nodes, runs, i = self.program.nodes, [], 0
+        uses: dict[str, int] = {}
+        for node in nodes:
+            for name in node.inputs:
+                uses[name] = uses.get(name, 0) + 1
+        layer_uses: dict[str, int] = {}
+        for node in nodes:
+            layer_uses[node.layer_name] = layer_uses.get(node.layer_name, 0) + 1
+        while i < len(nodes):
+            j = i
+            while j + 1 < len(nodes) and self._continues(nodes, parts, i, j + 1, uses):
+                j += 1
+            last = nodes[j].name
+            pattern = re.compile(rf"{re.escape(last)}_(block|layer){{}}$".replace("{}", r"(\d+)"))
+            numbered = all(
+                (m := pattern.match(nodes[k].name)) is not None and int(m.group(2)) == k - i
+                for k in range(i, j)
+            )
+            own = all(
+                layer_uses[nodes[k].layer_name] == 1 and parts[k].covered and not parts[k].weights
+                for k in range(i, j + 1)
+            )
+            if j > i and numbered and own:
+                runs.append((i, j))
+            i = j + 1
+        return runs
+
+    def _continues(
+        self, nodes: tuple[ir.Node, ...], parts: list[Emitted], first: int, k: int, uses: dict
+    ) -> bool:
+        """Whether node ``k`` computes the same layer as node ``first`` on node ``k - 1``'s
+        output, which nothing else reads."""
+        previous = nodes[k - 1]
+        return (
+            bool(parts[first].constructor)
+            and parts[k].constructor == parts[first].constructor
+            and parts[k].extra == parts[first].extra
+            and nodes[k].inputs == (previous.name,)
+            and uses.get(previous.name) == 1
+            and previous.name not in self.program.outputs
+        )
+
+    def model_context(self) -> dict[str, Any]:
+        """The template context of ``model.py``."""
+        program, n = self.program, self.names
+        parts = [embeddings.emit_table(self, table) for table in program.tables]
+        tables = len(parts)
+        layer_ops: dict[str, ir.Op] = {}
+        for node in program.nodes:
+            emitted = self.emit(node)
+            if node.layer_name in layer_ops:  # a tied layer: built and owned by its first node
+                if layer_ops[node.layer_name] != node.op:
+                    raise ValueError(f"node {node.name!r}: layer {node.layer_name!r} is another op")
+                emitted = Emitted(call=emitted.call)
+            layer_ops[node.layer_name] = node.op
+            parts.append(emitted)
+        runs = dict(self._runs(parts[tables:]))
+
         dims = {inp.name: (None, *inp.dims) for inp in program.inputs}
         call = [
             f"{n.values[inp.name]} = inputs[{inp.name!r}]  # {shape(dims[inp.name])}"
@@ -77,88 +169,142 @@ class KerasBackend(Backend):
             f"{variable} = {compute_mask(mask, n.values)}  # {shape(dims[mask.input])}"
             for variable, mask in n.mask_variables
         ]
-        layer_ops: dict[str, ir.Op] = {}
-        for i, node in enumerate(program.nodes):
-            emitted = self.emitter_for(node)(program, node)
-            assert isinstance(emitted, Emitted)
-            if node.layer_name in layer_ops:  # a tied layer: built and owned by its first node
-                if layer_ops[node.layer_name] != node.op:
-                    raise ValueError(f"node {node.name!r}: layer {node.layer_name!r} is another op")
-                emitted = Emitted(call=emitted.call)
-            layer_ops[node.layer_name] = node.op
-            parts.append(emitted)
-            comment = f"  # {shape(node.shape)}"
-            if i == len(program.nodes) - 1 and program.outputs == (node.name,):
-                call.append(f"return {emitted.call}{comment}")
+        init = [line for part in parts[:tables] for line in part.init]
+        canonical: list[str] = []
+        covered: set[str] = set()
+        i = 0
+        while i < len(program.nodes):
+            node, emitted = program.nodes[i], parts[tables + i]
+            last = runs.get(i, i)
+            comment = f"  # {shape(program.nodes[last].shape)}"
+            if last > i:  # a run of blocks: a list of layers, called in a loop
+                run = program.nodes[i : last + 1]
+                attr = n.attrs[program.nodes[last].layer_name]
+                element = n.local_space.claim("block")
+                layer_names = ", ".join(repr(n.attrs[m.layer_name]) for m in run)
+                init += [
+                    f"self.{attr} = [",
+                    f"    {with_args(emitted.constructor, 'name=name')}",
+                    f"    for name in ({layer_names})",
+                    "]",
+                ]
+                source, target = n.values[node.inputs[0]], n.values[run[-1].name]
+                if source != target:
+                    call.append(f"{target} = {source}")
+                call += [
+                    f"for {element} in self.{attr}:",
+                    f"    {target} = {element}({', '.join([target, *emitted.extra])}){comment}",
+                ]
+                prefixes = ", ".join(
+                    repr(parts[tables + k].groups[0][0]) for k in range(i, last + 1)
+                )
+                canonical += [
+                    f"for prefix, block in zip(({prefixes}), self.{attr}):",
+                    "    variables.update(block.canonical_variables(prefix))",
+                ]
+                for k in range(i, last + 1):
+                    covered.update(parts[tables + k].covered)
+                node = run[-1]
             else:
+                init += emitted.init
+                canonical += [
+                    f"variables.update({attr}.canonical_variables({prefix!r}))"
+                    for prefix, attr in emitted.groups
+                ]
+                covered.update(emitted.covered)
                 call.append(f"{n.values[node.name]} = {emitted.call}{comment}")
-        if not call[-1].startswith("return "):
-            if len(program.outputs) == 1:
-                call.append(f"return {n.values[program.outputs[0]]}")
-            else:
-                items = ", ".join(f"{o!r}: {n.values[o]}" for o in program.outputs)
-                call.append(f"return {{{items}}}")
+            i = last + 1
+        call = self._returning(call)
 
-        helpers: dict[str, str] = {}
         weights: dict[str, WeightCode] = {}
         for part in parts:
-            for name, source in part.helpers.items():
-                if helpers.setdefault(name, source) != source:
-                    raise ValueError(f"two different helpers are both named {name!r}")
             weights.update((code.name, code) for code in part.weights)
-        missing = [w.name for w in program.weights if w.name not in weights]
+        missing = [
+            w.name for w in program.weights if w.name not in weights and w.name not in covered
+        ]
         if missing:
             raise ValueError(f"no layer owns the canonical weights {missing}")
-        ordered = [self._fit(weights[w.name]) for w in program.weights]
-        optimizer = self.emit_optimizer(program)
-
-        env = template_env(__package__)
-        env.filters["py"] = repr
-        context = {
-            "module_doc": "\n".join(docstring(self._module_doc(program), 0)),
-            "header": header(program, self.name),
-            "program": program,
-            "names": n,
-            "shapes": {w.name: w.shape for w in program.weights},
-            "helpers": [source.strip("\n") for source in helpers.values()],
-            "init": [line for part in parts for line in part.init],
-            "call": call,
-            "weights": ordered,
-            "trainable": [code for code in ordered if code.grad is not None],
-            "output": " and ".join(
-                f"``{o}`` {shape(program.node(o).shape)}" for o in program.outputs
-            ),
-            "signature": ", ".join(
-                f"``{inp.name}`` {shape(dims[inp.name])}" for inp in program.inputs
-            ),
-            "build_inputs": ", ".join(
-                f"{inp.name!r}: np.zeros({(1, *inp.dims)!r}, dtype={inp.dtype!r})"
-                for inp in program.inputs
-            ),
-            "loss": self.emit_loss(program),
-            "optimizer": optimizer,
-        }
+        ordered = [weights[w.name] for w in program.weights if w.name in weights]
+        special = [code for code in ordered if code.variable is None]
         return {
-            "model.py": format_source(env.get_template("model.py.j2").render(context)),
-            "train.py": render_train_script(env, program, self.name),
-            **pretrained_files(program, self.name),
+            "init": init,
+            "call": call,
+            "variables": [code for code in ordered if code.variable is not None],
+            "canonical": canonical,
+            "special": special,
+            "special_grads": [code for code in special if code.grad is not None],
         }
 
-    @staticmethod
-    def _fit(code: WeightCode) -> WeightCode:
-        """``code`` with its value parenthesized when its ``canonical_state`` line would pass
-        100 columns (ruff splits a parenthesized value, not an attribute chain)."""
-        if 12 + len(repr(code.name)) + len(": ,") + len(code.value) <= 100:
-            return code
-        return dataclasses.replace(code, value=f"(\n{code.value}\n)")
+    def _returning(self, call: list[str]) -> list[str]:
+        """``call`` ending in a ``return`` of the program's outputs."""
+        program, n = self.program, self.names
+        if len(program.outputs) > 1:
+            items = ", ".join(f"{o!r}: {n.values[o]}" for o in program.outputs)
+            return [*call, f"return {{{items}}}"]
+        target = n.values[program.outputs[0]]
+        last = call[-1]
+        if last.startswith(f"{target} = ") and program.outputs[0] == program.nodes[-1].name:
+            return [*call[:-1], f"return {last[len(target) + 3 :]}"]
+        return [*call, f"return {target}"]
 
-    @staticmethod
-    def _module_doc(program: ir.Program) -> str:
+    def files(self) -> dict[str, str]:
+        """``model.py``, ``train.py`` and, with pretrained vectors, ``pretrained.py``."""
+        program = self.program
+        context = self.model_context()
+        dims = {inp.name: (None, *inp.dims) for inp in program.inputs}
+        context.update(
+            {
+                "module_doc": "\n".join(docstring(self._module_doc(), 0)),
+                "header": header(program, "keras"),
+                "program": program,
+                "shapes": {w.name: w.shape for w in program.weights},
+                "helpers": list(self.helpers.values()),
+                "output": " and ".join(
+                    f"``{o}`` {shape(program.node(o).shape)}" for o in program.outputs
+                ),
+                "signature": ", ".join(
+                    f"``{inp.name}`` {shape(dims[inp.name])}" for inp in program.inputs
+                ),
+                "build_inputs": ", ".join(
+                    f"{inp.name!r}: np.zeros({(1, *inp.dims)!r}, dtype={inp.dtype!r})"
+                    for inp in program.inputs
+                ),
+                "loss": training.emit_loss(program),
+                "optimizer": training.emit_optimizer(self),
+            }
+        )
+        return {
+            "model.py": format_source(self.env.get_template("model.py.j2").render(context)),
+            "train.py": render_train_script(self.env, program, "keras"),
+            **pretrained_files(program, "keras"),
+        }
+
+    def _module_doc(self) -> str:
         """The docstring of ``model.py``."""
         return (
-            f"The ``{program.name}`` model in Keras 3, with its loss and optimizer."
+            f"The ``{self.program.name}`` model in Keras 3, with its loss and optimizer."
             "\n\nWeights load and save in canonical form (safetensors; names such as "
             "``<layer>.kernel``, dense kernels ``[in, out]``, embedding tables "
             "``[vocab_size, dim]``), so one file serves this model and the PyTorch version of the "
             "same spec."
         )
+
+
+class KerasBackend(Backend):
+    """Keras 3 on TensorFlow: a ``keras.Model`` subclass, a PyTorch-exact optimizer, and a
+    ``model.fit`` training script."""
+
+    name = "keras"
+
+    def check(self, program: ir.Program) -> None:
+        """Raise :class:`UnsupportedOpError` if any node's op is not in the op table."""
+        for node in program.nodes:
+            if type(node.op) not in KerasGenerator.OPS:
+                raise UnsupportedOpError(self.name, node.op, node.name)
+
+    def generate(self, program: ir.Program) -> dict[str, str]:
+        """Render ``model.py``, ``train.py`` and, with pretrained vectors, ``pretrained.py``."""
+        self.check(program)
+        env = template_env(__package__)
+        env.filters["py"] = repr
+        return KerasGenerator(program, env).files()

@@ -4,6 +4,8 @@ the IR's semantics differ from Keras' (masked pooling, PyTorch's batch-norm upda
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nnspec.backends.keras.code import (
     Emitted,
     activation_arg,
@@ -12,8 +14,11 @@ from nnspec.backends.keras.code import (
     variable,
     whole,
 )
-from nnspec.backends.keras.naming import input_mask, names
+from nnspec.backends.keras.naming import input_mask
 from nnspec.compiler import ir
+
+if TYPE_CHECKING:
+    from nnspec.backends.keras.emitter import KerasGenerator
 
 MASKED_POOLING = {
     "average": (
@@ -83,28 +88,29 @@ class TorchBatchNormalization(keras.layers.BatchNormalization):
 '''
 
 
-def emit_flatten(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_flatten(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.Flatten``: row-major over the channels-last layout, as the IR says."""
-    return layer(program, node, "keras.layers.Flatten()")
+    return layer(g, node, "keras.layers.Flatten()")
 
 
-def emit_dropout(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_dropout(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.Dropout`` (inverted dropout), active only when ``training``."""
     assert isinstance(node.op, ir.Dropout)
-    return layer(program, node, f"keras.layers.Dropout({node.op.rate!r})", "training=training")
+    return layer(g, node, f"keras.layers.Dropout({node.op.rate!r})", "training=training")
 
 
 def _kernel_layer(
-    program: ir.Program, node: ir.Node, args: list[str], kernel: str, bias: str | None
+    g: KerasGenerator, node: ir.Node, args: list[str], kernel: str, bias: str | None
 ) -> tuple[list[str], Emitted]:
     """The arguments shared by dense and convolution layers (bias, initializers, trainability)
-    after ``args``, and an :class:`Emitted` holding the activation's helper and the weights."""
+    after ``args``, and an :class:`Emitted` holding the weights."""
+    program = g.program
     op = node.op
     assert isinstance(op, ir.Dense | ir.Conv1D)
     owned = [kernel] if bias is None else [kernel, bias]
     trains = whole(program, node, owned)
     out = Emitted()
-    activation = activation_arg(op.activation, out)
+    activation = activation_arg(g, op.activation)
     args = [*args, *([activation] if activation else [])]
     if bias is None:
         args.append("use_bias=False")
@@ -118,28 +124,27 @@ def _kernel_layer(
     )
     if not trains:
         args.append("trainable=False")
-    attr = names(program).layer(node)
+    attr = g.names.layer(node)
     for weight, param in zip(owned, ("kernel", "bias"), strict=False):
         out.weights.append(variable(program.weight(weight), f"{attr}.{param}"))
     return args, out
 
 
 def _merge(first: Emitted, second: Emitted) -> Emitted:
-    """``first`` with ``second``'s weights and helpers added."""
+    """``first`` with ``second``'s weights added."""
     first.weights += second.weights
-    first.helpers.update(second.helpers)
     return first
 
 
-def emit_dense(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_dense(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.Dense``, whose kernel is already the canonical ``[in, out]``."""
     op = node.op
     assert isinstance(op, ir.Dense)
-    args, out = _kernel_layer(program, node, [str(op.units)], op.kernel, op.bias)
-    return _merge(layer(program, node, f"keras.layers.Dense({', '.join(args)})"), out)
+    args, out = _kernel_layer(g, node, [str(op.units)], op.kernel, op.bias)
+    return _merge(layer(g, node, f"keras.layers.Dense({', '.join(args)})"), out)
 
 
-def emit_conv1d(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_conv1d(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.Conv1D``: its kernel is the canonical ``[kernel_size, in, filters]`` and
     its ``same`` and ``causal`` paddings are the IR's (TensorFlow's rule)."""
     op = node.op
@@ -151,42 +156,44 @@ def emit_conv1d(program: ir.Program, node: ir.Node) -> Emitted:
         args.append(f"padding={op.padding!r}")
     if op.dilation != 1:
         args.append(f"dilation_rate={op.dilation}")
-    args, out = _kernel_layer(program, node, args, op.kernel, op.bias)
-    return _merge(layer(program, node, f"keras.layers.Conv1D({', '.join(args)})"), out)
+    args, out = _kernel_layer(g, node, args, op.kernel, op.bias)
+    return _merge(layer(g, node, f"keras.layers.Conv1D({', '.join(args)})"), out)
 
 
-def emit_pool1d(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_pool1d(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.MaxPooling1D`` / ``AveragePooling1D`` with valid padding."""
     op = node.op
     assert isinstance(op, ir.Pool1D)
     cls = {"max": "MaxPooling1D", "average": "AveragePooling1D"}[op.mode]
-    return layer(program, node, f"keras.layers.{cls}({op.pool_size}, strides={op.strides})")
+    return layer(g, node, f"keras.layers.{cls}({op.pool_size}, strides={op.strides})")
 
 
-def emit_global_pool(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_global_pool(g: KerasGenerator, node: ir.Node) -> Emitted:
     """Pooling over the sequence axis; masked by the input node's mask when it has one."""
+    program = g.program
     op = node.op
     assert isinstance(op, ir.GlobalPool)
     mask = input_mask(program, node)
     if mask is None:
         cls = {"average": "GlobalAveragePooling1D", "max": "GlobalMaxPooling1D"}[op.mode]
-        return layer(program, node, f"keras.layers.{cls}()")
+        return layer(g, node, f"keras.layers.{cls}()")
     cls, source = MASKED_POOLING[op.mode]
-    out = layer(program, node, f"{cls}()", f"padding_mask={names(program).masks[mask]}")
-    out.helpers[cls] = source
+    out = layer(g, node, f"{cls}()", f"padding_mask={g.names.masks[mask]}")
+    g.add_helper(cls, source)
     return out
 
 
-def emit_merge(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_merge(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.Add`` / ``Multiply`` / ``Concatenate`` (last axis) of the inputs."""
     op = node.op
     assert isinstance(op, ir.Merge)
     cls = {"add": "Add", "multiply": "Multiply", "concat": "Concatenate"}[op.mode]
-    return layer(program, node, f"keras.layers.{cls}()")
+    return layer(g, node, f"keras.layers.{cls}()")
 
 
-def emit_layer_norm(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_layer_norm(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.LayerNormalization`` over the last axis with the IR's epsilon."""
+    program = g.program
     op = node.op
     assert isinstance(op, ir.LayerNorm)
     args = [f"epsilon={op.epsilon!r}"]
@@ -197,8 +204,8 @@ def emit_layer_norm(program: ir.Program, node: ir.Node) -> Emitted:
     )
     if not whole(program, node, [op.gamma, op.beta]):
         args.append("trainable=False")
-    out = layer(program, node, f"keras.layers.LayerNormalization({', '.join(args)})")
-    attr = names(program).layer(node)
+    out = layer(g, node, f"keras.layers.LayerNormalization({', '.join(args)})")
+    attr = g.names.layer(node)
     out.weights += [
         variable(program.weight(op.gamma), f"{attr}.gamma"),
         variable(program.weight(op.beta), f"{attr}.beta"),
@@ -206,9 +213,10 @@ def emit_layer_norm(program: ir.Program, node: ir.Node) -> Emitted:
     return out
 
 
-def emit_batch_norm(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_batch_norm(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``TorchBatchNormalization``: Keras' layer with PyTorch's moving-variance update; its
     moving statistics are non-trainable state weights."""
+    program = g.program
     op = node.op
     assert isinstance(op, ir.BatchNorm)
     for name in (op.moving_mean, op.moving_variance):
@@ -228,9 +236,9 @@ def emit_batch_norm(program: ir.Program, node: ir.Node) -> Emitted:
     )
     if not whole(program, node, [op.gamma, op.beta]):
         args.append("trainable=False")
-    out = layer(program, node, f"TorchBatchNormalization({', '.join(args)})", "training=training")
-    out.helpers["TorchBatchNormalization"] = TORCH_BATCH_NORM
-    attr = names(program).layer(node)
+    out = layer(g, node, f"TorchBatchNormalization({', '.join(args)})", "training=training")
+    g.add_helper("TorchBatchNormalization", TORCH_BATCH_NORM)
+    attr = g.names.layer(node)
     for name, param in (
         (op.gamma, "gamma"),
         (op.beta, "beta"),

@@ -9,9 +9,9 @@ the tables they use, so tied hops name the same one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nnspec.backends.keras.code import (
-    FRESH_INITIALIZER,
     Emitted,
     WeightCode,
     docstring,
@@ -20,8 +20,10 @@ from nnspec.backends.keras.code import (
     shared_initializer,
     variable,
 )
-from nnspec.backends.keras.naming import names
 from nnspec.compiler import ir
+
+if TYPE_CHECKING:
+    from nnspec.backends.keras.emitter import KerasGenerator
 
 KWARGS_DOC = "``kwargs`` (such as ``dtype`` and ``name``) go to ``keras.layers.Layer``."
 
@@ -313,8 +315,9 @@ def _source(cls: str, op: ir.MemoryNetwork, layout: _Layout) -> str:
     return "\n".join(lines) + "\n"
 
 
-def emit_memory_network(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_memory_network(g: KerasGenerator, node: ir.Node) -> Emitted:
     """A ``MemoryNetwork`` layer called on the memories (and the question)."""
+    program = g.program
     op = node.op
     assert isinstance(op, ir.MemoryNetwork)
     layout = _Layout.of(op, node)
@@ -361,7 +364,7 @@ def emit_memory_network(program: ir.Program, node: ir.Node) -> Emitted:
     if op.output:
         args["answer_initializer"] = initializer(program.weight(op.output).initializer)
 
-    n = names(program)
+    n = g.names
     attr = n.attrs[node.layer_name]
     layers = dict.fromkeys(
         m.layer_name for m in program.nodes if isinstance(m.op, ir.MemoryNetwork)
@@ -372,16 +375,17 @@ def emit_memory_network(program: ir.Program, node: ir.Node) -> Emitted:
     out = Emitted(
         init=[f"self.{attr} = {constructor}dtype=self.dtype_policy, name={attr!r})"],
         call=f"self.{attr}({n.args(node)})",
-        helpers={"fresh_initializer": FRESH_INITIALIZER, cls: _source(cls, op, layout)},
     )
+    g.helper("fresh_initializer")
+    g.add_helper(cls, _source(cls, op, layout))
     for name in layout.words + layout.temporal:
         weight = program.weight(prefix + name)
         table = f"self.{attr}.tables[{name!r}]"
         code = variable(weight, table)
-        if op.pad_index is not None and name in layout.words:
-            code = WeightCode(
-                code.name, code.value, f"self.{attr}.set_table({name!r}, {{}})", code.grad
-            )
+        if op.pad_index is not None and name in layout.words:  # loading re-zeroes its pad row
+            grad = f"grads[{table}.path]" if weight.trainable == "all" else None
+            load = f"self.{attr}.set_table({name!r}, {{}})"
+            code = WeightCode(code.name, value=f"{table}.numpy()", load=load, grad=grad)
         out.weights.append(code)
     if op.linear_map:
         out.weights.append(variable(program.weight(op.linear_map), f"self.{attr}.linear_map"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import keyword
 from dataclasses import dataclass
-from functools import lru_cache
 
 from nnspec.compiler import ir
 
@@ -41,6 +40,7 @@ MODEL_ATTRIBUTES = frozenset(
     """
     activity_regularizer add_loss add_metric add_variable add_weight autocast build
     build_from_config built call call_signature_parameters canonical_gradients canonical_state
+    canonical_variables
     compile compile_from_config compiled compiled_loss compiled_metrics compute_dtype compute_loss
     compute_mask compute_metrics compute_output_shape compute_output_spec count_params
     distribute_reduction_method distribute_strategy dtype dtype_policy evaluate export fit
@@ -92,12 +92,16 @@ class Names:
         masks: the expression for each padding mask a node reads: a variable that ``call``
             computes first when several nodes read the mask, else the computation itself.
         mask_variables: ``(variable, mask)`` for each mask computed once in ``call``.
+        attr_space: the namespace of the model's attributes and Keras layer names, to claim more.
+        local_space: the namespace of ``call``'s local variables, to claim more.
     """
 
     attrs: dict[str, str]
     values: dict[str, str]
     masks: dict[ir.Mask, str]
     mask_variables: tuple[tuple[str, ir.Mask], ...]
+    attr_space: Namespace
+    local_space: Namespace
 
     def layer(self, node: ir.Node) -> str:
         """``self.<attribute>`` of the layer computing ``node``."""
@@ -119,9 +123,9 @@ def compute_mask(mask: ir.Mask, values: dict[str, str]) -> str:
     return f"ops.not_equal({values[mask.input]}, {mask.pad_index})"
 
 
-@lru_cache(maxsize=16)
-def names(program: ir.Program) -> Names:
-    """Assign every attribute and variable name of the generated model."""
+def assign_names(program: ir.Program) -> Names:
+    """Assign every attribute and variable name of the generated model (once per generation:
+    the generator keeps the result)."""
     attrs = Namespace(MODEL_ATTRIBUTES)
     layer_attrs = {table.name: attrs.claim(table.name) for table in program.tables}
     for node in program.nodes:
@@ -158,4 +162,4 @@ def names(program: ir.Program) -> Names:
             in_x = node.name
         else:
             values[node.name] = local.claim(node.name)
-    return Names(layer_attrs, values, masks, tuple(variables))
+    return Names(layer_attrs, values, masks, tuple(variables), attrs, local)

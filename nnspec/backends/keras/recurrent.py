@@ -7,9 +7,14 @@ bias holds the input bias in row 0 and the recurrent bias in row 1.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nnspec.backends.keras.code import Emitted, WeightCode, initializer_args, layer, variable, whole
-from nnspec.backends.keras.naming import input_mask, names
+from nnspec.backends.keras.naming import input_mask
 from nnspec.compiler import ir
+
+if TYPE_CHECKING:
+    from nnspec.backends.keras.emitter import KerasGenerator
 
 LSTM_CELL = '''
 @keras.saving.register_keras_serializable(package={package!r})
@@ -132,12 +137,13 @@ def _weights(
     return codes
 
 
-def emit_recurrent(program: ir.Program, node: ir.Node) -> Emitted:
+def emit_recurrent(g: KerasGenerator, node: ir.Node) -> Emitted:
     """An LSTM or GRU, bidirectional when the op has a backward direction, called with its
     input's padding mask (outputs are 0.0 at padded steps)."""
+    program = g.program
     op = node.op
     assert isinstance(op, ir.Recurrent)
-    n = names(program)
+    n = g.names
     mask = input_mask(program, node)
     wrapped = op.backward is not None
     forward = _direction(program, node, op.forward, mask is not None, wrapped)
@@ -155,9 +161,9 @@ def emit_recurrent(program: ir.Program, node: ir.Node) -> Emitted:
             (op.forward, f"{n.layer(node)}.forward_layer.cell"),
             (op.backward, f"{n.layer(node)}.backward_layer.cell"),
         ]
-    out = layer(program, node, constructor, *([f"mask={n.masks[mask]}"] if mask else []))
+    out = layer(g, node, constructor, *([f"mask={n.masks[mask]}"] if mask else []))
     for direction, cell in cells:
         out.weights += _weights(program, op, direction, cell)
     if op.cell == "lstm":
-        out.helpers["LSTMCellWithRecurrentBias"] = LSTM_CELL.format(package=program.name)
+        g.add_helper("LSTMCellWithRecurrentBias", LSTM_CELL.format(package=program.name))
     return out

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nnspec.backends.keras.code import docstring, indent
 from nnspec.compiler import ir
+
+if TYPE_CHECKING:
+    from nnspec.backends.keras.emitter import KerasGenerator
 
 # (loss, from_logits) -> (summary, formula) of the generated loss_fn's docstring.
 LOSSES = {
@@ -95,10 +99,10 @@ def emit_loss(program: ir.Program) -> str:
     return "\n".join(lines)
 
 
-def emit_optimizer(program: ir.Program) -> OptimizerCode:
+def emit_optimizer(g: KerasGenerator) -> OptimizerCode:
     """An optimizer class with PyTorch's update rule for :class:`ir.Optimizer`, and only the
-    code the spec's settings use."""
-    opt = program.training.optimizer
+    code the spec's settings use (``templates/helpers/optimizer.py.j2``)."""
+    opt = g.program.training.optimizer
     kwargs: dict[str, str] = {}
     if opt.kind == "sgd":
         class_name, torch_name = "TorchSGD", "torch.optim.SGD"
@@ -150,65 +154,17 @@ def emit_optimizer(program: ir.Program) -> OptimizerCode:
         f"(repeated ids summed) before the update{clip}."
     )
 
-    source = [
-        f"class {class_name}(keras.optimizers.Optimizer):",
-        *indent(docstring(doc, 4), 1),
-        "",
-    ]
-    if kwargs:
-        source += [
-            f"    def __init__(self, learning_rate, {', '.join(kwargs)}, **kwargs):",
-            '        """``kwargs`` (such as ``name``) go to ``keras.optimizers.Optimizer``."""',
-            "        super().__init__(learning_rate=learning_rate, **kwargs)",
-            *[f"        self.{k} = {k}" for k in kwargs],
-            "",
-        ]
-    slots = (
-        ["momentum_buffer"]
-        if opt.kind == "sgd" and opt.momentum
-        else ["first_moment", "second_moment"]
-        if opt.kind != "sgd"
-        else []
+    slots = {"sgd": ["momentum_buffer"] if opt.momentum else []}.get(
+        opt.kind, ["first_moment", "second_moment"]
     )
-    if slots:
-        targets = ", ".join(f"self.{s}s" for s in slots)
-        names = repr(slots) if len(slots) > 1 else repr(slots[0])
-        what = "a momentum buffer" if opt.kind == "sgd" else "first and second moments"
-        source += [
-            "    def build(self, variables):",
-            f'        """Create {what} for every variable."""',
-            "        if self.built:",
-            "            return",
-            "        super().build(variables)",
-            f"        {targets} = self.add_optimizer_variables(variables, {names})",
-            "",
-        ]
-    apply_doc = "Merge embedding gradients" + (
-        ", clip all by global norm" if opt.clip_norm is not None else ""
+    source = g.env.get_template("helpers/optimizer.py.j2").render(
+        class_name=class_name,
+        doc="\n".join(indent(docstring(doc, 4), 1)).strip(),
+        kwargs=list(kwargs),
+        slots=slots,
+        opt=opt,
+        torch_name=torch_name,
     )
-    apply = [
-        f'"""{apply_doc}, then update the variables."""',
-        "# Embedding gradients arrive as tf.IndexedSlices with one row per occurrence of an",
-        "# id; densifying sums repeated ids, as PyTorch's dense embedding gradient does.",
-        "grads = [None if g is None else tf.convert_to_tensor(g) for g in grads]",
-    ]
-    if opt.clip_norm is not None:
-        apply += [
-            "# As torch.nn.utils.clip_grad_norm_: the norm of the per-variable norms, and a",
-            "# scale of min(1, clip_norm / (norm + 1e-6)).",
-            "norms = [ops.norm(ops.reshape(g, (-1,))) for g in grads if g is not None]",
-            "scale = ops.minimum(self.clip_norm / (ops.norm(ops.stack(norms)) + 1e-6), 1.0)",
-            "grads = [None if g is None else g * scale for g in grads]",
-        ]
-    apply.append("return super().apply(grads, trainable_variables)")
-    source += [
-        "    def apply(self, grads, trainable_variables=None):",
-        *indent(apply, 2),
-        "",
-        "    def update_step(self, gradient, variable, learning_rate):",
-        f'        """One ``{torch_name}`` step on ``variable``."""',
-        *indent(update_rule(opt), 2),
-    ]
     summary = f"PyTorch's {class_name[5:]}" + (
         f" with weight decay {opt.weight_decay!r}" if opt.weight_decay else ""
     )
@@ -218,48 +174,4 @@ def emit_optimizer(program: ir.Program) -> OptimizerCode:
         '``keras.config.floatx()``: set that to ``"float64"`` to train a float64 model with '
         "it exactly."
     )
-    return OptimizerCode(
-        class_name, "\n".join(source), kwargs, "\n".join(docstring(factory_doc, 4))
-    )
-
-
-def update_rule(opt: ir.Optimizer) -> list[str]:
-    """The body of ``update_step`` for ``opt`` (see :class:`ir.Optimizer`)."""
-    if opt.kind == "sgd":
-        lines = ["lr = ops.cast(learning_rate, variable.dtype)"]
-        if opt.weight_decay:
-            lines.append("gradient = gradient + self.l2_weight_decay * variable")
-        if opt.momentum:
-            lines += [
-                "buffer = self.momentum_buffers[self._get_variable_index(variable)]",
-                "# From zeros this gives buffer = gradient at the first step, as in PyTorch.",
-                "self.assign(buffer, self.momentum * buffer + gradient)",
-                "gradient = gradient + self.momentum * buffer"
-                if opt.nesterov
-                else "gradient = buffer",
-            ]
-        return [*lines, "self.assign_sub(variable, lr * gradient)"]
-    lines = [
-        "dtype = variable.dtype",
-        "# Step scalars in float64, as PyTorch computes them in Python floats.",
-        'lr = ops.cast(learning_rate, "float64")',
-        'step = ops.cast(self.iterations + 1, "float64")',
-        "step_size = ops.cast(lr / (1 - ops.power(self.beta_1, step)), dtype)",
-        "bias_correction2_sqrt = ops.cast(ops.sqrt(1 - ops.power(self.beta_2, step)), dtype)",
-    ]
-    if opt.weight_decay and opt.kind == "adamw":
-        lines.append(
-            "self.assign(variable, variable * ops.cast(1 - lr * self.decoupled_weight_decay, "
-            "dtype))"
-        )
-    elif opt.weight_decay:
-        lines.append("gradient = gradient + self.l2_weight_decay * variable")
-    lines += [
-        "m = self.first_moments[self._get_variable_index(variable)]",
-        "v = self.second_moments[self._get_variable_index(variable)]",
-        "self.assign(m, m + (1 - self.beta_1) * (gradient - m))",
-        "self.assign(v, self.beta_2 * v + (1 - self.beta_2) * gradient * gradient)",
-        "denominator = ops.sqrt(v) / bias_correction2_sqrt + self.epsilon",
-        "self.assign_sub(variable, step_size * m / denominator)",
-    ]
-    return lines
+    return OptimizerCode(class_name, source, kwargs, "\n".join(docstring(factory_doc, 4)))
