@@ -183,6 +183,7 @@ def random_batch(
         inputs[inp.name] = ids.astype(inp.dtype)
     width = int(program.node(program.outputs[0]).shape[-1] or 1)
     loss = program.training.loss
+    labels: np.ndarray
     if loss == "sparse_categorical_crossentropy":
         labels = rng.integers(0, width, size=batch)
     elif loss == "categorical_crossentropy":
@@ -277,7 +278,7 @@ def compare(
     rng = np.random.default_rng(seed)
     state = random_state(program, rng)
     inputs, _ = random_batch(program, rng, batch)
-    out_shape = (batch, *program.node(program.outputs[0]).shape[1:])
+    out_shape = (batch, *(int(d or 0) for d in program.node(program.outputs[0]).shape[1:]))
     cotangent = rng.normal(size=out_shape)
     batches = [random_batch(program, rng, batch) for _ in range(steps)]
 

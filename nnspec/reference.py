@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +115,8 @@ def global_pool(op: ir.GlobalPool, x: np.ndarray, mask: np.ndarray | None) -> np
         count = np.maximum(valid.sum(1), 1).astype(x.dtype)[:, None]
         return (x * valid[..., None]).sum(1) / count
     y = np.where(valid[..., None], x, -np.inf).max(1)
-    return np.where(valid.any(1)[:, None], y, 0).astype(x.dtype)
+    any_valid = np.asarray(valid.any(1))
+    return np.where(any_valid[:, None], y, 0).astype(x.dtype)
 
 
 def conv1d(op: ir.Conv1D, state: State, x: np.ndarray) -> np.ndarray:
@@ -324,30 +327,52 @@ def memory_network(
 
 # ----------------------------------------------------------------------------- programs
 
-# op type -> (program, node, state, input values, mask of the first input) -> value
-Evaluator = Callable[
-    [ir.Program, ir.Node, State, list[np.ndarray], "np.ndarray | None"], np.ndarray
-]
 
-OPS: dict[type, Evaluator] = {
-    ir.EmbeddingLookup: lambda p, n, s, xs, m: embed(p.table(n.op.table), s, xs[0]),
-    ir.Flatten: lambda p, n, s, xs, m: xs[0].reshape(len(xs[0]), -1),
-    ir.Dense: lambda p, n, s, xs, m: dense(n.op, s, xs[0]),
-    ir.Dropout: lambda p, n, s, xs, m: xs[0],
-    ir.GlobalPool: lambda p, n, s, xs, m: global_pool(n.op, xs[0], m),
-    ir.Conv1D: lambda p, n, s, xs, m: conv1d(n.op, s, xs[0]),
-    ir.Pool1D: lambda p, n, s, xs, m: pool1d(n.op, xs[0]),
-    ir.Recurrent: lambda p, n, s, xs, m: recurrent(n.op, s, xs[0], m),
-    ir.LayerNorm: lambda p, n, s, xs, m: layer_norm(
-        xs[0], s[n.op.gamma], s[n.op.beta], n.op.epsilon
-    ),
-    ir.BatchNorm: lambda p, n, s, xs, m: batch_norm(n.op, s, xs[0]),
-    ir.Merge: lambda p, n, s, xs, m: merge(n.op, xs),
-    ir.SelfAttention: lambda p, n, s, xs, m: attention(n.op, s, xs[0], m),
-    ir.TransformerBlock: lambda p, n, s, xs, m: transformer_block(n.op, s, xs[0], m),
-    ir.MemoryNetwork: lambda p, n, s, xs, m: memory_network(n.op, s, *xs),
+@dataclass(frozen=True)
+class Args:
+    """What an op's rule reads besides the op: the program, the canonical weights, the values of
+    the node's inputs, and the padding mask of its first input (``True`` at valid positions)."""
+
+    program: ir.Program
+    state: State
+    xs: list[np.ndarray]
+    mask: np.ndarray | None
+
+
+def _embedding(op: ir.EmbeddingLookup, a: Args) -> np.ndarray:
+    return embed(a.program.table(op.table), a.state, a.xs[0])
+
+
+def _flatten(op: ir.Flatten, a: Args) -> np.ndarray:
+    return a.xs[0].reshape(len(a.xs[0]), -1)
+
+
+def _dropout(op: ir.Dropout, a: Args) -> np.ndarray:
+    return a.xs[0]  # inference: identity
+
+
+def _layer_norm(op: ir.LayerNorm, a: Args) -> np.ndarray:
+    return layer_norm(a.xs[0], a.state[op.gamma], a.state[op.beta], op.epsilon)
+
+
+OPS: dict[type, Callable[[Any, Args], np.ndarray]] = {
+    ir.EmbeddingLookup: _embedding,
+    ir.Flatten: _flatten,
+    ir.Dense: lambda op, a: dense(op, a.state, a.xs[0]),
+    ir.Dropout: _dropout,
+    ir.GlobalPool: lambda op, a: global_pool(op, a.xs[0], a.mask),
+    ir.Conv1D: lambda op, a: conv1d(op, a.state, a.xs[0]),
+    ir.Pool1D: lambda op, a: pool1d(op, a.xs[0]),
+    ir.Recurrent: lambda op, a: recurrent(op, a.state, a.xs[0], a.mask),
+    ir.LayerNorm: _layer_norm,
+    ir.BatchNorm: lambda op, a: batch_norm(op, a.state, a.xs[0]),
+    ir.Merge: lambda op, a: merge(op, a.xs),
+    ir.SelfAttention: lambda op, a: attention(op, a.state, a.xs[0], a.mask),
+    ir.TransformerBlock: lambda op, a: transformer_block(op, a.state, a.xs[0], a.mask),
+    ir.MemoryNetwork: lambda op, a: memory_network(op, a.state, *a.xs),
 }
-"""How each op is evaluated; an op missing here raises ``NotImplementedError``."""
+"""The rule of each op type, called as ``rule(op, args)``; an op missing here raises
+``NotImplementedError``."""
 
 
 def canonical(program: ir.Program, state: State, dtype: str = "float64") -> dict[str, np.ndarray]:
@@ -374,10 +399,10 @@ def values(
         mask = None
         if source is not None and source.mask is not None:
             mask = result[source.mask.input] != source.mask.pad_index
-        evaluate = OPS.get(type(node.op))
-        if evaluate is None:
+        rule = OPS.get(type(node.op))
+        if rule is None:
             raise NotImplementedError(f"the reference has no rule for op {type(node.op).__name__}")
-        y = evaluate(program, node, weights, [result[name] for name in node.inputs], mask)
+        y = rule(node.op, Args(program, weights, [result[name] for name in node.inputs], mask))
         y = np.asarray(y, dtype=dtype)
         if y.shape[1:] != tuple(node.shape[1:]):
             raise AssertionError(f"node {node.name!r}: shape {y.shape}, IR says {node.shape}")
