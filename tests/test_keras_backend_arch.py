@@ -369,3 +369,75 @@ def test_attention_with_head_dimension_one_matches_the_reference(length, heads, 
     runtime.set_state(model, state)
     inputs, _ = random_batch(program, np.random.default_rng(12), 4)
     close(runtime.forward(model, inputs), reference(program, state, inputs)["out"])
+
+
+def _framework_names() -> ir.Program:
+    """Inputs, tables and layers named after Keras, numpy and the generated module's own names
+    (helper classes, ``call``'s loop variable, methods of ``keras.Model``)."""
+    from tests.ir_examples_arch import (
+        EMB,
+        ONES,
+        ZEROS,
+        _attention_weights,
+        _block,
+        _dense,
+        _program,
+    )
+
+    length, width = 6, 4
+    mask = ir.Mask("ops", 0)
+    table = ir.EmbeddingTable(
+        "keras",
+        20,
+        width,
+        "keras.embeddings",
+        pad_index=0,
+        positional=ir.SinusoidalPositional(length),
+    )
+    weights: list = [ir.Weight("keras.embeddings", (20, width), EMB, zero_rows=(0,))]
+    first = _block("block_block0", width, 2, 8, True, None, weights)
+    second = _block("block", width, 2, 8, True, None, weights)
+    att = ir.SelfAttention(2, 2, _attention_weights("MultiHeadSelfAttention", width, weights))
+    weights += [ir.Weight("build.gamma", (width,), ONES), ir.Weight("build.beta", (width,), ZEROS)]
+    shape = (None, length, width)
+    nodes = [
+        ir.Node("np", ir.EmbeddingLookup("keras"), ("ops",), shape, mask),
+        ir.Node("block_block0", first, ("np",), shape, mask),
+        ir.Node("block", second, ("block_block0",), shape, mask),
+        ir.Node("MultiHeadSelfAttention", att, ("block",), shape, mask),
+        ir.Node("weights", ir.Merge("add"), ("block", "MultiHeadSelfAttention"), shape, mask),
+        ir.Node(
+            "build", ir.LayerNorm(1e-5, "build.gamma", "build.beta"), ("weights",), shape, mask
+        ),
+        ir.Node("call", ir.Dropout(0.5), ("build",), shape, mask),
+        ir.Node("Layer", ir.GlobalPool("average"), ("call",), (None, width)),
+    ]
+    out, w = _dense("name", "Layer", (None, width), 3, "softmax")
+    dense, w2 = _dense("trainable_variables", "name", (None, 3), 3, "linear")
+    return _program(
+        "framework_names",
+        (ir.Input("ops", length),),
+        (table,),
+        (*nodes, out, dense),
+        ("trainable_variables",),
+        [*weights, *w, *w2],
+    )
+
+
+def test_names_of_keras_and_of_generated_code_are_renamed_where_they_collide(tmp):
+    """Spec names may be any identifier that is not a keyword: the backend renames what would
+    shadow its module names, ``keras.Model`` attributes or ``call``'s locals."""
+    program = _framework_names()
+    out = tmp / "framework_names"
+    write_tree(BACKEND.generate(program), out)
+    source = (out / "model.py").read_text()
+    assert "ops_ = inputs['ops']" in source or 'ops_ = inputs["ops"]' in source
+    assert "self.trainable_variables_ = keras.layers.Dense(" in source
+    assert "for block_ in self.block:" in source
+    model = runtime.build(runtime.load_module(out / "model.py"), "float64")
+    state = random_state(program, np.random.default_rng(13))
+    runtime.set_state(model, state)
+    close(runtime.get_state(model)["keras.embeddings"], state["keras.embeddings"])
+    inputs, _ = random_batch(program, np.random.default_rng(14), 5)
+    want = reference(program, state, inputs)["trainable_variables"]
+    close(runtime.forward(model, inputs), want)
