@@ -1,7 +1,7 @@
 """Tests of the PyTorch backend on its own: generated source, semantics, policies, train.py.
 
-Semantics are checked against a small numpy interpreter of the IR (float64), written from the
-docstrings of :mod:`nnspec.compiler.ir` and independent of the generated code.
+Semantics are checked against :mod:`nnspec.reference`, the numpy interpreter of the IR (float64)
+written from the docstrings of :mod:`nnspec.compiler.ir`, independent of the generated code.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import ir_examples
 import numpy as np
 import pytest
 
+from nnspec import reference
 from nnspec.backends.base import UnsupportedOpError, format_source, write_tree
 from nnspec.backends.torch import BACKEND
 from nnspec.compiler import ir
@@ -110,60 +111,6 @@ def sinusoids(max_length: int, dim: int, base: float) -> np.ndarray:
             angle = pos / base ** ((j - j % 2) / dim)
             pe[pos, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
     return pe
-
-
-def reference_forward(
-    program: ir.Program, state: dict[str, np.ndarray], inputs: dict[str, np.ndarray]
-) -> np.ndarray:
-    """The program's output, computed in float64 numpy from the IR's documented semantics."""
-    values: dict[str, np.ndarray] = dict(inputs)
-    masks = {}
-    for node in program.nodes:
-        x = values[node.inputs[0]]
-        op = node.op
-        if isinstance(op, ir.EmbeddingLookup):
-            table = program.table(op.table)
-            h = state[table.weight][x] * table.scale
-            pos = table.positional
-            if isinstance(pos, ir.SinusoidalPositional):
-                h = h + sinusoids(pos.max_length, table.dim, pos.base)[: x.shape[1]]
-            elif isinstance(pos, ir.LearnedPositional):
-                h = h + state[pos.weight][: x.shape[1]]
-            if table.pad_index is not None and table.zero_padded_positions:
-                h = h * (x != table.pad_index)[..., None]
-            y = h
-        elif isinstance(op, ir.Flatten):
-            y = x.reshape(len(x), -1)
-        elif isinstance(op, ir.Dense):
-            y = x @ state[op.kernel] + (state[op.bias] if op.bias else 0.0)
-            if op.activation == "relu":
-                y = np.maximum(y, 0.0)
-            elif op.activation == "gelu":
-                y = 0.5 * y * (1 + np.vectorize(math.erf)(y / math.sqrt(2)))
-            elif op.activation == "tanh":
-                y = np.tanh(y)
-            elif op.activation == "sigmoid":
-                y = 1 / (1 + np.exp(-y))
-            elif op.activation == "softmax":
-                e = np.exp(y - y.max(-1, keepdims=True))
-                y = e / e.sum(-1, keepdims=True)
-        elif isinstance(op, ir.Dropout):
-            y = x
-        elif isinstance(op, ir.GlobalPool):
-            mask = masks.get(node.inputs[0])
-            if mask is None:
-                y = x.mean(1) if op.mode == "average" else x.max(1)
-            elif op.mode == "average":
-                y = (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1), 1)[:, None]
-            else:
-                y = np.where(mask[..., None], x, -np.inf).max(1)
-                y = np.where(mask.any(1)[:, None], y, 0.0)
-        else:
-            raise AssertionError(op)
-        if node.mask is not None:
-            masks[node.name] = values[node.mask.input] != node.mask.pad_index
-        values[node.name] = y
-    return values[program.outputs[0]]
 
 
 def random_ids(program: ir.Program, rng: np.random.Generator, batch: int = 4) -> np.ndarray:
@@ -316,7 +263,7 @@ def test_names_that_would_shadow_are_renamed(tmp_root: Path) -> None:
     runtime.set_state(model, state)
     ids = random_ids(program, np.random.default_rng(1))
     out = runtime.forward(model, {"tokens": ids})
-    np.testing.assert_allclose(out, reference_forward(program, state, {"tokens": ids}), atol=1e-12)
+    np.testing.assert_allclose(out, reference.forward(program, state, {"tokens": ids}), atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- model
@@ -346,7 +293,7 @@ def test_forward_matches_the_ir_semantics_in_float64(gen: Generated) -> None:
     runtime.set_state(model, state)
     inputs = {gen.program.inputs[0].name: random_ids(gen.program, rng)}
     out = runtime.forward(model, inputs)
-    np.testing.assert_allclose(out, reference_forward(gen.program, state, inputs), atol=1e-12)
+    np.testing.assert_allclose(out, reference.forward(gen.program, state, inputs), atol=1e-12)
 
 
 def test_float32_forward_is_close_to_float64(gen: Generated) -> None:
@@ -472,7 +419,7 @@ def test_embedding_output_is_exactly_zero_at_padding(name: str, tmp_root: Path) 
     model = runtime.build(module, "float64")
     runtime.set_state(model, state)
     inputs = {program.inputs[0].name: ids}
-    expected = reference_forward(program, state, inputs)
+    expected = reference.forward(program, state, inputs)
     np.testing.assert_allclose(runtime.forward(model, inputs), expected, atol=1e-12)
 
 
@@ -502,14 +449,14 @@ def test_gradients_match_finite_differences_and_are_zero_at_frozen_rows(gen: Gen
     rng = np.random.default_rng(4)
     state = random_state(program, rng)
     inputs = {program.inputs[0].name: random_ids(program, rng)}
-    cotangent = rng.normal(size=reference_forward(program, state, inputs).shape)
+    cotangent = rng.normal(size=reference.forward(program, state, inputs).shape)
     model = runtime.build(gen.module, "float64")
     runtime.set_state(model, state)
     grads = runtime.gradients(model, inputs, cotangent)
     assert list(grads) == [w.name for w in program.weights if w.trainable_count]
 
     def objective(s: dict[str, np.ndarray]) -> float:
-        return float((reference_forward(program, s, inputs) * cotangent).sum())
+        return float((reference.forward(program, s, inputs) * cotangent).sum())
 
     for w in program.weights:
         if not w.trainable_count:
