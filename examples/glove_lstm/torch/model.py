@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-# Every canonical weight: its shape, the model's tensor holding it, the (start, stop) rows of
-# that tensor it takes (None: all of them) and how the tensor's layout differs from the canonical
-# one (see GloveLstmModel._layout).
+# Every canonical weight: its shape, the tensor holding it, the (start, stop) rows of that tensor
+# holding it (None: all) and how the tensor's layout differs (see the model's ``_layout``).
 CANONICAL = {
     "glove.embeddings": ((5000, 50), "glove.weight", None, "rows"),
     "lstm.forward.kernel": ((50, 192), "lstm.weight_ih_l0", None, "T"),
@@ -193,10 +192,7 @@ class GloveLstmModel(nn.Module):
 
     @torch.no_grad()
     def load_canonical_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Load weights given under their canonical names and in canonical layouts.
-
-        Padding rows are set to 0.0 whatever ``state`` holds.
-        """
+        """Load canonical weights; padding rows become 0.0 whatever ``state`` holds."""
         _check_state(state)
         for name, (_, path, rows, layout) in CANONICAL.items():
             tensor = torch.tensor(np.asarray(state[name]))
@@ -207,8 +203,7 @@ class GloveLstmModel(nn.Module):
                 self.get_submodule(owner).load_weight(tensor)
                 continue
             target = getattr(self.get_submodule(owner), attr)
-            if rows is not None:
-                target = target[rows[0] : rows[1]]
+            target = target if rows is None else target[rows[0] : rows[1]]
             target.copy_(self._layout(tensor, layout, canonical=False))
 
     def _canonical(self, name: str, gradient: bool = False) -> torch.Tensor | None:
@@ -225,8 +220,7 @@ class GloveLstmModel(nn.Module):
             if not tensor.requires_grad:
                 return None
             tensor = _grad(tensor)
-        if rows is not None:
-            tensor = tensor[rows[0] : rows[1]]
+        tensor = tensor if rows is None else tensor[rows[0] : rows[1]]
         return self._layout(tensor, layout, canonical=True)
 
     @staticmethod
@@ -261,7 +255,8 @@ def loss_fn(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
 def make_optimizer(model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
     """Adam over the trainable parameters of ``model``.
 
-    The learning rate is 0.003 unless ``lr`` is given. Gradients are clipped to a global norm of 5.0 before each step.
+    The learning rate is 0.003 unless ``lr`` is given. Gradients are clipped to a global norm of 5.0
+    before each step.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     # One fused kernel per step (about twice as fast as the default on a CPU); it exists

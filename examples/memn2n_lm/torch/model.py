@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-# Every canonical weight: its shape, the model's tensor holding it, the (start, stop) rows of
-# that tensor it takes (None: all of them) and how the tensor's layout differs from the canonical
-# one (see Memn2nLmModel._layout).
+# Every canonical weight: its shape, the tensor holding it, the (start, stop) rows of that tensor
+# holding it (None: all) and how the tensor's layout differs (see the model's ``_layout``).
 CANONICAL = {
     "memory_network.A": ((60, 48), "memory_network.embeddings.0.weight", None, ""),
     "memory_network.C": ((60, 48), "memory_network.embeddings.1.weight", None, ""),
@@ -117,10 +116,7 @@ class Memn2nLmModel(nn.Module):
 
     @torch.no_grad()
     def load_canonical_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Load weights given under their canonical names and in canonical layouts.
-
-        Padding rows are set to 0.0 whatever ``state`` holds.
-        """
+        """Load canonical weights; padding rows become 0.0 whatever ``state`` holds."""
         _check_state(state)
         for name, (_, path, rows, layout) in CANONICAL.items():
             tensor = torch.tensor(np.asarray(state[name]))
@@ -128,8 +124,7 @@ class Memn2nLmModel(nn.Module):
                 tensor[PADDING_ROWS[name]] = 0.0
             owner, _, attr = path.rpartition(".")
             target = getattr(self.get_submodule(owner), attr)
-            if rows is not None:
-                target = target[rows[0] : rows[1]]
+            target = target if rows is None else target[rows[0] : rows[1]]
             target.copy_(self._layout(tensor, layout, canonical=False))
 
     def _canonical(self, name: str, gradient: bool = False) -> torch.Tensor | None:
@@ -142,8 +137,7 @@ class Memn2nLmModel(nn.Module):
             if not tensor.requires_grad:
                 return None
             tensor = _grad(tensor)
-        if rows is not None:
-            tensor = tensor[rows[0] : rows[1]]
+        tensor = tensor if rows is None else tensor[rows[0] : rows[1]]
         return self._layout(tensor, layout, canonical=True)
 
     @staticmethod
@@ -178,7 +172,8 @@ def loss_fn(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
 def make_optimizer(model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
     """Adam over the trainable parameters of ``model``.
 
-    The learning rate is 0.01 unless ``lr`` is given. Gradients are clipped to a global norm of 50.0 before each step.
+    The learning rate is 0.01 unless ``lr`` is given. Gradients are clipped to a global norm of 50.0
+    before each step.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     # One fused kernel per step (about twice as fast as the default on a CPU); it exists

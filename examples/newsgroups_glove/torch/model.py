@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-# Every canonical weight: its shape, the model's tensor holding it, the (start, stop) rows of
-# that tensor it takes (None: all of them) and how the tensor's layout differs from the canonical
-# one (see NewsgroupsGloveModel._layout).
+# Every canonical weight: its shape, the tensor holding it, the (start, stop) rows of that tensor
+# holding it (None: all) and how the tensor's layout differs (see the model's ``_layout``).
 CANONICAL = {
     "words.embeddings": ((19000, 50), "words.weight", None, "rows"),
     "dense.kernel": ((55000, 25), "dense.weight", None, "T"),
@@ -157,10 +156,7 @@ class NewsgroupsGloveModel(nn.Module):
 
     @torch.no_grad()
     def load_canonical_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Load weights given under their canonical names and in canonical layouts.
-
-        Padding rows are set to 0.0 whatever ``state`` holds.
-        """
+        """Load canonical weights; padding rows become 0.0 whatever ``state`` holds."""
         _check_state(state)
         for name, (_, path, rows, layout) in CANONICAL.items():
             tensor = torch.tensor(np.asarray(state[name]))
@@ -171,8 +167,7 @@ class NewsgroupsGloveModel(nn.Module):
                 self.get_submodule(owner).load_weight(tensor)
                 continue
             target = getattr(self.get_submodule(owner), attr)
-            if rows is not None:
-                target = target[rows[0] : rows[1]]
+            target = target if rows is None else target[rows[0] : rows[1]]
             target.copy_(self._layout(tensor, layout, canonical=False))
 
     def _canonical(self, name: str, gradient: bool = False) -> torch.Tensor | None:
@@ -189,8 +184,7 @@ class NewsgroupsGloveModel(nn.Module):
             if not tensor.requires_grad:
                 return None
             tensor = _grad(tensor)
-        if rows is not None:
-            tensor = tensor[rows[0] : rows[1]]
+        tensor = tensor if rows is None else tensor[rows[0] : rows[1]]
         return self._layout(tensor, layout, canonical=True)
 
     @staticmethod

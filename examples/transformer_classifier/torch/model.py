@@ -38,9 +38,8 @@ BLOCK_WEIGHTS = {
     "norm2.beta": ((64,), "norm2.bias", None, ""),
 }
 
-# Every canonical weight: its shape, the model's tensor holding it, the (start, stop) rows of
-# that tensor it takes (None: all of them) and how the tensor's layout differs from the canonical
-# one (see TransformerClassifierModel._layout).
+# Every canonical weight: its shape, the tensor holding it, the (start, stop) rows of that tensor
+# holding it (None: all) and how the tensor's layout differs (see the model's ``_layout``).
 CANONICAL = {
     "words.embeddings": ((8000, 64), "words.weight", None, ""),
     **{
@@ -139,20 +138,21 @@ class TransformerBlock(nn.Module):
 
     def __init__(
         self,
-        attention: MultiHeadSelfAttention,
+        embed_dim: int,
+        num_heads: int,
         ff_dim: int,
         dropout: float = 0.1,
         eps: float = 1e-5,
         dtype: torch.dtype | None = None,
     ) -> None:
-        """A block around ``attention`` with a ReLU feed-forward network."""
+        """A block of ``num_heads``-head attention over ``embed_dim`` features and a feed-forward
+        network of ``ff_dim`` hidden units; ``dropout`` in training."""
         super().__init__()
-        width = attention.embed_dim
-        self.attention = attention
-        self.ff1 = nn.Linear(width, ff_dim, dtype=dtype)
-        self.ff2 = nn.Linear(ff_dim, width, dtype=dtype)
-        self.norm1 = nn.LayerNorm(width, eps=eps, dtype=dtype)
-        self.norm2 = nn.LayerNorm(width, eps=eps, dtype=dtype)
+        self.attention = MultiHeadSelfAttention(embed_dim, num_heads, dropout, dtype=dtype)
+        self.ff1 = nn.Linear(embed_dim, ff_dim, dtype=dtype)
+        self.ff2 = nn.Linear(ff_dim, embed_dim, dtype=dtype)
+        self.norm1 = nn.LayerNorm(embed_dim, eps=eps, dtype=dtype)
+        self.norm2 = nn.LayerNorm(embed_dim, eps=eps, dtype=dtype)
         self.dropout = nn.Dropout(dropout)
         self.activation = nn.ReLU()
 
@@ -178,15 +178,7 @@ class TransformerClassifierModel(nn.Module):
         self.words = nn.Embedding(8000, 64, padding_idx=0, dtype=dtype)
         self.words_positions = SinusoidalPositionalEncoding(64, 64, dtype=dtype)
         self.transformer_encoder = nn.ModuleList(
-            [
-                TransformerBlock(
-                    MultiHeadSelfAttention(64, 4, dropout=0.1, dtype=dtype),
-                    128,
-                    dropout=0.1,
-                    dtype=dtype,
-                )
-                for _ in range(2)
-            ]
+            [TransformerBlock(64, 4, 128, dropout=0.1, dtype=dtype) for _ in range(2)]
         )
         self.layer_norm = nn.LayerNorm(64, eps=1e-05, dtype=dtype)
         self.dense = nn.Linear(64, 4, dtype=dtype)
@@ -240,10 +232,7 @@ class TransformerClassifierModel(nn.Module):
 
     @torch.no_grad()
     def load_canonical_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Load weights given under their canonical names and in canonical layouts.
-
-        Padding rows are set to 0.0 whatever ``state`` holds.
-        """
+        """Load canonical weights; padding rows become 0.0 whatever ``state`` holds."""
         _check_state(state)
         for name, (_, path, rows, layout) in CANONICAL.items():
             tensor = torch.tensor(np.asarray(state[name]))
@@ -251,8 +240,7 @@ class TransformerClassifierModel(nn.Module):
                 tensor[PADDING_ROWS[name]] = 0.0
             owner, _, attr = path.rpartition(".")
             target = getattr(self.get_submodule(owner), attr)
-            if rows is not None:
-                target = target[rows[0] : rows[1]]
+            target = target if rows is None else target[rows[0] : rows[1]]
             target.copy_(self._layout(tensor, layout, canonical=False))
 
     def _canonical(self, name: str, gradient: bool = False) -> torch.Tensor | None:
@@ -265,8 +253,7 @@ class TransformerClassifierModel(nn.Module):
             if not tensor.requires_grad:
                 return None
             tensor = _grad(tensor)
-        if rows is not None:
-            tensor = tensor[rows[0] : rows[1]]
+        tensor = tensor if rows is None else tensor[rows[0] : rows[1]]
         return self._layout(tensor, layout, canonical=True)
 
     @staticmethod
@@ -301,7 +288,8 @@ def loss_fn(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
 def make_optimizer(model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters of ``model``.
 
-    The learning rate is 0.001 unless ``lr`` is given. Gradients are clipped to a global norm of 1.0 before each step.
+    The learning rate is 0.001 unless ``lr`` is given. Gradients are clipped to a global norm of 1.0
+    before each step.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     # One fused kernel per step (about twice as fast as the default on a CPU); it exists

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,6 +101,7 @@ class TorchGenerator:
         attentions += [n.op for n in program.nodes if isinstance(n.op, ir.SelfAttention)]
         self.block_norms = sorted({op.norm_first for op in blocks})
         self.block_activation = any(op.activation != "relu" for op in blocks)
+        self.block_attention_dropout = any(op.attention.dropout != op.dropout for op in blocks)
         self.attention_rotary = any(op.rotary is not None for op in attentions)
         self.stacks = recurrent_stacks(program)
         skipped = {m.name for group in self.groups.values() for m in group.members[:-1]}
@@ -227,6 +229,8 @@ class TorchGenerator:
             "helpers": helpers,
             "block_norms": self.block_norms,
             "block_activation": self.block_activation,
+            "block_attention_dropout": self.block_attention_dropout,
+            "block_doc": self.block_doc(),
             "attention_rotary": self.attention_rotary,
             "imports": imports,
             "classes": classes,
@@ -251,6 +255,21 @@ class TorchGenerator:
             "trainable_count": f"{program.trainable_count:,}",
             "frozen_count": f"{program.frozen_count:,}",
         }
+
+    def block_doc(self) -> list[str]:
+        """The lines of ``TransformerBlock.__init__``'s docstring: what its arguments are."""
+        doc = (
+            "A block of ``num_heads``-head attention over ``embed_dim`` features and a "
+            "feed-forward network of ``ff_dim`` hidden units"
+        )
+        if self.block_activation:
+            doc += ", ``activation`` (ReLU by default)"
+        doc += "; ``dropout`` in training"
+        if self.block_attention_dropout:
+            doc += " (``attention_dropout`` on the attention weights, if given)"
+        if self.attention_rotary:
+            doc += "; ``rotary`` (a ``RotaryEmbedding``), if given, rotates the queries and keys"
+        return textwrap.wrap(doc + ".", 89)
 
     def block_rows(self, group: Group) -> list[str]:
         """The entries of a group's per-member weight table."""

@@ -25,14 +25,23 @@ if TYPE_CHECKING:
     from nnspec.backends.torch.generator import TorchGenerator
 
 
-def _attention_args(program: ir.Program, node: ir.Node, op: ir.SelfAttention, out: Emitted) -> str:
-    """Constructor arguments of ``MultiHeadSelfAttention`` (or the block's attention)."""
+def _attention_args(
+    program: ir.Program,
+    node: ir.Node,
+    op: ir.SelfAttention,
+    out: Emitted,
+    block_dropout: float | None = None,
+) -> list[str]:
+    """Constructor arguments of ``MultiHeadSelfAttention``, or of a ``TransformerBlock`` that
+    builds it (whose ``dropout``, ``block_dropout``, is the attention's unless it says so)."""
     out.helpers.add("MultiHeadSelfAttention")
     out.imports.add("F")
     width = op.heads * op.head_dim
     args = [str(width), str(op.heads)]
-    if op.dropout:
+    if block_dropout is None and op.dropout:
         args.append(f"dropout={op.dropout!r}")
+    elif block_dropout is not None and op.dropout != block_dropout:
+        args.append(f"attention_dropout={op.dropout!r}")
     if op.rotary is not None:
         if op.head_dim % 2:
             raise ValueError(f"node {node.name!r}: rotary needs an even head_dim")
@@ -40,7 +49,7 @@ def _attention_args(program: ir.Program, node: ir.Node, op: ir.SelfAttention, ou
         base = "" if op.rotary.base == 10000.0 else f", base={op.rotary.base!r}"
         length = node.shape[1]
         args.append(f"rotary=RotaryEmbedding({op.head_dim}, {length}{base}, dtype=dtype)")
-    return ", ".join(args)
+    return args
 
 
 def _attention_weights(
@@ -114,7 +123,8 @@ def emit_self_attention(gen: TorchGenerator, node: ir.Node) -> Emitted:
     layer = n.layer(node)
     out = Emitted()
     out.init.append(
-        f"{layer} = MultiHeadSelfAttention({_attention_args(program, node, op, out)}, dtype=dtype)"
+        f"{layer} = MultiHeadSelfAttention({', '.join(_attention_args(program, node, op, out))}, "
+        "dtype=dtype)"
     )
     _attention_weights(program, op, layer, out)
     out.forward.append(
@@ -131,12 +141,10 @@ def emit_transformer_block(gen: TorchGenerator, node: ir.Node) -> Emitted:
     layer = n.layer(node)
     out = Emitted()
     out.helpers.add("TransformerBlock")
-    attention = (
-        f"MultiHeadSelfAttention({_attention_args(program, node, op.attention, out)}, dtype=dtype)"
-    )
     if op.activation not in ACTIVATION_MODULES:
         raise ValueError(f"node {node.name!r}: unknown activation {op.activation!r}")
-    args = [attention, str(op.ff_dim), f"dropout={op.dropout!r}"]
+    width, heads, *options = _attention_args(program, node, op.attention, out, op.dropout)
+    args = [width, heads, str(op.ff_dim), f"dropout={op.dropout!r}", *options]
     if op.activation != "relu":
         args.append(f"activation={ACTIVATION_MODULES[op.activation]}")
     if op.epsilon != 1e-5:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from nnspec.compiler import ir
 
 
 def docstring(summary: str, *details: str) -> str:
-    """A docstring literal (quotes included): a summary line, then paragraphs of detail."""
+    """A docstring literal (quotes included): a summary line, then paragraphs of detail, wrapped
+    to fit a function body's indentation within 100 columns."""
     if not details:
         return f'"""{summary}"""'
-    return f'"""{summary}\n\n' + "\n\n".join(details) + '\n"""'
+    paragraphs = ["\n".join(textwrap.wrap(detail, 96)) for detail in details]
+    return f'"""{summary}\n\n' + "\n\n".join(paragraphs) + '\n"""'
 
 
 def loss(training: ir.Training, imports: set[str]) -> tuple[str, list[str]]:
