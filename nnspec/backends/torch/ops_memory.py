@@ -9,7 +9,6 @@ of ``temporal``; each distinct (embedding, temporal) pair encodes the memories o
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -142,74 +141,45 @@ def _source(
     padding: int | None,
     out: Emitted,
 ) -> str:
-    """The source of the memory-network class (``templates/memory_network.py.j2``)."""
+    """The source of the memory-network class (``templates/memory_network.py.j2``): the
+    decisions here, the code and its documentation there."""
     hops = len(op.hops)
     n_emb, n_temp = len(layout.embeddings), len(layout.temporal)
-
-    def encoded(i: int) -> str:
-        e, t = layout.encodings[i]
-        expr = f"self.encode(memories, self.embeddings[{e}])"
-        return expr if t is None else f"{expr} + self.temporal[{t}]"
-
     aligned = [(i, i if n_temp else None) for i in range(n_emb)]
+    encodings = list(layout.encodings)
     if len(set(layout.hops)) == 1:
         loop = "shared"
         m, c = layout.hops[0]
-        encodings = [encoded(m), encoded(c)]
+        encodings = [layout.encodings[m], layout.encodings[c]]
     elif layout.hops == [(k, k + 1) for k in range(hops)] and layout.encodings == aligned:
         loop = "chain"
         out.imports.add("pairwise")
-        encodings = [encoded(i) for i in range(len(layout.encodings))]
     else:
         loop = "general"
-        encodings = [encoded(i) for i in range(len(layout.encodings))]
     if op.output is not None:
-        logits = "self.output(u)"
+        logits = "output"
     elif padding is not None:
-        logits = f"u @ (self.embeddings[{layout.output}].weight * self.not_padding).T"
+        logits = "tied_unpadded"
     else:
-        logits = f"u @ self.embeddings[{layout.output}].weight.T"
-    output_size = program.weight(op.output).shape[1] if op.output is not None else 0
-    question = op.query == "embedded"
-    encoding = "position-encoded" if op.position_encoding else "bag-of-words"
-    doc = (
-        f"Memories are ``(B, {op.memory_size}, {op.sentence_length})`` word ids"
-        + (", the question ``(B, Q)`` word ids. " if question else "; the query is a constant. ")
-        + f"Sentences are {encoding} sums of word embeddings"
-        + (", plus a learned temporal encoding per memory slot. " if n_temp else ". ")
-    )
-    if op.pad_index is not None:
-        doc += (
-            f"Word id {op.pad_index} is padding: it embeds to 0.0, and a memory of padding only "
-            "gets no attention."
-        )
+        logits = "tied"
     context = {
         "cls": cls,
-        "doc": textwrap.wrap(doc, 96),
+        "op": op,
         "hops": hops,
-        "tying": op.tying,
-        "memory_size": op.memory_size,
-        "sentence_length": op.sentence_length,
-        "question": question,
-        "position_encoding": op.position_encoding,
+        "question": op.query == "embedded",
         "temporal": n_temp,
-        "pad": op.pad_index,
-        "vocab": op.vocab_size,
-        "dim": op.dim,
         "padding_idx": "" if padding is None else f", padding_idx={padding}",
         "n_embeddings": n_emb,
         "embedding_roles": ", ".join(" = ".join(labels) for labels in layout.labels),
         "temporal_roles": ", ".join(" = ".join(labels) for labels in layout.temporal_labels),
-        "linear_map": op.linear_map is not None,
-        "output_size": output_size,
+        "output_size": program.weight(op.output).shape[1] if op.output is not None else 0,
         "tied_output": layout.output,
-        "softmax": op.activation == "softmax",
-        "output_width": output_size or op.vocab_size,
         "loop": loop,
         "encodings": encodings,
-        "hop_pairs": "".join(f"(encoded[{m}], encoded[{c}]), " for m, c in layout.hops),
+        "hop_pairs": layout.hops,
         "query": layout.query,
         "query_value": repr(op.query_value),
-        "output": activation(op.activation, logits, out),
+        "logits": logits,
+        "activation": activation(op.activation, "{}", out),
     }
     return template_env(__package__).get_template("memory_network.py.j2").render(context)
