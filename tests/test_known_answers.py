@@ -12,14 +12,15 @@ tables and ``l_kj`` weights out of the generated models of both backends (float6
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
-from nnspec import backends
+from nnspec import backends, reference
 from nnspec.compiler import compile_file, compile_spec, ir
 from nnspec.compiler.summary import summarize
-from nnspec.parity import installed
+from nnspec.parity import REFERENCE, installed
 from nnspec.spec import load_string
 from tests.conftest import EXAMPLE_NAMES, EXAMPLES
 
@@ -189,15 +190,36 @@ def test_layer_norm_epsilons():
 # ----------------------------------------------------------------------------- generated models
 
 
+class ReferenceRuntime:
+    """:mod:`nnspec.reference` behind the runtime adapter's ``set_state`` / ``forward``, so that
+    the known answers judge the reference semantics too."""
+
+    @dataclass
+    class Model:
+        program: ir.Program
+        state: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @staticmethod
+    def set_state(model: Model, state: dict[str, np.ndarray]) -> None:
+        model.state = dict(state)
+
+    @staticmethod
+    def forward(model: Model, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return reference.forward(model.program, model.state, inputs)
+
+
 def generated_model(program: ir.Program, backend: str, tmp_path):
-    """The float64 model generated from ``program`` for ``backend``, and its runtime adapter."""
+    """The float64 model generated from ``program`` for ``backend``, and its runtime adapter
+    (for ``"reference"``: the reference semantics)."""
+    if backend == REFERENCE:
+        return ReferenceRuntime, ReferenceRuntime.Model(program)
     for rel, text in backends.get(backend).generate(program).items():
         (tmp_path / rel).write_text(text)
     runtime = backends.get(backend).runtime()
     return runtime, runtime.build(runtime.load_module(tmp_path / "model.py"), "float64")
 
 
-@pytest.mark.parametrize("backend", installed())
+@pytest.mark.parametrize("backend", [*installed(), REFERENCE])
 def test_sinusoids_scale_and_pad_zeroing_in_the_generated_model(backend, tmp_path):
     table = (
         "{vocab_size: 5, dim: 4, padding: {index: 0}, scale: sqrt_dim,"
@@ -236,7 +258,7 @@ training: {loss: mse, optimizer: {type: sgd, lr: 0.5}}
 """
 
 
-@pytest.mark.parametrize("backend", installed())
+@pytest.mark.parametrize("backend", [*installed(), REFERENCE])
 def test_memn2n_position_and_temporal_encoding_in_the_generated_model(backend, tmp_path):
     """One memory and an empty one (all padding: no attention), a zero query: the output is
     ``(c_1 + TC[0]) W`` with ``W = I``, and ``c_1 = sum_j l_j * C[x_j]``. A table whose only
