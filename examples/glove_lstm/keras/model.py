@@ -13,20 +13,22 @@ import tensorflow as tf
 from keras import ops
 from safetensors.numpy import load_file, save_file
 
-# Canonical weight names and shapes.
-CANONICAL_SHAPES = {
-    "glove.embeddings": (5000, 50),
-    "lstm.forward.kernel": (50, 192),
-    "lstm.forward.recurrent_kernel": (48, 192),
-    "lstm.forward.input_bias": (192,),
-    "lstm.forward.recurrent_bias": (192,),
-    "lstm.backward.kernel": (50, 192),
-    "lstm.backward.recurrent_kernel": (48, 192),
-    "lstm.backward.input_bias": (192,),
-    "lstm.backward.recurrent_bias": (192,),
-    "dense.kernel": (96, 4),
-    "dense.bias": (4,),
+# Every canonical weight: its shape, and the attribute path from the model (list items by index)
+# of the variable holding it whole in canonical layout; None where the layer's own code does.
+CANONICAL = {
+    "glove.embeddings": ((5000, 50), None),
+    "lstm.forward.kernel": ((50, 192), "lstm.forward_layer.cell.kernel"),
+    "lstm.forward.recurrent_kernel": ((48, 192), "lstm.forward_layer.cell.recurrent_kernel"),
+    "lstm.forward.input_bias": ((192,), "lstm.forward_layer.cell.bias"),
+    "lstm.forward.recurrent_bias": ((192,), "lstm.forward_layer.cell.recurrent_bias"),
+    "lstm.backward.kernel": ((50, 192), "lstm.backward_layer.cell.kernel"),
+    "lstm.backward.recurrent_kernel": ((48, 192), "lstm.backward_layer.cell.recurrent_kernel"),
+    "lstm.backward.input_bias": ((192,), "lstm.backward_layer.cell.bias"),
+    "lstm.backward.recurrent_bias": ((192,), "lstm.backward_layer.cell.recurrent_bias"),
+    "dense.kernel": ((96, 4), "dense.kernel"),
+    "dense.bias": ((4,), "dense.bias"),
 }
+CANONICAL_SHAPES = {name: shape for name, (shape, _) in CANONICAL.items()}
 
 
 def check_canonical_state(state):
@@ -219,33 +221,28 @@ class GloveLstmModel(keras.Model):
         x = self.dropout(x, training=training)  # (B, 96)
         return self.dense(x)  # (B, 4)
 
-    def canonical_variables(self):
-        """The variable holding each canonical weight whole, in canonical layout, by name."""
-        variables = {
-            "lstm.forward.kernel": self.lstm.forward_layer.cell.kernel,
-            "lstm.forward.recurrent_kernel": self.lstm.forward_layer.cell.recurrent_kernel,
-            "lstm.forward.input_bias": self.lstm.forward_layer.cell.bias,
-            "lstm.forward.recurrent_bias": self.lstm.forward_layer.cell.recurrent_bias,
-            "lstm.backward.kernel": self.lstm.backward_layer.cell.kernel,
-            "lstm.backward.recurrent_kernel": self.lstm.backward_layer.cell.recurrent_kernel,
-            "lstm.backward.input_bias": self.lstm.backward_layer.cell.bias,
-            "lstm.backward.recurrent_bias": self.lstm.backward_layer.cell.recurrent_bias,
-            "dense.kernel": self.dense.kernel,
-            "dense.bias": self.dense.bias,
-        }
-        return variables
+    def variable(self, path):
+        """The variable at ``path``: attributes, list indices and dict keys from the model."""
+        target = self
+        for part in path.split("."):
+            if isinstance(target, list | dict):
+                target = target[int(part) if isinstance(target, list) else part]
+            else:
+                target = getattr(target, part)
+        return target
 
     def canonical_state(self):
         """The weights as numpy arrays, by canonical name, in canonical layout."""
-        state = {name: variable.numpy() for name, variable in self.canonical_variables().items()}
+        state = {name: self.variable(path).numpy() for name, (_, path) in CANONICAL.items() if path}
         state["glove.embeddings"] = self.glove.get_table()
-        return {name: state[name] for name in CANONICAL_SHAPES}
+        return {name: state[name] for name in CANONICAL}
 
     def load_canonical_state(self, state):
         """Load canonical weights; padding rows are set to 0.0 whatever ``state`` holds."""
         check_canonical_state(state)
-        for name, variable in self.canonical_variables().items():
-            variable.assign(state[name])
+        for name, (_, path) in CANONICAL.items():
+            if path:
+                self.variable(path).assign(state[name])
         self.glove.set_table(state["glove.embeddings"])
 
     def save_canonical(self, path):
@@ -266,14 +263,14 @@ class GloveLstmModel(keras.Model):
             for variable, grad in zip(self.trainable_variables, grads, strict=True)
         }
         canonical = {
-            name: grads[variable.path]
-            for name, variable in self.canonical_variables().items()
-            if variable.path in grads
+            name: grads.get(self.variable(path).path)
+            for name, (_, path) in CANONICAL.items()
+            if path
         }
         canonical["glove.embeddings"] = self.glove.table_gradient(
             grads[self.glove.trainable_embeddings.path]
         )
-        return {name: canonical[name] for name in CANONICAL_SHAPES if name in canonical}
+        return {name: grad for name, grad in canonical.items() if grad is not None}
 
 
 def build_model(dtype="float32"):

@@ -13,14 +13,16 @@ import tensorflow as tf
 from keras import ops
 from safetensors.numpy import load_file, save_file
 
-# Canonical weight names and shapes.
-CANONICAL_SHAPES = {
-    "glove.embeddings": (10000, 50),
-    "dense.kernel": (50, 64),
-    "dense.bias": (64,),
-    "dense_1.kernel": (64, 4),
-    "dense_1.bias": (4,),
+# Every canonical weight: its shape, and the attribute path from the model (list items by index)
+# of the variable holding it whole in canonical layout; None where the layer's own code does.
+CANONICAL = {
+    "glove.embeddings": ((10000, 50), None),
+    "dense.kernel": ((50, 64), "dense.kernel"),
+    "dense.bias": ((64,), "dense.bias"),
+    "dense_1.kernel": ((64, 4), "dense_1.kernel"),
+    "dense_1.bias": ((4,), "dense_1.bias"),
 }
+CANONICAL_SHAPES = {name: shape for name, (shape, _) in CANONICAL.items()}
 
 
 def check_canonical_state(state):
@@ -177,27 +179,28 @@ class GloveSpecialTokensModel(keras.Model):
         x = self.dropout(x, training=training)  # (B, 64)
         return self.dense_1(x)  # (B, 4)
 
-    def canonical_variables(self):
-        """The variable holding each canonical weight whole, in canonical layout, by name."""
-        variables = {
-            "dense.kernel": self.dense.kernel,
-            "dense.bias": self.dense.bias,
-            "dense_1.kernel": self.dense_1.kernel,
-            "dense_1.bias": self.dense_1.bias,
-        }
-        return variables
+    def variable(self, path):
+        """The variable at ``path``: attributes, list indices and dict keys from the model."""
+        target = self
+        for part in path.split("."):
+            if isinstance(target, list | dict):
+                target = target[int(part) if isinstance(target, list) else part]
+            else:
+                target = getattr(target, part)
+        return target
 
     def canonical_state(self):
         """The weights as numpy arrays, by canonical name, in canonical layout."""
-        state = {name: variable.numpy() for name, variable in self.canonical_variables().items()}
+        state = {name: self.variable(path).numpy() for name, (_, path) in CANONICAL.items() if path}
         state["glove.embeddings"] = self.glove.get_table()
-        return {name: state[name] for name in CANONICAL_SHAPES}
+        return {name: state[name] for name in CANONICAL}
 
     def load_canonical_state(self, state):
         """Load canonical weights; padding rows are set to 0.0 whatever ``state`` holds."""
         check_canonical_state(state)
-        for name, variable in self.canonical_variables().items():
-            variable.assign(state[name])
+        for name, (_, path) in CANONICAL.items():
+            if path:
+                self.variable(path).assign(state[name])
         self.glove.set_table(state["glove.embeddings"])
 
     def save_canonical(self, path):
@@ -218,14 +221,14 @@ class GloveSpecialTokensModel(keras.Model):
             for variable, grad in zip(self.trainable_variables, grads, strict=True)
         }
         canonical = {
-            name: grads[variable.path]
-            for name, variable in self.canonical_variables().items()
-            if variable.path in grads
+            name: grads.get(self.variable(path).path)
+            for name, (_, path) in CANONICAL.items()
+            if path
         }
         canonical["glove.embeddings"] = self.glove.table_gradient(
             grads[self.glove.trainable_embeddings.path]
         )
-        return {name: canonical[name] for name in CANONICAL_SHAPES if name in canonical}
+        return {name: grad for name, grad in canonical.items() if grad is not None}
 
 
 def build_model(dtype="float32"):

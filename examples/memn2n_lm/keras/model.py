@@ -13,15 +13,17 @@ import tensorflow as tf
 from keras import ops
 from safetensors.numpy import load_file, save_file
 
-# Canonical weight names and shapes.
-CANONICAL_SHAPES = {
-    "memory_network.A": (60, 48),
-    "memory_network.C": (60, 48),
-    "memory_network.TA": (16, 48),
-    "memory_network.TC": (16, 48),
-    "memory_network.W": (48, 60),
-    "memory_network.H": (48, 48),
+# Every canonical weight: its shape, and the attribute path from the model (list items by index)
+# of the variable holding it whole in canonical layout; None where the layer's own code does.
+CANONICAL = {
+    "memory_network.A": ((60, 48), None),
+    "memory_network.C": ((60, 48), None),
+    "memory_network.TA": ((16, 48), "memory_network.tables.TA"),
+    "memory_network.TC": ((16, 48), "memory_network.tables.TC"),
+    "memory_network.W": ((48, 60), "memory_network.answer"),
+    "memory_network.H": ((48, 48), "memory_network.linear_map"),
 }
+CANONICAL_SHAPES = {name: shape for name, (shape, _) in CANONICAL.items()}
 
 
 def check_canonical_state(state):
@@ -178,28 +180,29 @@ class Memn2nLmModel(keras.Model):
         context = inputs["context"]  # (B, 16, 1)
         return self.memory_network(context)  # (B, 60)
 
-    def canonical_variables(self):
-        """The variable holding each canonical weight whole, in canonical layout, by name."""
-        variables = {
-            "memory_network.TA": self.memory_network.tables["TA"],
-            "memory_network.TC": self.memory_network.tables["TC"],
-            "memory_network.W": self.memory_network.answer,
-            "memory_network.H": self.memory_network.linear_map,
-        }
-        return variables
+    def variable(self, path):
+        """The variable at ``path``: attributes, list indices and dict keys from the model."""
+        target = self
+        for part in path.split("."):
+            if isinstance(target, list | dict):
+                target = target[int(part) if isinstance(target, list) else part]
+            else:
+                target = getattr(target, part)
+        return target
 
     def canonical_state(self):
         """The weights as numpy arrays, by canonical name, in canonical layout."""
-        state = {name: variable.numpy() for name, variable in self.canonical_variables().items()}
+        state = {name: self.variable(path).numpy() for name, (_, path) in CANONICAL.items() if path}
         state["memory_network.A"] = self.memory_network.tables["A"].numpy()
         state["memory_network.C"] = self.memory_network.tables["C"].numpy()
-        return {name: state[name] for name in CANONICAL_SHAPES}
+        return {name: state[name] for name in CANONICAL}
 
     def load_canonical_state(self, state):
         """Load canonical weights; padding rows are set to 0.0 whatever ``state`` holds."""
         check_canonical_state(state)
-        for name, variable in self.canonical_variables().items():
-            variable.assign(state[name])
+        for name, (_, path) in CANONICAL.items():
+            if path:
+                self.variable(path).assign(state[name])
         self.memory_network.set_table("A", state["memory_network.A"])
         self.memory_network.set_table("C", state["memory_network.C"])
 
@@ -221,13 +224,13 @@ class Memn2nLmModel(keras.Model):
             for variable, grad in zip(self.trainable_variables, grads, strict=True)
         }
         canonical = {
-            name: grads[variable.path]
-            for name, variable in self.canonical_variables().items()
-            if variable.path in grads
+            name: grads.get(self.variable(path).path)
+            for name, (_, path) in CANONICAL.items()
+            if path
         }
         canonical["memory_network.A"] = grads[self.memory_network.tables["A"].path]
         canonical["memory_network.C"] = grads[self.memory_network.tables["C"].path]
-        return {name: canonical[name] for name in CANONICAL_SHAPES if name in canonical}
+        return {name: grad for name, grad in canonical.items() if grad is not None}
 
 
 def build_model(dtype="float32"):

@@ -13,14 +13,16 @@ import tensorflow as tf
 from keras import ops
 from safetensors.numpy import load_file, save_file
 
-# Canonical weight names and shapes.
-CANONICAL_SHAPES = {
-    "words.embeddings": (19000, 300),
-    "dense.kernel": (330000, 25),
-    "dense.bias": (25,),
-    "dense_1.kernel": (25, 20),
-    "dense_1.bias": (20,),
+# Every canonical weight: its shape, and the attribute path from the model (list items by index)
+# of the variable holding it whole in canonical layout; None where the layer's own code does.
+CANONICAL = {
+    "words.embeddings": ((19000, 300), None),
+    "dense.kernel": ((330000, 25), "dense.kernel"),
+    "dense.bias": ((25,), "dense.bias"),
+    "dense_1.kernel": ((25, 20), "dense_1.kernel"),
+    "dense_1.bias": ((20,), "dense_1.bias"),
 }
+CANONICAL_SHAPES = {name: shape for name, (shape, _) in CANONICAL.items()}
 
 
 def check_canonical_state(state):
@@ -114,27 +116,28 @@ class NewsgroupsFlatModel(keras.Model):
         x = self.dropout(x, training=training)  # (B, 25)
         return self.dense_1(x)  # (B, 20)
 
-    def canonical_variables(self):
-        """The variable holding each canonical weight whole, in canonical layout, by name."""
-        variables = {
-            "dense.kernel": self.dense.kernel,
-            "dense.bias": self.dense.bias,
-            "dense_1.kernel": self.dense_1.kernel,
-            "dense_1.bias": self.dense_1.bias,
-        }
-        return variables
+    def variable(self, path):
+        """The variable at ``path``: attributes, list indices and dict keys from the model."""
+        target = self
+        for part in path.split("."):
+            if isinstance(target, list | dict):
+                target = target[int(part) if isinstance(target, list) else part]
+            else:
+                target = getattr(target, part)
+        return target
 
     def canonical_state(self):
         """The weights as numpy arrays, by canonical name, in canonical layout."""
-        state = {name: variable.numpy() for name, variable in self.canonical_variables().items()}
+        state = {name: self.variable(path).numpy() for name, (_, path) in CANONICAL.items() if path}
         state["words.embeddings"] = self.words.get_table()
-        return {name: state[name] for name in CANONICAL_SHAPES}
+        return {name: state[name] for name in CANONICAL}
 
     def load_canonical_state(self, state):
         """Load canonical weights; padding rows are set to 0.0 whatever ``state`` holds."""
         check_canonical_state(state)
-        for name, variable in self.canonical_variables().items():
-            variable.assign(state[name])
+        for name, (_, path) in CANONICAL.items():
+            if path:
+                self.variable(path).assign(state[name])
         self.words.set_table(state["words.embeddings"])
 
     def save_canonical(self, path):
@@ -155,12 +158,12 @@ class NewsgroupsFlatModel(keras.Model):
             for variable, grad in zip(self.trainable_variables, grads, strict=True)
         }
         canonical = {
-            name: grads[variable.path]
-            for name, variable in self.canonical_variables().items()
-            if variable.path in grads
+            name: grads.get(self.variable(path).path)
+            for name, (_, path) in CANONICAL.items()
+            if path
         }
         canonical["words.embeddings"] = grads[self.words.embeddings.path]
-        return {name: canonical[name] for name in CANONICAL_SHAPES if name in canonical}
+        return {name: grad for name, grad in canonical.items() if grad is not None}
 
 
 def build_model(dtype="float32"):

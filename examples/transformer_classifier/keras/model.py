@@ -13,46 +13,42 @@ import tensorflow as tf
 from keras import ops
 from safetensors.numpy import load_file, save_file
 
-# Canonical weight names and shapes.
-CANONICAL_SHAPES = {
-    "words.embeddings": (8000, 64),
-    "transformer_encoder_block0.attention.query.kernel": (64, 64),
-    "transformer_encoder_block0.attention.query.bias": (64,),
-    "transformer_encoder_block0.attention.key.kernel": (64, 64),
-    "transformer_encoder_block0.attention.key.bias": (64,),
-    "transformer_encoder_block0.attention.value.kernel": (64, 64),
-    "transformer_encoder_block0.attention.value.bias": (64,),
-    "transformer_encoder_block0.attention.output.kernel": (64, 64),
-    "transformer_encoder_block0.attention.output.bias": (64,),
-    "transformer_encoder_block0.ff1.kernel": (64, 128),
-    "transformer_encoder_block0.ff1.bias": (128,),
-    "transformer_encoder_block0.ff2.kernel": (128, 64),
-    "transformer_encoder_block0.ff2.bias": (64,),
-    "transformer_encoder_block0.norm1.gamma": (64,),
-    "transformer_encoder_block0.norm1.beta": (64,),
-    "transformer_encoder_block0.norm2.gamma": (64,),
-    "transformer_encoder_block0.norm2.beta": (64,),
-    "transformer_encoder.attention.query.kernel": (64, 64),
-    "transformer_encoder.attention.query.bias": (64,),
-    "transformer_encoder.attention.key.kernel": (64, 64),
-    "transformer_encoder.attention.key.bias": (64,),
-    "transformer_encoder.attention.value.kernel": (64, 64),
-    "transformer_encoder.attention.value.bias": (64,),
-    "transformer_encoder.attention.output.kernel": (64, 64),
-    "transformer_encoder.attention.output.bias": (64,),
-    "transformer_encoder.ff1.kernel": (64, 128),
-    "transformer_encoder.ff1.bias": (128,),
-    "transformer_encoder.ff2.kernel": (128, 64),
-    "transformer_encoder.ff2.bias": (64,),
-    "transformer_encoder.norm1.gamma": (64,),
-    "transformer_encoder.norm1.beta": (64,),
-    "transformer_encoder.norm2.gamma": (64,),
-    "transformer_encoder.norm2.beta": (64,),
-    "layer_norm.gamma": (64,),
-    "layer_norm.beta": (64,),
-    "dense.kernel": (64, 4),
-    "dense.bias": (4,),
+# How each block of a list holds its canonical weights: name below the block's -> (shape, path
+# of the variable below the block).
+TRANSFORMER_ENCODER_WEIGHTS = {
+    "attention.query.kernel": ((64, 64), "attention.query.kernel"),
+    "attention.query.bias": ((64,), "attention.query.bias"),
+    "attention.key.kernel": ((64, 64), "attention.key.kernel"),
+    "attention.key.bias": ((64,), "attention.key.bias"),
+    "attention.value.kernel": ((64, 64), "attention.value.kernel"),
+    "attention.value.bias": ((64,), "attention.value.bias"),
+    "attention.output.kernel": ((64, 64), "attention.out.kernel"),
+    "attention.output.bias": ((64,), "attention.out.bias"),
+    "ff1.kernel": ((64, 128), "ff1.kernel"),
+    "ff1.bias": ((128,), "ff1.bias"),
+    "ff2.kernel": ((128, 64), "ff2.kernel"),
+    "ff2.bias": ((64,), "ff2.bias"),
+    "norm1.gamma": ((64,), "norm1.gamma"),
+    "norm1.beta": ((64,), "norm1.beta"),
+    "norm2.gamma": ((64,), "norm2.gamma"),
+    "norm2.beta": ((64,), "norm2.beta"),
 }
+
+# Every canonical weight: its shape, and the attribute path from the model (list items by index)
+# of the variable holding it whole in canonical layout; None where the layer's own code does.
+CANONICAL = {
+    "words.embeddings": ((8000, 64), None),
+    **{
+        f"{name}.{suffix}": (shape, f"transformer_encoder.{i}.{path}")
+        for i, name in enumerate(("transformer_encoder_block0", "transformer_encoder"))
+        for suffix, (shape, path) in TRANSFORMER_ENCODER_WEIGHTS.items()
+    },
+    "layer_norm.gamma": ((64,), "layer_norm.gamma"),
+    "layer_norm.beta": ((64,), "layer_norm.beta"),
+    "dense.kernel": ((64, 4), "dense.kernel"),
+    "dense.bias": ((4,), "dense.bias"),
+}
+CANONICAL_SHAPES = {name: shape for name, (shape, _) in CANONICAL.items()}
 
 
 def check_canonical_state(state):
@@ -136,12 +132,6 @@ class PaddedScaledEmbeddingWithSinusoids(keras.layers.Layer):
         return x * not_pad
 
 
-def fresh_initializer(initializer):
-    """A new instance of ``initializer``: an unseeded Keras initializer repeats its draws."""
-    initializer = keras.initializers.get(initializer)
-    return initializer.__class__.from_config(initializer.get_config())
-
-
 class MultiHeadSelfAttention(keras.layers.Layer):
     """Multi-head self-attention (Vaswani et al., 2017).
 
@@ -150,28 +140,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     the softmax, so a query that sees no valid key attends over all keys, as in PyTorch.
     """
 
-    def __init__(
-        self,
-        num_heads,
-        head_dim,
-        dropout=0.0,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
+    def __init__(self, num_heads, head_dim, dropout=0.0, **kwargs):
         """``kwargs`` (such as ``dtype`` and ``name``) go to ``keras.layers.Layer``."""
         super().__init__(**kwargs)
         self.supports_masking = True  # an implicit Keras mask passes through, unused
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.query, self.key, self.value, self.out = (
-            keras.layers.Dense(
-                num_heads * head_dim,
-                kernel_initializer=fresh_initializer(kernel_initializer),
-                bias_initializer=fresh_initializer(bias_initializer),
-                dtype=self.dtype_policy,
-                name=name,
-            )
+            keras.layers.Dense(num_heads * head_dim, dtype=self.dtype_policy, name=name)
             for name in ("query", "key", "value", "output")
         )
         self.dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
@@ -191,17 +167,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         y = ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3))  # (B, L, heads, head_dim)
         return self.out(ops.reshape(y, (-1, length, self.num_heads * self.head_dim)))
 
-    def canonical_variables(self, prefix):
-        """The projections' kernels and biases by canonical name, ``<prefix>.query.kernel`` ..."""
-        return {
-            f"{prefix}.{dense.name}.{variable.name}": variable
-            for dense in (self.query, self.key, self.value, self.out)
-            for variable in dense.weights
-        }
-
 
 class TransformerEncoderBlock(keras.layers.Layer):
-    """A Transformer encoder block (Vaswani et al., 2017) with pre- or post-normalization.
+    """A Transformer encoder block (Vaswani et al., 2017), with the defaults of PyTorch's.
 
     Post-norm: ``x = norm1(x + dropout(attention(x)))``, then
     ``x = norm2(x + dropout(feed_forward(x)))``. Pre-norm (``norm_first``):
@@ -215,45 +183,22 @@ class TransformerEncoderBlock(keras.layers.Layer):
         num_heads,
         head_dim,
         ff_dim,
-        dropout,
-        attention_dropout,
-        activation,
-        epsilon,
-        norm_first,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
+        dropout=0.1,
+        attention_dropout=0.1,
+        activation="relu",
+        epsilon=1e-5,
+        norm_first=False,
         **kwargs,
     ):
         """``kwargs`` (such as ``dtype`` and ``name``) go to ``keras.layers.Layer``."""
         super().__init__(**kwargs)
         self.supports_masking = True  # an implicit Keras mask passes through, unused
         self.norm_first = norm_first
-        initializers = {
-            "kernel_initializer": kernel_initializer,
-            "bias_initializer": bias_initializer,
-        }
         self.attention = MultiHeadSelfAttention(
-            num_heads,
-            head_dim,
-            attention_dropout,
-            **initializers,
-            dtype=self.dtype_policy,
-            name="attention",
+            num_heads, head_dim, attention_dropout, dtype=self.dtype_policy, name="attention"
         )
-        self.ff1, self.ff2 = (
-            keras.layers.Dense(
-                units,
-                activation=activation,
-                kernel_initializer=fresh_initializer(kernel_initializer),
-                bias_initializer=fresh_initializer(bias_initializer),
-                dtype=self.dtype_policy,
-                name=name,
-            )
-            for units, activation, name in (
-                (ff_dim, activation, "ff1"),
-                (num_heads * head_dim, None, "ff2"),
-            )
-        )
+        self.ff1 = keras.layers.Dense(ff_dim, activation, dtype=self.dtype_policy, name="ff1")
+        self.ff2 = keras.layers.Dense(num_heads * head_dim, dtype=self.dtype_policy, name="ff2")
         self.norm1, self.norm2 = (
             keras.layers.LayerNormalization(epsilon=epsilon, dtype=self.dtype_policy, name=name)
             for name in ("norm1", "norm2")
@@ -274,13 +219,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
     def feed_forward(self, x, training):
         """``ff2(dropout(activation(ff1(x))))``."""
         return self.ff2(self.dropout(self.ff1(x), training=training))
-
-    def canonical_variables(self, prefix):
-        """The block's variables by canonical name, ``<prefix>.attention.query.kernel`` ..."""
-        variables = self.attention.canonical_variables(f"{prefix}.attention")
-        for layer in (self.ff1, self.ff2, self.norm1, self.norm2):
-            variables.update({f"{prefix}.{layer.name}.{v.name}": v for v in layer.weights})
-        return variables
 
 
 class MaskedGlobalAveragePooling1D(keras.layers.Layer):
@@ -320,10 +258,6 @@ class TransformerClassifierModel(keras.Model):
                 num_heads=4,
                 head_dim=16,
                 ff_dim=128,
-                dropout=0.1,
-                attention_dropout=0.1,
-                activation="relu",
-                epsilon=1e-05,
                 norm_first=True,
                 dtype=self.dtype_policy,
                 name=name,
@@ -351,31 +285,28 @@ class TransformerClassifierModel(keras.Model):
         x = self.global_average_pool(x, padding_mask=tokens_mask)  # (B, 64)
         return self.dense(x)  # (B, 4)
 
-    def canonical_variables(self):
-        """The variable holding each canonical weight whole, in canonical layout, by name."""
-        variables = {
-            "layer_norm.gamma": self.layer_norm.gamma,
-            "layer_norm.beta": self.layer_norm.beta,
-            "dense.kernel": self.dense.kernel,
-            "dense.bias": self.dense.bias,
-        }
-        for prefix, block in zip(
-            ("transformer_encoder_block0", "transformer_encoder"), self.transformer_encoder
-        ):
-            variables.update(block.canonical_variables(prefix))
-        return variables
+    def variable(self, path):
+        """The variable at ``path``: attributes, list indices and dict keys from the model."""
+        target = self
+        for part in path.split("."):
+            if isinstance(target, list | dict):
+                target = target[int(part) if isinstance(target, list) else part]
+            else:
+                target = getattr(target, part)
+        return target
 
     def canonical_state(self):
         """The weights as numpy arrays, by canonical name, in canonical layout."""
-        state = {name: variable.numpy() for name, variable in self.canonical_variables().items()}
+        state = {name: self.variable(path).numpy() for name, (_, path) in CANONICAL.items() if path}
         state["words.embeddings"] = self.words.get_table()
-        return {name: state[name] for name in CANONICAL_SHAPES}
+        return {name: state[name] for name in CANONICAL}
 
     def load_canonical_state(self, state):
         """Load canonical weights; padding rows are set to 0.0 whatever ``state`` holds."""
         check_canonical_state(state)
-        for name, variable in self.canonical_variables().items():
-            variable.assign(state[name])
+        for name, (_, path) in CANONICAL.items():
+            if path:
+                self.variable(path).assign(state[name])
         self.words.set_table(state["words.embeddings"])
 
     def save_canonical(self, path):
@@ -396,12 +327,12 @@ class TransformerClassifierModel(keras.Model):
             for variable, grad in zip(self.trainable_variables, grads, strict=True)
         }
         canonical = {
-            name: grads[variable.path]
-            for name, variable in self.canonical_variables().items()
-            if variable.path in grads
+            name: grads.get(self.variable(path).path)
+            for name, (_, path) in CANONICAL.items()
+            if path
         }
         canonical["words.embeddings"] = grads[self.words.embeddings.path]
-        return {name: canonical[name] for name in CANONICAL_SHAPES if name in canonical}
+        return {name: grad for name, grad in canonical.items() if grad is not None}
 
 
 def build_model(dtype="float32"):

@@ -4,14 +4,21 @@ mask, rotary embeddings), and a block layer built from it, ``Dense`` and ``Layer
 (``templates/helpers``).
 
 The four projections are ``Dense`` layers whose ``[E, E]`` kernels and ``[E]`` biases are the
-canonical weights as they are; each layer lists its own variables by canonical name.
+canonical weights as they are.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nnspec.backends.keras.code import Emitted, layer, shared_initializer, variable, whole
+from nnspec.backends.keras.code import (
+    Emitted,
+    initializer,
+    layer,
+    shared_initializer,
+    variable,
+    whole,
+)
 from nnspec.backends.keras.naming import input_mask
 from nnspec.compiler import ir
 
@@ -28,6 +35,24 @@ def _attention_names(op: ir.SelfAttention) -> tuple[list[str], list[str]]:
     return (
         [w.query_kernel, w.key_kernel, w.value_kernel, w.output_kernel],
         [w.query_bias, w.key_bias, w.value_bias, w.output_bias],
+    )
+
+
+def _kernels_and_biases(op: ir.SelfAttention | ir.TransformerBlock) -> tuple[list[str], list[str]]:
+    """The canonical kernels and biases of ``op`` (a block's feed-forward ones included)."""
+    if isinstance(op, ir.SelfAttention):
+        return _attention_names(op)
+    kernels, biases = _attention_names(op.attention)
+    return [*kernels, op.ff1_kernel, op.ff2_kernel], [*biases, op.ff1_bias, op.ff2_bias]
+
+
+def custom_initializers(program: ir.Program, op: ir.SelfAttention | ir.TransformerBlock) -> bool:
+    """Whether ``op``'s kernels or biases start other than Glorot-uniform and zeros."""
+    kernels, biases = _kernels_and_biases(op)
+    return any(
+        initializer(program.weight(name).initializer) != default
+        for names, default in ((kernels, "'glorot_uniform'"), (biases, "'zeros'"))
+        for name in names
     )
 
 
@@ -59,28 +84,6 @@ def _block_paths(op: ir.TransformerBlock, attr: str) -> dict[str, str]:
     return paths
 
 
-def _relative(paths: dict[str, str], attr: str) -> str | None:
-    """The common prefix of the canonical names when each is ``<prefix>.<path below attr>``
-    (the layer's ``canonical_variables(prefix)`` then lists them), else ``None``."""
-    prefixes = set()
-    for name, path in paths.items():
-        suffix = path[len(attr) :].replace(".out.", ".output.")
-        if not name.endswith(suffix):
-            return None
-        prefixes.add(name[: -len(suffix)])
-    return prefixes.pop() if len(prefixes) == 1 else None
-
-
-def _own_weights(g: KerasGenerator, out: Emitted, paths: dict[str, str], attr: str) -> None:
-    """Add the weights at ``paths`` to ``out``: one group when the layer lists them itself."""
-    prefix = _relative(paths, attr)
-    if prefix is None:
-        out.weights += [variable(g.program.weight(n), path) for n, path in paths.items()]
-    else:
-        out.groups.append((prefix, attr))
-        out.covered += list(paths)
-
-
 def _mask_arg(g: KerasGenerator, node: ir.Node) -> list[str]:
     """``padding_mask=...`` from the input's padding mask, if it has one."""
     mask = input_mask(g.program, node)
@@ -108,8 +111,8 @@ def emit_self_attention(g: KerasGenerator, node: ir.Node) -> Emitted:
         args.append("trainable=False")
     cls = g.helper("MultiHeadSelfAttention")
     out = layer(g, node, f"{cls}({', '.join(args)})", *_mask_arg(g, node), "training=training")
-    attr = g.names.layer(node)
-    _own_weights(g, out, _attention_paths(op, attr), attr)
+    paths = _attention_paths(op, g.names.layer(node))
+    out.weights += [variable(program.weight(name), path) for name, path in paths.items()]
     return out
 
 
@@ -119,9 +122,7 @@ def emit_transformer_block(g: KerasGenerator, node: ir.Node) -> Emitted:
     assert isinstance(op, ir.TransformerBlock)
     program = g.program
     att = op.attention
-    kernels, biases = _attention_names(att)
-    kernels += [op.ff1_kernel, op.ff2_kernel]
-    biases += [op.ff1_bias, op.ff2_bias]
+    kernels, biases = _kernels_and_biases(op)
     for weights, default in (
         ([op.norm1_gamma, op.norm2_gamma], "'ones'"),
         ([op.norm1_beta, op.norm2_beta], "'zeros'"),
@@ -131,16 +132,16 @@ def emit_transformer_block(g: KerasGenerator, node: ir.Node) -> Emitted:
     activation = {"linear": "None", "gelu": "gelu"}.get(op.activation, repr(op.activation))
     if op.activation == "gelu":
         activation = g.helper("gelu")
-    args = [
-        f"num_heads={att.heads}",
-        f"head_dim={att.head_dim}",
-        f"ff_dim={op.ff_dim}",
-        f"dropout={op.dropout!r}",
-        f"attention_dropout={att.dropout!r}",
-        f"activation={activation}",
-        f"epsilon={op.epsilon!r}",
-        f"norm_first={op.norm_first!r}",
-    ]
+    args = [f"num_heads={att.heads}", f"head_dim={att.head_dim}", f"ff_dim={op.ff_dim}"]
+    for arg, value, default in (
+        ("dropout", repr(op.dropout), "0.1"),
+        ("attention_dropout", repr(att.dropout), "0.1"),
+        ("activation", activation, "'relu'"),
+        ("epsilon", repr(op.epsilon), "1e-05"),
+        ("norm_first", repr(op.norm_first), "False"),
+    ):
+        if value != default:  # the block's defaults are torch.nn.TransformerEncoderLayer's
+            args.append(f"{arg}={value}")
     if att.rotary is not None:
         args.append(f"rotary_base={att.rotary.base!r}")
     kernel_init = shared_initializer(program, kernels, "kernel", node)
@@ -154,6 +155,6 @@ def emit_transformer_block(g: KerasGenerator, node: ir.Node) -> Emitted:
         args.append("trainable=False")
     cls = g.helper("TransformerEncoderBlock")
     out = layer(g, node, f"{cls}({', '.join(args)})", *_mask_arg(g, node), "training=training")
-    attr = g.names.layer(node)
-    _own_weights(g, out, _block_paths(op, attr), attr)
+    paths = _block_paths(op, g.names.layer(node))
+    out.weights += [variable(program.weight(name), path) for name, path in paths.items()]
     return out

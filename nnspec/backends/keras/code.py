@@ -3,6 +3,7 @@ weights held in variables, docstrings, the construction of a node's layer)."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,14 +18,14 @@ if TYPE_CHECKING:
 class WeightCode:
     """How the generated model reaches one canonical weight.
 
-    Most weights live whole in one variable, whose shape reshapes to the canonical one
-    (``variable``): the model's ``canonical_variables`` table lists them and one loop saves,
-    loads and differentiates them all. The others (embedding tables, rows of a GRU bias) have
-    statements of their own:
+    Most weights live whole, in canonical layout, in one variable (``variable``): the module's
+    ``CANONICAL`` table lists their paths and one loop saves, loads and differentiates them all.
+    The others (embedding tables, rows of a GRU bias) have statements of their own:
 
     Attributes:
         name: the canonical name.
-        variable: expression for the variable holding the weight whole, if one does.
+        variable: the attribute path from the model of the variable holding the weight whole
+            (``dense.kernel``, ``memory.tables.A1``), if one does.
         value: expression for the weight as a numpy array in canonical layout.
         load: statement loading a canonical array, written ``{}``, into the model (empty when
             the statement of another weight loads this one too).
@@ -46,11 +47,7 @@ class Emitted:
     Attributes:
         init: lines of the model's ``__init__``.
         call: the expression ``call`` computes for the node (empty for a table).
-        weights: the canonical weights it owns, one by one.
-        groups: ``(prefix, layer)`` for each layer of a class of this module that lists its own
-            canonical variables (``layer.canonical_variables(prefix)``); :attr:`covered` names
-            the weights they hold.
-        covered: canonical names held by :attr:`groups`.
+        weights: the canonical weights it owns.
         constructor: the layer's constructor call without ``name=`` (blocks built in a loop
             compare it), empty when the node has no layer of its own.
         extra: the keyword arguments of the layer's call after its inputs.
@@ -59,8 +56,6 @@ class Emitted:
     init: list[str] = field(default_factory=list)
     call: str = ""
     weights: list[WeightCode] = field(default_factory=list)
-    groups: list[tuple[str, str]] = field(default_factory=list)
-    covered: list[str] = field(default_factory=list)
     constructor: str = ""
     extra: tuple[str, ...] = ()
 
@@ -130,8 +125,10 @@ def whole(program: ir.Program, node: ir.Node, weights: list[str]) -> bool:
 
 
 def variable(weight: ir.Weight, expr: str) -> WeightCode:
-    """The code for a weight held whole, in canonical layout, in the variable ``expr``."""
-    return WeightCode(name=weight.name, variable=expr)
+    """The code for a weight held whole, in canonical layout, in the variable ``expr`` (such as
+    ``self.memory.tables["A1"]``)."""
+    path = re.sub(r"\[(['\"])(\w+)\1\]", r".\2", expr.removeprefix("self."))
+    return WeightCode(name=weight.name, variable=path)
 
 
 def activation_arg(g: KerasGenerator, activation: ir.Activation) -> str | None:

@@ -79,14 +79,22 @@ class KerasGenerator:
 
     def _helper_context(self, name: str) -> dict[str, Any]:
         """What a helper's template is written for."""
-        if name == "MultiHeadSelfAttention":
-            ops = [node.op for node in self.program.nodes]
-            rotary = [op.rotary for op in ops if isinstance(op, ir.SelfAttention)]
-            rotary += [op.attention.rotary for op in ops if isinstance(op, ir.TransformerBlock)]
-            return {"rotary": any(rotary)}
+        blocks = [n.op for n in self.program.nodes if isinstance(n.op, ir.TransformerBlock)]
         if name == "TransformerEncoderBlock":
-            blocks = [n.op for n in self.program.nodes if isinstance(n.op, ir.TransformerBlock)]
-            return {"rotary": any(op.attention.rotary for op in blocks)}
+            return {
+                "rotary": any(op.attention.rotary for op in blocks),
+                "initializers": any(
+                    attention.custom_initializers(self.program, op) for op in blocks
+                ),
+            }
+        if name == "MultiHeadSelfAttention":
+            ops = [n.op for n in self.program.nodes if isinstance(n.op, ir.SelfAttention)]
+            ops += blocks
+            return {
+                "rotary": any(op.rotary for op in ops if isinstance(op, ir.SelfAttention))
+                or any(op.attention.rotary for op in blocks),
+                "initializers": any(attention.custom_initializers(self.program, op) for op in ops),
+            }
         return {}
 
     # ------------------------------------------------------------------ the model
@@ -121,7 +129,8 @@ class KerasGenerator:
                 for k in range(i, j)
             )
             own = all(
-                layer_uses[nodes[k].layer_name] == 1 and parts[k].covered and not parts[k].weights
+                layer_uses[nodes[k].layer_name] == 1
+                and all(code.variable is not None for code in parts[k].weights)
                 for k in range(i, j + 1)
             )
             if j > i and numbered and own:
@@ -170,70 +179,98 @@ class KerasGenerator:
             for variable, mask in n.mask_variables
         ]
         init = [line for part in parts[:tables] for line in part.init]
-        canonical: list[str] = []
-        covered: set[str] = set()
+        codes = {code.name: code for part in parts[:tables] for code in part.weights}
+        blocks: list[dict[str, Any]] = []
+        compact: dict[str, str] = {}  # canonical name -> the entry of its run (first weight)
         i = 0
         while i < len(program.nodes):
             node, emitted = program.nodes[i], parts[tables + i]
             last = runs.get(i, i)
             comment = f"  # {shape(program.nodes[last].shape)}"
-            if last > i:  # a run of blocks: a list of layers, called in a loop
-                run = program.nodes[i : last + 1]
-                attr = n.attrs[program.nodes[last].layer_name]
-                element = n.local_space.claim("block")
-                layer_names = ", ".join(repr(n.attrs[m.layer_name]) for m in run)
-                init += [
-                    f"self.{attr} = [",
-                    f"    {with_args(emitted.constructor, 'name=name')}",
-                    f"    for name in ({layer_names})",
-                    "]",
-                ]
-                source, target = n.values[node.inputs[0]], n.values[run[-1].name]
-                if source != target:
-                    call.append(f"{target} = {source}")
-                call += [
-                    f"for {element} in self.{attr}:",
-                    f"    {target} = {element}({', '.join([target, *emitted.extra])}){comment}",
-                ]
-                prefixes = ", ".join(
-                    repr(parts[tables + k].groups[0][0]) for k in range(i, last + 1)
-                )
-                canonical += [
-                    f"for prefix, block in zip(({prefixes}), self.{attr}):",
-                    "    variables.update(block.canonical_variables(prefix))",
-                ]
-                for k in range(i, last + 1):
-                    covered.update(parts[tables + k].covered)
-                node = run[-1]
-            else:
+            if last == i:
                 init += emitted.init
-                canonical += [
-                    f"variables.update({attr}.canonical_variables({prefix!r}))"
-                    for prefix, attr in emitted.groups
-                ]
-                covered.update(emitted.covered)
+                codes.update((code.name, code) for code in emitted.weights)
                 call.append(f"{n.values[node.name]} = {emitted.call}{comment}")
+                i += 1
+                continue
+            # A run of blocks: a list of layers, built and called in a loop.
+            run = program.nodes[i : last + 1]
+            attr = n.attrs[run[-1].layer_name]
+            layer_names = ", ".join(repr(n.attrs[m.layer_name]) for m in run)
+            init += [
+                f"self.{attr} = [",
+                f"    {with_args(emitted.constructor, 'name=name')}",
+                f"    for name in ({layer_names})",
+                "]",
+            ]
+            element = n.local_space.claim("block")
+            source, target = n.values[node.inputs[0]], n.values[run[-1].name]
+            if source != target:
+                call.append(f"{target} = {source}")
+            call += [
+                f"for {element} in self.{attr}:",
+                f"    {target} = {element}({', '.join([target, *emitted.extra])}){comment}",
+            ]
+            block = self._run_weights(run, parts[tables + i : tables + last + 1], attr, codes)
+            if block is not None:
+                blocks.append(block)
+                compact.update(dict.fromkeys(block["names"], ""))
+                compact[block["names"][0]] = block["entry"]
             i = last + 1
         call = self._returning(call)
 
-        weights: dict[str, WeightCode] = {}
-        for part in parts:
-            weights.update((code.name, code) for code in part.weights)
-        missing = [
-            w.name for w in program.weights if w.name not in weights and w.name not in covered
-        ]
+        missing = [w.name for w in program.weights if w.name not in codes]
         if missing:
             raise ValueError(f"no layer owns the canonical weights {missing}")
-        ordered = [weights[w.name] for w in program.weights if w.name in weights]
-        special = [code for code in ordered if code.variable is None]
+        canonical = []
+        for w in program.weights:
+            code = codes[w.name]
+            if w.name in compact:
+                canonical += [compact[w.name]] if compact[w.name] else []
+            else:
+                canonical.append(f"{w.name!r}: ({w.shape!r}, {code.variable!r})")
+        special = [codes[w.name] for w in program.weights if codes[w.name].variable is None]
         return {
             "init": init,
             "call": call,
-            "variables": [code for code in ordered if code.variable is not None],
+            "blocks": blocks,
             "canonical": canonical,
             "special": special,
             "special_grads": [code for code in special if code.grad is not None],
         }
+
+    def _run_weights(
+        self, run: tuple[ir.Node, ...], parts: list[Emitted], attr: str, codes: dict
+    ) -> dict[str, Any] | None:
+        """Put the weights of a run of blocks (``self.<attr>[k]``) into ``codes``; when every
+        block holds its weights alike, the table of one block and the ``CANONICAL`` entry that
+        expands it (else ``None``: each weight gets its own entry)."""
+        n = self.names
+        layouts = []
+        for k, (node, part) in enumerate(zip(run, parts, strict=True)):
+            own = n.attrs[node.layer_name]
+            layout = []
+            for code in part.weights:
+                relative = code.variable.removeprefix(f"{own}.")  # type: ignore[union-attr]
+                codes[code.name] = WeightCode(code.name, variable=f"{attr}.{k}.{relative}")
+                suffix = code.name.removeprefix(f"{node.layer_name}.")
+                if suffix == code.name or relative == code.variable:
+                    layout = None
+                if layout is not None:
+                    weight = self.program.weight(code.name)
+                    layout.append((suffix, weight.shape, relative))
+            layouts.append(layout)
+        if layouts[0] is None or any(layout != layouts[0] for layout in layouts):
+            return None
+        table = n.attr_space.claim(f"{attr.upper()}_WEIGHTS")
+        prefixes = ", ".join(repr(node.layer_name) for node in run)
+        entry = (
+            f'**{{f"{{name}}.{{suffix}}": (shape, f"{attr}.{{i}}.{{path}}") '
+            f"for i, name in enumerate(({prefixes})) "
+            f"for suffix, (shape, path) in {table}.items()}}"
+        )
+        names = [code.name for part in parts for code in part.weights]
+        return {"table": table, "attr": attr, "layout": layouts[0], "entry": entry, "names": names}
 
     def _returning(self, call: list[str]) -> list[str]:
         """``call`` ending in a ``return`` of the program's outputs."""
