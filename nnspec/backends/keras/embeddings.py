@@ -136,126 +136,9 @@ class TableKind:
             text += " Padded positions keep their positional encoding."
         return text
 
-    def source(self) -> str:
-        """The layer class."""
+    def source(self, g: KerasGenerator) -> str:
+        """The layer class (``templates/helpers/embedding.py.j2``)."""
         rows = self.storage == "rows"
-        params = self.params()
-        init = ["super().__init__(**kwargs)"]
-        init += [
-            f"self.{p} = {p}"
-            for p in params
-            if p not in ("trainable_rows", "base") and not p.endswith("_initializer")
-        ]
-        init.append("self.embeddings_initializer = keras.initializers.get(embeddings_initializer)")
-        if self.positional == "learned":
-            init.append(
-                "self.positions_initializer = keras.initializers.get(positions_initializer)"
-            )
-        if self.positional == "sinusoidal":
-            init.append(
-                "self.sinusoids = ops.convert_to_tensor("
-                "sinusoids(max_length, dim, base), self.compute_dtype)"
-            )
-        if rows:
-            init += [
-                "is_trainable = np.zeros(vocab_size, dtype=bool)",
-                "for start, stop in trainable_rows:",
-                "    is_trainable[start:stop] = True",
-                "self.trainable_ids = np.flatnonzero(is_trainable)",
-                "self.frozen_ids = np.flatnonzero(~is_trainable)",
-                "# Constant index maps: whether an id trains, and its row in its own table (0 in",
-                "# the other table, whose vector `call` then discards).",
-                'trainable_row = np.zeros(vocab_size, dtype="int32")',
-                "trainable_row[self.trainable_ids] = np.arange(len(self.trainable_ids))",
-                'frozen_row = np.zeros(vocab_size, dtype="int32")',
-                "frozen_row[self.frozen_ids] = np.arange(len(self.frozen_ids))",
-                "self.is_trainable = ops.convert_to_tensor(is_trainable)",
-                "self.trainable_row = ops.convert_to_tensor(trainable_row)",
-                "self.frozen_row = ops.convert_to_tensor(frozen_row)",
-            ]
-
-        build = []
-        if rows:
-            build += [
-                "self.trainable_embeddings = self.add_weight(",
-                "    shape=(len(self.trainable_ids), self.dim),",
-                "    initializer=self.rows_initializer(self.trainable_ids),",
-                '    name="trainable_embeddings",',
-                ")",
-                "self.frozen_embeddings = self.add_weight(",
-                "    shape=(len(self.frozen_ids), self.dim),",
-                "    initializer=self.rows_initializer(self.frozen_ids),",
-                "    trainable=False,",
-                '    name="frozen_embeddings",',
-                ")",
-            ]
-        else:
-            initializer = "self.padded_initializer" if self.pad else "self.embeddings_initializer"
-            frozen = " trainable=False," if self.storage == "none" else ""
-            build += [
-                "self.embeddings = self.add_weight(",
-                f"    shape=(self.vocab_size, self.dim), initializer={initializer},{frozen}",
-                '    name="embeddings",',
-                ")",
-            ]
-        if self.positional == "learned":
-            build += [
-                "self.positions = self.add_weight(",
-                "    shape=(self.max_length, self.dim), initializer=self.positions_initializer,",
-                '    name="positions",',
-                ")",
-            ]
-
-        draw = []
-        if self.pad:
-            draw += [
-                "def padded_initializer(self, shape, dtype=None):",
-                '    """``embeddings_initializer`` with the padding row set to 0.0."""',
-                "    table = self.embeddings_initializer(shape, dtype)",
-                "    is_pad = ops.expand_dims(ops.equal(ops.arange(shape[0]), self.pad_index), -1)",
-                "    return ops.where(is_pad, ops.zeros_like(table), table)",
-                "",
-            ]
-        if rows:
-            table = "self.padded_initializer" if self.pad else "self.embeddings_initializer"
-            draw += [
-                "def rows_initializer(self, ids):",
-                '    """An initializer of the rows ``ids`` of a freshly drawn canonical table."""',
-                "",
-                "    def initializer(shape, dtype=None):",
-                f"        table = {table}((self.vocab_size, self.dim), dtype)",
-                "        return ops.take(table, ids, axis=0)",
-                "",
-                "    return initializer",
-                "",
-            ]
-
-        if rows:
-            get_table = [
-                "table = np.empty((self.vocab_size, self.dim), dtype=self.variable_dtype)",
-                "table[self.trainable_ids] = self.trainable_embeddings.numpy()",
-                "table[self.frozen_ids] = self.frozen_embeddings.numpy()",
-                "return table",
-            ]
-        else:
-            get_table = ["return self.embeddings.numpy()"]
-
-        set_table = []
-        if self.pad:
-            set_table += [
-                "table = np.array(table, dtype=self.variable_dtype)",
-                "table[self.pad_index] = 0.0",
-            ]
-        elif rows:
-            set_table.append("table = np.asarray(table)")
-        if rows:
-            set_table += [
-                "self.trainable_embeddings.assign(table[self.trainable_ids])",
-                "self.frozen_embeddings.assign(table[self.frozen_ids])",
-            ]
-        else:
-            set_table.append("self.embeddings.assign(table)")
-
         if rows:
             call = [
                 "trainable = ops.take(",
@@ -284,45 +167,13 @@ class TableKind:
             call[-1] = "return " + call[-1][4:]
         else:
             call.append("return x")
-
-        pad_note = "; its padding row is set to 0.0" if self.pad else ""
-        body = [
-            *docstring(self.docstring(), 4),
-            "",
-            f"def __init__(self, {', '.join(params)}, **kwargs):",
-            '    """``kwargs`` (such as ``dtype`` and ``name``) go to ``keras.layers.Layer``."""',
-            *indent(init, 1),
-            "",
-            "def build(self, input_shape):",
-            '    """Create the weights."""',
-            *indent(build, 1),
-            "",
-            *draw,
-            "def get_table(self):",
-            '    """The canonical ``[vocab_size, dim]`` table, as numpy."""',
-            *indent(get_table, 1),
-            "",
-            "def set_table(self, table):",
-            f'    """Load a canonical ``[vocab_size, dim]`` table{pad_note}."""',
-            *indent(set_table, 1),
-            "",
-        ]
-        if rows:
-            body += [
-                "def table_gradient(self, grad):",
-                '    """Spread the gradient of ``trainable_embeddings`` over a canonical table."""',
-                "    table = np.zeros((self.vocab_size, self.dim), dtype=grad.dtype)",
-                "    table[self.trainable_ids] = grad",
-                "    return table",
-                "",
-            ]
-        body += [
-            "def call(self, ids):",
-            '    """Embed ``ids`` (B, L) as (B, L, dim)."""',
-            *indent(call, 1),
-        ]
-        lines = [f"class {self.class_name}(keras.layers.Layer):", *indent(body, 1)]
-        return "\n".join(lines) + "\n"
+        return g.env.get_template("helpers/embedding.py.j2").render(
+            h=g.helper,
+            kind=self,
+            params=self.params(),
+            doc="\n".join(indent(docstring(self.docstring(), 4), 1)).strip(),
+            call=call,
+        )
 
 
 def emit_table(g: KerasGenerator, table: ir.EmbeddingTable) -> Emitted:
@@ -372,9 +223,7 @@ def emit_table(g: KerasGenerator, table: ir.EmbeddingTable) -> Emitted:
                 weight.name, value=f"{attr}.get_table()", load=f"{attr}.set_table({{}})", grad=grad
             ),
         )
-        if kind.positional == "sinusoidal":
-            g.helper("sinusoids")
-        g.add_helper(kind.class_name, kind.source())
+        g.add_helper(kind.class_name, kind.source(g))
         layer = kind.class_name
     args += ["dtype=self.dtype_policy", f"name={attr[5:]!r}"]
     out.init.append(f"{attr} = {layer}({', '.join(args)})")
