@@ -1,5 +1,6 @@
 """The Python names of a generated PyTorch model: attributes, locals and the masks ``forward``
-computes, chosen so that nothing a spec names can shadow what the module relies on."""
+computes, chosen so that nothing a spec names can shadow what the module relies on: a spec name
+that would (``state_dict``, ``F``, ``masked_mean`` ...) gets ``_`` appended in the code."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from dataclasses import dataclass, field
 
 from nnspec.compiler import ir
 
-# Module-level names of the generated model.py; no input, local or class may shadow them.
+# Module-level names of the generated model.py: inputs and locals named like one are renamed, and
+# the model class may not take one.
 MODULE_NAMES = frozenset(
     {
         "CANONICAL",
