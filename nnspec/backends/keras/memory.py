@@ -25,8 +25,6 @@ from nnspec.compiler import ir
 if TYPE_CHECKING:
     from nnspec.backends.keras.emitter import KerasGenerator
 
-KWARGS_DOC = "``kwargs`` (such as ``dtype`` and ``name``) go to ``keras.layers.Layer``."
-
 
 @dataclass(frozen=True)
 class _Layout:
@@ -82,8 +80,8 @@ class _Layout:
         )
 
 
-def _source(cls: str, op: ir.MemoryNetwork, layout: _Layout) -> str:
-    """The memory-network class ``cls`` for ``op``."""
+def _source(g: KerasGenerator, cls: str, op: ir.MemoryNetwork, layout: _Layout) -> str:
+    """The memory-network class ``cls`` for ``op`` (``templates/helpers/memory_network.py.j2``)."""
     pad = op.pad_index is not None
     temporal = bool(layout.temporal)
     if op.position_encoding:
@@ -122,197 +120,14 @@ def _source(cls: str, op: ir.MemoryNetwork, layout: _Layout) -> str:
     params += ["temporal_initializer"] if temporal else []
     params += ["linear_map_initializer"] if op.linear_map else []
     params += [] if layout.answer else ["answer_initializer"]
-    init = ["super().__init__(**kwargs)", "self.dim = dim", "self.hops = hops"]
-    init += ["self.question_table = question_table"] if layout.question else []
-    init += ["self.query_value = query_value"] if not layout.question else []
-    init += ["self.answer_table = answer_table"] if layout.answer else []
-    init += ["self.pad_index = pad_index"] if pad else []
-    init.append("self.activation = keras.activations.get(activation)")
-    words = "[name for hop in hops for name in hop[:2]]"
-    words += " + [question_table]" if layout.question else ""
-    init += [
-        f"words = {words}",
-        "self.tables = {}",
-        "for name in dict.fromkeys(words):  # each table once, in order of first use",
-        "    self.tables[name] = self.add_weight(",
-        "        shape=(vocab_size, dim),",
-        "        initializer="
-        + (
-            "self.padded(fresh_initializer(embeddings_initializer)),"
-            if pad
-            else "fresh_initializer(embeddings_initializer),"
-        ),
-        "        name=name,",
-        "    )",
-    ]
-    if temporal:
-        init += [
-            "for name in dict.fromkeys(name for hop in hops for name in hop[2:]):",
-            "    self.tables[name] = self.add_weight(",
-            "        shape=(memory_size, dim),",
-            "        initializer=fresh_initializer(temporal_initializer),",
-            "        name=name,",
-            "    )",
-        ]
-    if op.linear_map:
-        init += [
-            "self.linear_map = self.add_weight(",
-            '    shape=(dim, dim), initializer=linear_map_initializer, name="linear_map"',
-            ")",
-        ]
-    if not layout.answer:
-        init += [
-            "self.answer = self.add_weight(",
-            '    shape=(dim, output_size), initializer=answer_initializer, name="answer"',
-            ")",
-        ]
-    elif pad:
-        init.append(
-            "self.is_padding_row = "
-            "ops.expand_dims(ops.equal(ops.arange(vocab_size), pad_index), -1)"
-        )
-
-    methods = []
-    if pad:
-        methods += [
-            "def padded(self, initializer):",
-            '    """``initializer`` with the padding row set to 0.0."""',
-            "",
-            "    def draw(shape, dtype=None):",
-            "        table = initializer(shape, dtype)",
-            "        is_pad = ops.expand_dims(ops.equal(ops.arange(shape[0]), self.pad_index), -1)",
-            "        return ops.where(is_pad, ops.zeros_like(table), table)",
-            "",
-            "    return draw",
-            "",
-            "def set_table(self, name, table):",
-            '    """Load the canonical word table ``name``; its padding row is set to 0.0."""',
-            "    table = np.array(table, dtype=self.variable_dtype)",
-            "    table[self.pad_index] = 0.0",
-            "    self.tables[name].assign(table)",
-            "",
-        ]
-    weighted = op.position_encoding or pad
-    if op.position_encoding:
-        j_over_count = (
-            "j = ops.arange(1, ids.shape[-1] + 1, dtype=self.compute_dtype) / count  # j / J"
-        )
-        weights = [
-            "def word_weights(self, ids):",
-            '    """``l_kj`` of each word of ``ids`` (..., S), 0.0 at pads: (..., S, dim)."""',
-        ]
-        if pad:
-            weights += [
-                "    is_word = ops.cast(ops.not_equal(ids, self.pad_index), self.compute_dtype)",
-                "    count = ops.maximum(ops.sum(is_word, axis=-1, keepdims=True), 1.0)  # J",
-                f"    {j_over_count}",
-                "    j = ops.expand_dims(j, -1)  # (..., S, 1)",
-                "    k = ops.arange(1, self.dim + 1, dtype=self.compute_dtype) / self.dim  # k / d",
-                "    return ((1 - j) - k * (1 - 2 * j)) * ops.expand_dims(is_word, -1)",
-            ]
-        else:
-            weights += [
-                "    length = ids.shape[-1]",
-                "    j = ops.arange(1, length + 1, dtype=self.compute_dtype)[:, None] / length",
-                "    k = ops.arange(1, self.dim + 1, dtype=self.compute_dtype) / self.dim  # k / d",
-                "    return (1 - j) - k * (1 - 2 * j)  # (S, dim), the same for every sentence",
-            ]
-        methods += [*weights, ""]
-    elif pad:
-        methods += [
-            "def word_weights(self, ids):",
-            '    """1.0 at the words of ``ids`` (..., S), 0.0 at pads: (..., S, 1)."""',
-            "    return ops.expand_dims(ops.cast(ops.not_equal(ids, self.pad_index), "
-            "self.compute_dtype), -1)",
-            "",
-        ]
-    weights_arg = ", weights" if weighted else ""
-    words_expr = "words * weights" if weighted else "words"
-    methods += [
-        f"def encode(self, ids{weights_arg}, table):",
-        '    """Sentence vectors (..., dim) of the word ids (..., S) embedded by ``table``."""',
-        "    words = ops.take(self.tables[table], ids, axis=0)  # (..., S, dim)",
-        f"    return ops.sum({words_expr}, axis=-2)",
-        "",
-    ]
-
-    question = ", question" if layout.question else ""
-    call_doc = (
-        "Scores (B, outputs) for ``memories`` (B, M, S)"
-        + (" and ``question`` (B, Q)" if layout.question else "")
-        + ", word ids."
+    return g.env.get_template("helpers/memory_network.py.j2").render(
+        h=g.helper,
+        cls=cls,
+        doc="\n".join(indent(docstring(doc, 4), 1)).strip(),
+        params=params,
+        op=op,
+        layout=layout,
     )
-    body = [f'"""{call_doc}"""']
-    if weighted:
-        body.append("weights = self.word_weights(memories)")
-    if pad:
-        body += [
-            "is_memory = ops.any(ops.not_equal(memories, self.pad_index), axis=-1)  # (B, M)",
-            "score_bias = ops.cast(ops.logical_not(is_memory), self.compute_dtype) * -1e9",
-        ]
-    if layout.question:
-        qweights = ", self.word_weights(question)" if weighted else ""
-        body.append(f"u = self.encode(question{qweights}, self.question_table)  # (B, dim)")
-    else:
-        body.append(
-            "u = ops.full((ops.shape(memories)[0], self.dim), self.query_value, self.compute_dtype)"
-        )
-    key = "(table, temporal)" if temporal else "table"
-    encoded = f"self.encode(memories{weights_arg}, table)"
-    encoded += " + self.tables[temporal]" if temporal else ""
-    body += [
-        f"encoded = {{}}  # {key} -> memories (B, M, dim), encoded once",
-        "",
-        f"def encode_memories({key[1:-1] if temporal else key}):",
-        f"    if {key} not in encoded:",
-        f"        encoded[{key[1:-1] if temporal else key}] = {encoded}",
-        f"    return encoded[{key[1:-1] if temporal else key}]",
-        "",
-    ]
-    if temporal:
-        body += [
-            "for table_a, table_c, temporal_a, temporal_c in self.hops:",
-            "    m = encode_memories(table_a, temporal_a)  # (B, M, dim)",
-            "    c = encode_memories(table_c, temporal_c)",
-        ]
-    else:
-        body += [
-            "for table_a, table_c in self.hops:",
-            "    m = encode_memories(table_a)  # (B, M, dim)",
-            "    c = encode_memories(table_c)",
-        ]
-    scores = 'ops.einsum("bd,bmd->bm", u, m)' + (" + score_bias" if pad else "")
-    body += [
-        f"    p = ops.softmax({scores}, axis=-1)  # (B, M)",
-        '    o = ops.einsum("bm,bmd->bd", p, c)  # (B, dim)',
-        "    u = ops.matmul(u, self.linear_map) + o" if op.linear_map else "    u = u + o",
-    ]
-    if layout.answer:
-        body.append("answer = self.tables[self.answer_table]  # (vocab, dim)")
-        if pad:
-            body.append("answer = ops.where(self.is_padding_row, 0.0, answer)  # no pad gradient")
-        body.append("return self.activation(ops.matmul(u, ops.transpose(answer)))")
-    else:
-        body.append("return self.activation(ops.matmul(u, self.answer))")
-
-    lines = [
-        f"class {cls}(keras.layers.Layer):",
-        *indent(
-            [
-                *docstring(doc, 4),
-                "",
-                f"def __init__(self, {', '.join(params)}, **kwargs):",
-                f'    """{KWARGS_DOC}"""',
-                *indent(init, 1),
-                "",
-                *methods,
-                f"def call(self, memories{question}):",
-                *indent(body, 1),
-            ],
-            1,
-        ),
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def emit_memory_network(g: KerasGenerator, node: ir.Node) -> Emitted:
@@ -376,8 +191,7 @@ def emit_memory_network(g: KerasGenerator, node: ir.Node) -> Emitted:
         init=[f"self.{attr} = {constructor}dtype=self.dtype_policy, name={attr!r})"],
         call=f"self.{attr}({n.args(node)})",
     )
-    g.helper("fresh_initializer")
-    g.add_helper(cls, _source(cls, op, layout))
+    g.add_helper(cls, _source(g, cls, op, layout))
     for name in layout.words + layout.temporal:
         weight = program.weight(prefix + name)
         table = f"self.{attr}.tables[{name!r}]"
