@@ -409,10 +409,11 @@ def _framework_names() -> ir.Program:
         ir.Node(
             "build", ir.LayerNorm(1e-5, "build.gamma", "build.beta"), ("weights",), shape, mask
         ),
-        ir.Node("call", ir.Dropout(0.5), ("build",), shape, mask),
-        ir.Node("Layer", ir.GlobalPool("average"), ("call",), (None, width)),
+        ir.Node("Layer", ir.Dropout(0.5), ("build",), shape, mask),
+        ir.Node("call", ir.Dropout(0.25), ("Layer",), shape, mask),
+        ir.Node("variable", ir.GlobalPool("average"), ("call",), (None, width)),
     ]
-    out, w = _dense("name", "Layer", (None, width), 3, "softmax")
+    out, w = _dense("name", "variable", (None, width), 3, "softmax")
     dense, w2 = _dense("trainable_variables", "name", (None, 3), 3, "linear")
     return _program(
         "framework_names",
@@ -434,6 +435,7 @@ def test_names_of_keras_and_of_generated_code_are_renamed_where_they_collide(tmp
     assert "ops_ = inputs['ops']" in source or 'ops_ = inputs["ops"]' in source
     assert "self.trainable_variables_ = keras.layers.Dense(" in source
     assert "for block_ in self.block:" in source
+    assert "self.variable_ = MaskedGlobalAveragePooling1D(" in source
     model = runtime.build(runtime.load_module(out / "model.py"), "float64")
     state = random_state(program, np.random.default_rng(13))
     runtime.set_state(model, state)

@@ -12,6 +12,7 @@ from nnspec.compiler import ir
 # local variable may take them.
 MODULE_NAMES = frozenset(
     {
+        "CANONICAL",
         "CANONICAL_SHAPES",
         "build_model",
         "check_canonical_state",
@@ -40,7 +41,6 @@ MODEL_ATTRIBUTES = frozenset(
     """
     activity_regularizer add_loss add_metric add_variable add_weight autocast build
     build_from_config built call call_signature_parameters canonical_gradients canonical_state
-    canonical_variables
     compile compile_from_config compiled compiled_loss compiled_metrics compute_dtype compute_loss
     compute_mask compute_metrics compute_output_shape compute_output_spec count_params
     distribute_reduction_method distribute_strategy dtype dtype_policy evaluate export fit
@@ -55,7 +55,7 @@ MODEL_ATTRIBUTES = frozenset(
     stateless_compute_loss steps_per_execution stop_training summary supports_jit
     supports_masking symbolic_call test_function test_on_batch test_step to_json train_function
     train_on_batch train_step trainable trainable_variables trainable_weights
-    unrolled_steps_per_execution variable_dtype variables weights
+    unrolled_steps_per_execution variable variable_dtype variables weights
     """.split()  # noqa: SIM905 (a word list reads better than a column of 110 strings)
 )
 
