@@ -95,6 +95,8 @@ class KerasGenerator:
                 or any(op.attention.rotary for op in blocks),
                 "initializers": any(attention.custom_initializers(self.program, op) for op in ops),
             }
+        if name == "LSTMCellWithRecurrentBias":
+            return {"package": self.program.name}
         return {}
 
     # ------------------------------------------------------------------ the model

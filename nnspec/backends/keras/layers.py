@@ -20,73 +20,6 @@ from nnspec.compiler import ir
 if TYPE_CHECKING:
     from nnspec.backends.keras.emitter import KerasGenerator
 
-MASKED_POOLING = {
-    "average": (
-        "MaskedGlobalAveragePooling1D",
-        '''
-class MaskedGlobalAveragePooling1D(keras.layers.Layer):
-    """Mean over the sequence axis of the valid (``padding_mask``) positions; 0.0 if none is."""
-
-    def call(self, x, padding_mask):
-        """Pool ``x`` (B, L, D) to (B, D); ``padding_mask`` (B, L) is true at valid positions."""
-        weights = ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)  # (B, L, 1)
-        total = ops.sum(x * weights, axis=1)  # (B, D)
-        count = ops.sum(weights, axis=1)  # (B, 1)
-        return total / ops.maximum(count, 1.0)
-
-    def compute_mask(self, x, mask=None):
-        """No mask comes out (pooling removes the sequence axis)."""
-        return None
-''',
-    ),
-    "max": (
-        "MaskedGlobalMaxPooling1D",
-        '''
-class MaskedGlobalMaxPooling1D(keras.layers.Layer):
-    """Maximum over the sequence axis of the valid (``padding_mask``) positions; 0.0 if none is."""
-
-    def call(self, x, padding_mask):
-        """Pool ``x`` (B, L, D) to (B, D); ``padding_mask`` (B, L) is true at valid positions."""
-        valid = ops.expand_dims(padding_mask, -1)  # (B, L, 1)
-        pooled = ops.max(ops.where(valid, x, float("-inf")), axis=1)  # (B, D)
-        return ops.where(ops.any(valid, axis=1), pooled, 0.0)
-
-    def compute_mask(self, x, mask=None):
-        """No mask comes out (pooling removes the sequence axis)."""
-        return None
-''',
-    ),
-}
-
-TORCH_BATCH_NORM = '''
-class TorchBatchNormalization(keras.layers.BatchNormalization):
-    """``keras.layers.BatchNormalization`` updating its moving variance as PyTorch does.
-
-    In training, inputs are normalized with the batch mean and (biased) variance over every axis
-    but the last, and the moving statistics move towards the batch's with the *unbiased*
-    variance, as in ``torch.nn.BatchNorm1d`` (Keras' own update uses the biased one):
-    ``moving = momentum * moving + (1 - momentum) * batch``, where ``momentum`` is Keras' (one
-    minus PyTorch's). Masks are ignored.
-    """
-
-    def call(self, inputs, training=False):
-        """Normalize ``inputs`` (..., features); in training, update the moving statistics."""
-        if not training:
-            return super().call(inputs, training=False)
-        axes = list(range(len(inputs.shape) - 1))  # every axis but the features
-        mean, variance = ops.moments(inputs, axes=axes)  # (features,)
-        count = ops.cast(ops.size(inputs) // ops.shape(inputs)[-1], inputs.dtype)
-        unbiased = variance * count / (count - 1)
-        self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
-        self.moving_variance.assign(
-            self.momentum * self.moving_variance + (1 - self.momentum) * unbiased
-        )
-        return ops.batch_normalization(
-            inputs, mean, variance, axis=-1, offset=self.beta, scale=self.gamma,
-            epsilon=self.epsilon,
-        )
-'''
-
 
 def emit_flatten(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.Flatten``: row-major over the channels-last layout, as the IR says."""
@@ -177,10 +110,10 @@ def emit_global_pool(g: KerasGenerator, node: ir.Node) -> Emitted:
     if mask is None:
         cls = {"average": "GlobalAveragePooling1D", "max": "GlobalMaxPooling1D"}[op.mode]
         return layer(g, node, f"keras.layers.{cls}()")
-    cls, source = MASKED_POOLING[op.mode]
-    out = layer(g, node, f"{cls}()", f"padding_mask={g.names.masks[mask]}")
-    g.add_helper(cls, source)
-    return out
+    cls = g.helper(
+        {"average": "MaskedGlobalAveragePooling1D", "max": "MaskedGlobalMaxPooling1D"}[op.mode]
+    )
+    return layer(g, node, f"{cls}()", f"padding_mask={g.names.masks[mask]}")
 
 
 def emit_merge(g: KerasGenerator, node: ir.Node) -> Emitted:
@@ -236,8 +169,8 @@ def emit_batch_norm(g: KerasGenerator, node: ir.Node) -> Emitted:
     )
     if not whole(program, node, [op.gamma, op.beta]):
         args.append("trainable=False")
-    out = layer(g, node, f"TorchBatchNormalization({', '.join(args)})", "training=training")
-    g.add_helper("TorchBatchNormalization", TORCH_BATCH_NORM)
+    cls = g.helper("TorchBatchNormalization")
+    out = layer(g, node, f"{cls}({', '.join(args)})", "training=training")
     attr = g.names.layer(node)
     for name, param in (
         (op.gamma, "gamma"),

@@ -16,51 +16,6 @@ from nnspec.compiler import ir
 if TYPE_CHECKING:
     from nnspec.backends.keras.emitter import KerasGenerator
 
-LSTM_CELL = '''
-@keras.saving.register_keras_serializable(package={package!r})
-class LSTMCellWithRecurrentBias(keras.layers.LSTMCell):
-    """``keras.layers.LSTMCell`` with PyTorch's two biases: ``bias`` on the input projection and
-    ``recurrent_bias`` on the recurrent one (``b_ih`` and ``b_hh``), both trained.
-
-    Gates are ``(i, f, c, o)`` along the last axis of kernels and biases, as in Keras and
-    PyTorch. Stock ``keras.layers.LSTM`` has one bias (the sum of these two), which trains
-    differently, and its fused cuDNN kernel does not run this cell. The class is registered
-    because ``keras.layers.Bidirectional`` re-creates the layer it wraps from its config.
-    """
-
-    def __init__(self, units, recurrent_bias_initializer="zeros", **kwargs):
-        """``kwargs`` (initializers, ``dtype``, ...) go to ``keras.layers.LSTMCell``."""
-        super().__init__(units, **kwargs)
-        self.recurrent_bias_initializer = keras.initializers.get(recurrent_bias_initializer)
-
-    def build(self, input_shape):
-        """Create ``kernel``, ``recurrent_kernel``, ``bias`` and ``recurrent_bias``."""
-        super().build(input_shape)
-        self.recurrent_bias = self.add_weight(
-            shape=(4 * self.units,),
-            initializer=self.recurrent_bias_initializer,
-            name="recurrent_bias",
-        )
-
-    def call(self, inputs, states, training=False):
-        """One step from ``inputs`` (B, in) and the states ``[h, c]``, each (B, units)."""
-        h, c = states
-        z = ops.matmul(inputs, self.kernel) + self.bias  # (B, 4 * units)
-        z = z + ops.matmul(h, self.recurrent_kernel) + self.recurrent_bias
-        i, f, g, o = ops.split(z, 4, axis=-1)
-        c = self.recurrent_activation(f) * c + self.recurrent_activation(i) * self.activation(g)
-        h = self.recurrent_activation(o) * self.activation(c)
-        return h, [h, c]
-
-    def get_config(self):
-        """The cell's config, ``recurrent_bias_initializer`` included."""
-        config = super().get_config()
-        config["recurrent_bias_initializer"] = keras.initializers.serialize(
-            self.recurrent_bias_initializer
-        )
-        return config
-'''
-
 
 def _direction(
     program: ir.Program,
@@ -165,5 +120,5 @@ def emit_recurrent(g: KerasGenerator, node: ir.Node) -> Emitted:
     for direction, cell in cells:
         out.weights += _weights(program, op, direction, cell)
     if op.cell == "lstm":
-        g.add_helper("LSTMCellWithRecurrentBias", LSTM_CELL.format(package=program.name))
+        g.helper("LSTMCellWithRecurrentBias")
     return out
