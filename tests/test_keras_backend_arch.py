@@ -372,8 +372,8 @@ def test_attention_with_head_dimension_one_matches_the_reference(length, heads, 
 
 
 def _framework_names() -> ir.Program:
-    """Inputs, tables and layers named after Keras, numpy and the generated module's own names
-    (helper classes, ``call``'s loop variable, methods of ``keras.Model``)."""
+    """Inputs, tables and layers named after Keras, numpy, builtins and the generated module's
+    own names (helper classes, tables, ``call``'s loop variable, methods of ``keras.Model``)."""
     from tests.ir_examples_arch import (
         EMB,
         ONES,
@@ -411,7 +411,10 @@ def _framework_names() -> ir.Program:
         ),
         ir.Node("Layer", ir.Dropout(0.5), ("build",), shape, mask),
         ir.Node("call", ir.Dropout(0.25), ("Layer",), shape, mask),
-        ir.Node("variable", ir.GlobalPool("average"), ("call",), (None, width)),
+        ir.Node("isinstance", ir.Dropout(0.25), ("call",), shape, mask),
+        ir.Node("CANONICAL", ir.Dropout(0.25), ("isinstance",), shape, mask),
+        ir.Node("TorchAdam", ir.Dropout(0.25), ("CANONICAL",), shape, mask),
+        ir.Node("variable", ir.GlobalPool("average"), ("TorchAdam",), (None, width)),
     ]
     out, w = _dense("name", "variable", (None, width), 3, "softmax")
     dense, w2 = _dense("trainable_variables", "name", (None, 3), 3, "linear")
