@@ -125,7 +125,7 @@ class KerasGenerator:
             while j + 1 < len(nodes) and self._continues(nodes, parts, i, j + 1, uses):
                 j += 1
             last = nodes[j].name
-            pattern = re.compile(rf"{re.escape(last)}_(block|layer){{}}$".replace("{}", r"(\d+)"))
+            pattern = re.compile(re.escape(last) + r"_(block|layer)(\d+)$")
             numbered = all(
                 (m := pattern.match(nodes[k].name)) is not None and int(m.group(2)) == k - i
                 for k in range(i, j)

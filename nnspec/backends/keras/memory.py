@@ -84,6 +84,7 @@ def _source(g: KerasGenerator, cls: str, op: ir.MemoryNetwork, layout: _Layout) 
     """The memory-network class ``cls`` for ``op`` (``templates/helpers/memory_network.py.j2``)."""
     pad = op.pad_index is not None
     temporal = bool(layout.temporal)
+    relu_half = getattr(op, "relu_half", False)
     if op.position_encoding:
         bag = (
             "the sum of its word vectors weighted by the position encoding "
@@ -103,7 +104,9 @@ def _source(g: KerasGenerator, cls: str, op: ir.MemoryNetwork, layout: _Layout) 
         + ", each hop attends over the memories encoded with ``A``: ``p = softmax(u . m)``, "
         "then ``u = "
         + ("u @ linear_map" if op.linear_map else "u")
-        + " + sum_i p_i c_i`` with the ``C`` encodings. The logits are ``u @ "
+        + " + sum_i p_i c_i`` with the ``C`` encodings"
+        + (", then ReLU on its last ``dim - dim // 2`` units" if relu_half else "")
+        + ". The logits are ``u @ "
         + ("tables[answer_table].T" if layout.answer else "answer")
         + "``, then ``activation``."
     )
@@ -127,6 +130,7 @@ def _source(g: KerasGenerator, cls: str, op: ir.MemoryNetwork, layout: _Layout) 
         params=params,
         op=op,
         layout=layout,
+        relu_half=relu_half,
     )
 
 
