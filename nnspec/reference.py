@@ -119,6 +119,22 @@ def global_pool(op: ir.GlobalPool, x: np.ndarray, mask: np.ndarray | None) -> np
     return np.where(any_valid[:, None], y, 0).astype(x.dtype)
 
 
+def attention_pool(
+    op: ir.AttentionPool, state: State, x: np.ndarray, mask: np.ndarray | None
+) -> np.ndarray:
+    """``sum_t a_t x_t`` with ``a = softmax(x . query [/ sqrt(D)])`` over the valid positions
+    only (exactly 0 at padded ones); a row with no valid position gives 0.0."""
+    valid = np.ones(x.shape[:2], dtype=bool) if mask is None else mask
+    scores = x @ state[op.query]  # (B, L)
+    if op.scale:
+        scores = scores / x.dtype.type(math.sqrt(x.shape[-1]))
+    scores = np.where(valid, scores, -np.inf)
+    top = np.where(valid.any(1, keepdims=True), scores.max(1, keepdims=True), 0)
+    e = np.where(valid, np.exp(scores - top), 0).astype(x.dtype)
+    a = e / np.maximum(e.sum(1, keepdims=True), np.finfo(x.dtype).tiny)
+    return np.einsum("bl,bld->bd", a, x)
+
+
 def conv1d(op: ir.Conv1D, state: State, x: np.ndarray) -> np.ndarray:
     """:class:`ir.Conv1D` with its three padding rules, tap by tap."""
     kernel = state[op.kernel]
@@ -321,6 +337,8 @@ def memory_network(
         p = softmax(_masked_add(np.einsum("bmd,bd->bm", m, u), padded))
         o = np.einsum("bm,bmd->bd", p, c)
         u = (u @ state[op.linear_map] if op.linear_map else u) + o
+        if op.relu_half:  # the first d // 2 units stay linear
+            u = np.concatenate([u[:, : op.dim // 2], np.maximum(u[:, op.dim // 2 :], 0)], axis=1)
     w = state[op.hops[-1].C].T if op.output is None else state[op.output]
     return activation(op.activation, u @ w)
 
@@ -361,6 +379,7 @@ OPS: dict[type, Callable[[Any, Args], np.ndarray]] = {
     ir.Dense: lambda op, a: dense(op, a.state, a.xs[0]),
     ir.Dropout: _dropout,
     ir.GlobalPool: lambda op, a: global_pool(op, a.xs[0], a.mask),
+    ir.AttentionPool: lambda op, a: attention_pool(op, a.state, a.xs[0], a.mask),
     ir.Conv1D: lambda op, a: conv1d(op, a.state, a.xs[0]),
     ir.Pool1D: lambda op, a: pool1d(op, a.xs[0]),
     ir.Recurrent: lambda op, a: recurrent(op, a.state, a.xs[0], a.mask),

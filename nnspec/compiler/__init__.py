@@ -21,6 +21,11 @@ from nnspec.spec import load as load_spec
 __all__ = ["compile_file", "compile_spec", "problems_of", "spec_hash"]
 
 
+# Layer options added to the language later, with their defaults: left out of the hash while
+# at the default, like an unset `pretrained` (see `_canonical_json`).
+LATER_LAYER_FIELDS: dict[str, object] = {"relu_half": False}
+
+
 def spec_hash(spec: Spec) -> str:
     """sha256 (16 hex digits) of the spec's canonical JSON form: formatting-independent."""
     digest = hashlib.sha256()
@@ -54,7 +59,11 @@ def _canonical_json(spec: Spec) -> Iterator[str]:
                 continue
             yield "["
             for k, layer in enumerate(spec.model.layers):
-                yield ("," if k else "") + encode(layer.model_dump(mode="json"))
+                dumped = layer.model_dump(mode="json")
+                for name, default in LATER_LAYER_FIELDS.items():
+                    if name in dumped and dumped[name] == default:
+                        del dumped[name]
+                yield ("," if k else "") + encode(dumped)
             yield "]"
         yield "}"
     yield "}"

@@ -275,6 +275,22 @@ class GlobalPool:
     op: Literal["global_pool"] = "global_pool"
 
 
+@dataclass(frozen=True, slots=True)
+class AttentionPool:
+    """Attention-weighted pooling of ``(B, L, D)`` over the sequence to ``(B, D)`` with a
+    learned query: canonical weight ``query`` ``[D]``.
+
+    Scores ``s_t = x_t . query`` (divided by ``sqrt(D)`` with ``scale``); weights
+    ``a = softmax(s)`` over the valid positions only (with a mask on the input node, padded
+    positions get exactly ``a_t = 0``); output ``sum_t a_t x_t``. A row with no valid position
+    pools to 0.0 (and passes no gradient).
+    """
+
+    query: str
+    scale: bool = True
+    op: Literal["attention_pool"] = "attention_pool"
+
+
 # ----------------------------------------------------------------------------- architectures
 
 
@@ -512,7 +528,9 @@ class MemoryNetwork:
       the weight ``query_embedding``), or ``constant``: every unit ``query_value``.
     * Each hop ``k``: ``p = softmax(u_k . m_i)`` over non-padded memories (padded ones get
       ``-1e9`` added); ``o = sum_i p_i c_i``; ``u_{k+1} = u_k H + o`` with ``H`` ``[d, d]``
-      (``linear_map``) else ``u_k + o``.
+      (``linear_map``) else ``u_k + o``. With ``relu_half`` (§5), ReLU is then applied to the
+      last ``d - d // 2`` units of ``u_{k+1}`` (the first ``d // 2`` stay linear), after every
+      hop, the last included.
     * Output logits ``u_{K+1} W`` with ``W`` ``[d, vocab_out]``: under adjacent tying ``W`` is
       the transpose of the last hop's ``C`` (``output`` is ``None``), else its own weight.
       ``activation`` (``softmax`` or ``linear``) is applied to the logits.
@@ -533,6 +551,7 @@ class MemoryNetwork:
     position_encoding: bool = False
     pad_index: int | None = None
     activation: Activation = "softmax"
+    relu_half: bool = False
     op: Literal["memory_network"] = "memory_network"
 
 
@@ -542,6 +561,7 @@ Op = (
     | Dense
     | Dropout
     | GlobalPool
+    | AttentionPool
     | Conv1D
     | Pool1D
     | Recurrent

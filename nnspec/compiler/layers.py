@@ -190,6 +190,14 @@ def global_pool(ctx: Context) -> list[ir.Node]:
     return [ctx.node(ir.GlobalPool(mode), (None, shape[2]), None, layer="")]
 
 
+def attention_pool(ctx: Context) -> list[ir.Node]:
+    layer: m.AttentionPoolLayer = ctx.layer  # type: ignore[assignment]
+    _one_input(ctx)
+    shape = _need_rank(ctx, 3, "attention_pool")
+    query = ctx.weight("query", (_size(shape[2]),), initializer(layer.initializer))
+    return [ctx.node(ir.AttentionPool(query, layer.scale), (None, shape[2]), None)]
+
+
 def conv1d(ctx: Context) -> list[ir.Node]:
     layer: m.Conv1DLayer = ctx.layer  # type: ignore[assignment]
     _one_input(ctx)
@@ -540,6 +548,7 @@ def memory_network(ctx: Context) -> list[ir.Node]:
         position_encoding=layer.sentence_encoding == "memn2n_pe",
         pad_index=pad,
         activation=layer.activation,
+        relu_half=layer.relu_half,
     )
     return [ctx.node(op, (None, out_size), None)]
 
@@ -557,6 +566,7 @@ BUILDERS: dict[type, Callable[[Context], list[ir.Node]]] = {
     m.DropoutLayer: dropout,
     m.GlobalAveragePoolLayer: global_pool,
     m.GlobalMaxPoolLayer: global_pool,
+    m.AttentionPoolLayer: attention_pool,
     m.Conv1DLayer: conv1d,
     m.Pool1DLayer: pool1d,
     m.RecurrentLayer: recurrent,

@@ -73,7 +73,7 @@ def unpadded_sequence_aggregate(spec: m.Spec, resolved: Resolved) -> Iterator[Fi
     seen: set[str] = set()
     reported: set[str] = set()
     for node in resolved.nodes:
-        if not isinstance(node.op, ir.Flatten | ir.GlobalPool):
+        if not isinstance(node.op, ir.Flatten | ir.GlobalPool | ir.AttentionPool):
             continue
         behind: set[str] = set()
         stack = [node.name]

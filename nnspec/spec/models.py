@@ -378,6 +378,20 @@ class GlobalMaxPoolLayer(LayerBase):
     type: Literal["global_max_pool"]
 
 
+class AttentionPoolLayer(LayerBase):
+    """Attention-weighted pooling over the sequence with a learned query ``q`` ``[D]``: scores
+    ``s_t = x_t . q`` (divided by ``sqrt(D)`` with ``scale``), a softmax over the valid
+    (non-padded) positions only, output ``sum_t a_t x_t`` ``(B, D)``; a row without any valid
+    position gives 0.0."""
+
+    type: Literal["attention_pool"]
+    scale: bool = Field(True, description="Divide the scores by sqrt(D), as dot-product attention.")
+    initializer: Initializer = Field(
+        default=NamedInit(type="glorot_uniform"),
+        description="Initializer of the `[D]` query (Glorot: fan_in = fan_out = D).",
+    )
+
+
 PaddingMode = Literal["valid", "same", "causal"]
 
 
@@ -517,6 +531,11 @@ class MemoryNetworkLayer(LayerBase):
     linear_map: bool | None = Field(
         None, description="The map H between hops; defaults to true for layer-wise tying."
     )
+    relu_half: bool = Field(
+        False,
+        description="ReLU on half of each hop's new state u_(k+1) (§5, the language models): "
+        "the last d - d//2 units; the first d//2 stay linear (the authors' code, lindim).",
+    )
     output_size: PositiveInt | None = Field(
         None, description="Number of answers; defaults to vocab_size."
     )
@@ -535,6 +554,7 @@ Layer = Annotated[
     | DropoutLayer
     | GlobalAveragePoolLayer
     | GlobalMaxPoolLayer
+    | AttentionPoolLayer
     | Conv1DLayer
     | Pool1DLayer
     | RecurrentLayer

@@ -55,6 +55,7 @@ class TorchGenerator:
         ir.Dense: ops_core.emit_dense,
         ir.Dropout: ops_core.emit_dropout,
         ir.GlobalPool: ops_core.emit_global_pool,
+        ir.AttentionPool: ops_core.emit_attention_pool,
         ir.Merge: ops_core.emit_merge,
         ir.LayerNorm: ops_core.emit_layer_norm,
         ir.BatchNorm: ops_core.emit_batch_norm,

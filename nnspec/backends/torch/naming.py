@@ -14,6 +14,7 @@ from nnspec.compiler import ir
 # the model class may not take one.
 MODULE_NAMES = frozenset(
     {
+        "AttentionPool",
         "CANONICAL",
         "CANONICAL_SHAPES",
         "F",
@@ -49,6 +50,7 @@ MODULE_NAMES = frozenset(
 # The helper classes and functions (emitted only when used) among them.
 HELPER_NAMES = frozenset(
     {
+        "AttentionPool",
         "LearnedPositionalEncoding",
         "MemoryNetwork",
         "MultiHeadSelfAttention",
@@ -133,6 +135,7 @@ MODULE_ATTRIBUTES = frozenset(
 
 # Ops computed by a submodule of the model (one per layer; tied nodes share it).
 LAYER_OPS = (
+    ir.AttentionPool,
     ir.Dense,
     ir.Dropout,
     ir.Conv1D,
@@ -145,7 +148,13 @@ LAYER_OPS = (
 )
 
 # Ops that read the padding mask of their input.
-MASKED_OPS = (ir.GlobalPool, ir.Recurrent, ir.SelfAttention, ir.TransformerBlock)
+MASKED_OPS = (
+    ir.AttentionPool,
+    ir.GlobalPool,
+    ir.Recurrent,
+    ir.SelfAttention,
+    ir.TransformerBlock,
+)
 
 
 class Namespace:

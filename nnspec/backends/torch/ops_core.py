@@ -1,5 +1,5 @@
-"""Emitters of the position-wise ops: embedding lookups, flatten, dense, dropout, global
-pooling, merges and normalization."""
+"""Emitters of the position-wise ops: embedding lookups, flatten, dense, dropout, global and
+attention pooling, merges and normalization."""
 
 from __future__ import annotations
 
@@ -162,6 +162,30 @@ def emit_global_pool(gen: TorchGenerator, node: ir.Node) -> Emitted:
         expr = f"{helper}({x}, {n.masks[mask]})"
     else:
         expr = f"{x}.mean(dim=1)" if mode == "average" else f"{x}.amax(dim=1)"
+    out.forward.append(f"{n.values[node.name]} = {expr}  # {shape_comment(node.shape)}")
+    return out
+
+
+def emit_attention_pool(gen: TorchGenerator, node: ir.Node) -> Emitted:
+    """An ``AttentionPool`` (its learned query is the canonical ``query``), given the input's
+    padding mask when it has one."""
+    program = gen.program
+    n = gen.names
+    op = op_of(node, ir.AttentionPool)
+    layer = n.layer(node)
+    query = program.weight(op.query)
+    scale = "" if op.scale else ", scale=False"
+    out = Emitted(
+        init=[f"{layer} = AttentionPool({query.shape[0]}{scale}, dtype=dtype)"],
+        helpers={"AttentionPool"},
+        imports={"math"},
+    )
+    out.weights.append(parameter(query, f"{layer}.query", out))
+    args = [n.values[node.inputs[0]]]
+    mask = input_mask(program, node)
+    if mask is not None:
+        args.append(n.masks[mask])
+    expr = f"{layer}({', '.join(args)})"
     out.forward.append(f"{n.values[node.name]} = {expr}  # {shape_comment(node.shape)}")
     return out
 
