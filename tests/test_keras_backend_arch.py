@@ -446,3 +446,39 @@ def test_names_of_keras_and_of_generated_code_are_renamed_where_they_collide(tmp
     inputs, _ = random_batch(program, np.random.default_rng(14), 5)
     want = reference(program, state, inputs)["trainable_variables"]
     close(runtime.forward(model, inputs), want)
+
+
+def test_repeated_blocks_are_one_list_built_and_called_in_a_loop(tmp):
+    """The unrolled blocks of one spec layer (``enc_block0``, ``enc_block1``, ``enc``) are a list
+    of layers built in a loop; their canonical weights come from one table per block."""
+    from tests.ir_examples_arch import EMB, _block, _dense, _program
+
+    length, width = 5, 4
+    mask = ir.Mask("tokens", 0)
+    table = ir.EmbeddingTable("words", 12, width, "words.embeddings", pad_index=0)
+    weights: list = [ir.Weight("words.embeddings", (12, width), EMB, zero_rows=(0,))]
+    shape = (None, length, width)
+    nodes = [ir.Node("words_lookup", ir.EmbeddingLookup("words"), ("tokens",), shape, mask)]
+    for name in ("enc_block0", "enc_block1", "enc"):
+        block = _block(name, width, 2, 6, False, None, weights)
+        nodes.append(ir.Node(name, block, (nodes[-1].name,), shape, mask))
+    nodes.append(ir.Node("pool", ir.GlobalPool("max"), ("enc",), (None, width)))
+    out, w = _dense("out", "pool", (None, width), 3, "linear")
+    program = _program(
+        "repeated", (ir.Input("tokens", length),), (table,), (*nodes, out), ("out",), [*weights, *w]
+    )
+    files = BACKEND.generate(program)
+    source = files["model.py"]
+    assert 'for name in ("enc_block0", "enc_block1", "enc")' in source
+    assert "for block in self.enc:" in source
+    assert source.count("TransformerEncoderBlock(") == 2  # the class, and one call in the loop
+    write_tree(files, tmp / "repeated")
+    model = runtime.build(runtime.load_module(tmp / "repeated" / "model.py"), "float64")
+    state = random_state(program, np.random.default_rng(15))
+    runtime.set_state(model, state)
+    got = runtime.get_state(model)
+    assert list(got) == [w.name for w in program.weights]
+    for name, value in state.items():
+        close(got[name], value, 0.0)
+    inputs, _ = random_batch(program, np.random.default_rng(16), 4)
+    close(runtime.forward(model, inputs), reference(program, state, inputs)["out"])
