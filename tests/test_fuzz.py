@@ -293,6 +293,7 @@ SEQUENCE_LAYERS = st.one_of(
 )
 REDUCERS = st.one_of(
     st.sampled_from([{"type": t} for t in ("global_average_pool", "global_max_pool", "flatten")]),
+    st.builds(lambda s: {"type": "attention_pool", "scale": s}, st.booleans()),
     st.builds(
         lambda t, u: {"type": t, "units": u}, st.sampled_from(["lstm", "gru"]), st.integers(1, 4)
     ),

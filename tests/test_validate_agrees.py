@@ -207,6 +207,16 @@ VALID: dict[str, str] = {
         ],
         WORDS,
     ),
+    "attention_pool": spec(
+        [
+            "{type: dense, units: 4, activation: tanh}",
+            "{type: attention_pool, scale: false, initializer: zeros}",
+            "{type: dense, units: 3, activation: softmax}",
+        ]
+    ),
+    "memory_relu_half": memory("tying: adjacent, query: constant, relu_half: true, dim: 5").replace(
+        "dim: 4, ", ""
+    ),
     "memory_layerwise": memory(
         "tying: layerwise, query: constant, temporal: true, padding: {index: 0}"
     ),

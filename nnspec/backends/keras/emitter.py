@@ -43,6 +43,7 @@ class KerasGenerator:
         ir.Dense: layers.emit_dense,
         ir.Dropout: layers.emit_dropout,
         ir.GlobalPool: layers.emit_global_pool,
+        ir.AttentionPool: layers.emit_attention_pool,
         ir.Conv1D: layers.emit_conv1d,
         ir.Pool1D: layers.emit_pool1d,
         ir.Recurrent: recurrent.emit_recurrent,

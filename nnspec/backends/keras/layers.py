@@ -116,6 +116,23 @@ def emit_global_pool(g: KerasGenerator, node: ir.Node) -> Emitted:
     return layer(g, node, f"{cls}()", f"padding_mask={g.names.masks[mask]}")
 
 
+def emit_attention_pool(g: KerasGenerator, node: ir.Node) -> Emitted:
+    """``AttentionPool``: its ``query`` variable is the canonical ``[D]`` query; it reads the
+    input node's mask when there is one."""
+    program = g.program
+    op = node.op
+    assert isinstance(op, ir.AttentionPool)
+    args = [] if op.scale else ["scale=False"]
+    args += initializer_args(program, node, {"query_initializer": ([op.query], "'glorot_uniform'")})
+    if not whole(program, node, [op.query]):
+        args.append("trainable=False")
+    mask = input_mask(program, node)
+    extra = () if mask is None else (f"padding_mask={g.names.masks[mask]}",)
+    out = layer(g, node, f"{g.helper('AttentionPool')}({', '.join(args)})", *extra)
+    out.weights.append(variable(program.weight(op.query), f"{g.names.layer(node)}.query"))
+    return out
+
+
 def emit_merge(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.Add`` / ``Multiply`` / ``Concatenate`` (last axis) of the inputs."""
     op = node.op

@@ -60,7 +60,13 @@ MODEL_ATTRIBUTES = frozenset(
 )
 
 # Ops that read the padding mask of their input node.
-MASK_READERS = (ir.GlobalPool, ir.Recurrent, ir.SelfAttention, ir.TransformerBlock)
+MASK_READERS = (
+    ir.AttentionPool,
+    ir.GlobalPool,
+    ir.Recurrent,
+    ir.SelfAttention,
+    ir.TransformerBlock,
+)
 
 
 class Namespace:
