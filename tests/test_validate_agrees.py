@@ -108,8 +108,27 @@ TORCH_NAMES = (
 )
 
 # Specs that validate: each must generate and run in every backend.
+# Names of frameworks, their modules and Python builtins: valid, every backend renames them.
+FRAMEWORK_NAMES = (
+    two_inputs(
+        [
+            "{name: keras, type: embedding, table: np, input: torch}",
+            "{name: ops, type: embedding, table: np, input: tf}",
+            "{name: print, type: add, inputs: [keras, ops]}",
+            "{name: super, type: self_attention, heads: 2}",
+            "{name: len, type: global_average_pool}",
+            "{name: Exception, type: dense, units: 3, activation: relu}",
+            "{name: Model, type: dense, units: 3, activation: softmax}",
+        ],
+        "embeddings:\n  np: {vocab_size: 20, dim: 4, padding: {index: 0}}\n",
+    )
+    .replace("  a: {length: 4}", "  torch: {length: 4}")
+    .replace("  b: {length: 4}", "  tf: {length: 4}")
+)
+
 VALID: dict[str, str] = {
     "names_like_torch_helpers": TORCH_NAMES,
+    "framework_and_builtin_names": FRAMEWORK_NAMES,
     "flatten_dense": spec(["{type: flatten}", "{type: dense, units: 3, activation: softmax}"]),
     "dense_options": spec(
         [

@@ -273,7 +273,8 @@ def cross_field_problems(spec: Spec, doc: Document) -> Iterator[Problem]:
         if name in RESERVED_NAMES:
             yield doc.problem(
                 path,
-                f"{name!r} is reserved (it would shadow a name in the generated code)",
+                f"{name!r} is reserved: the generated model is called with one keyword argument "
+                "per input, of a method, so `self` cannot be a name",
                 at_key=path[-1] != "name",
             )
     for name, table in spec.embeddings.items():
