@@ -1,5 +1,5 @@
-"""Problem 3 (positional encodings) on Penn Treebank: a MemN2N language model with and without temporal
-encoding (arXiv 1503.08895 §5).
+"""Problem 3 (positional encodings) on Penn Treebank: a MemN2N language model with and without
+temporal encoding (arXiv 1503.08895 §5).
 
 Each example is a word to predict from the 150 words before it (one word per memory, slot 0 the
 most recent), a constant 0.1 query, 6 hops, d = 150, layer-wise tying with H. The two runs differ

@@ -89,7 +89,9 @@ class KerasGenerator:
                 ),
             }
         if name == "MultiHeadSelfAttention":
-            ops = [n.op for n in self.program.nodes if isinstance(n.op, ir.SelfAttention)]
+            ops: list[ir.SelfAttention | ir.TransformerBlock] = [
+                n.op for n in self.program.nodes if isinstance(n.op, ir.SelfAttention)
+            ]
             ops += blocks
             return {
                 "rotary": any(op.rotary for op in ops if isinstance(op, ir.SelfAttention))
@@ -249,10 +251,10 @@ class KerasGenerator:
         block holds its weights alike, the table of one block and the ``CANONICAL`` entry that
         expands it (else ``None``: each weight gets its own entry)."""
         n = self.names
-        layouts = []
+        layouts: list[list[tuple[str, tuple[int, ...], str]] | None] = []
         for k, (node, part) in enumerate(zip(run, parts, strict=True)):
             own = n.attrs[node.layer_name]
-            layout = []
+            layout: list[tuple[str, tuple[int, ...], str]] | None = []
             for code in part.weights:
                 relative = code.variable.removeprefix(f"{own}.")  # type: ignore[union-attr]
                 codes[code.name] = WeightCode(code.name, variable=f"{attr}.{k}.{relative}")

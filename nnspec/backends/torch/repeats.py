@@ -162,7 +162,8 @@ def _group(program: ir.Program, members: list[ir.Node], consumers: Counter[str])
     # them: the CANONICAL table enumerates them so.
     index = {w.name: i for i, w in enumerate(program.weights)}
     names = [
-        sorted({w for w in _strings(node.op) if w in weights}, key=index.get) for node in members
+        sorted({w for w in _strings(node.op) if w in weights}, key=index.__getitem__)
+        for node in members
     ]
     suffixes = [[w[len(owner) :] for w in ns] for ns, owner in zip(names, owners, strict=True)]
     if any(s != suffixes[0] for s in suffixes):
