@@ -349,7 +349,7 @@ def memory_network(
 @dataclass(frozen=True)
 class Args:
     """What an op's rule reads besides the op: the program, the canonical weights, the values of
-    the node's inputs, and the padding mask of its first input (``True`` at valid positions)."""
+    the node's inputs, and the padding mask its op reads (``True`` at valid positions)."""
 
     program: ir.Program
     state: State
@@ -412,15 +412,12 @@ def values(
     """Every node's value (and the inputs), by name, in inference mode."""
     weights = canonical(program, state, dtype)
     result: dict[str, np.ndarray] = {name: np.asarray(ids) for name, ids in inputs.items()}
-    nodes = {node.name: node for node in program.nodes}
     for node in program.nodes:
-        source = nodes.get(node.inputs[0])
-        mask = None
-        if source is not None and source.mask is not None:
-            mask = result[source.mask.input] != source.mask.pad_index
         rule = OPS.get(type(node.op))
         if rule is None:
             raise NotImplementedError(f"the reference has no rule for op {type(node.op).__name__}")
+        read = program.read_mask(node)
+        mask = None if read is None else result[read.input] != read.pad_index
         y = rule(node.op, Args(program, weights, [result[name] for name in node.inputs], mask))
         y = np.asarray(y, dtype=dtype)
         if y.shape[1:] != tuple(node.shape[1:]):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import ClassVar, Literal
 
 Shape = tuple[int | None, ...]
 
@@ -231,6 +231,7 @@ class EmbeddingLookup:
 
     table: str
     op: Literal["embedding"] = "embedding"
+    reads_mask: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +239,7 @@ class Flatten:
     """Flatten all but the batch axis, row-major (C order) over the channels-last layout."""
 
     op: Literal["flatten"] = "flatten"
+    reads_mask: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +254,7 @@ class Dense:
     kernel: str
     bias: str | None
     op: Literal["dense"] = "dense"
+    reads_mask: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +263,7 @@ class Dropout:
 
     rate: float
     op: Literal["dropout"] = "dropout"
+    reads_mask: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +277,7 @@ class GlobalPool:
 
     mode: Literal["average", "max"]
     op: Literal["global_pool"] = "global_pool"
+    reads_mask: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +294,7 @@ class AttentionPool:
     query: str
     scale: bool = True
     op: Literal["attention_pool"] = "attention_pool"
+    reads_mask: ClassVar[bool] = True
 
 
 # ----------------------------------------------------------------------------- architectures
@@ -316,6 +322,7 @@ class Conv1D:
     padding: Literal["valid", "same", "causal"] = "valid"
     activation: Activation = "linear"
     op: Literal["conv1d"] = "conv1d"
+    reads_mask: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +334,7 @@ class Pool1D:
     pool_size: int
     strides: int
     op: Literal["pool1d"] = "pool1d"
+    reads_mask: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +379,7 @@ class Recurrent:
     return_sequences: bool = False
     merge: Literal["concat", "sum"] = "concat"
     op: Literal["recurrent"] = "recurrent"
+    reads_mask: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +391,7 @@ class LayerNorm:
     gamma: str
     beta: str
     op: Literal["layer_norm"] = "layer_norm"
+    reads_mask: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +413,7 @@ class BatchNorm:
     moving_mean: str
     moving_variance: str
     op: Literal["batch_norm"] = "batch_norm"
+    reads_mask: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +424,7 @@ class Merge:
 
     mode: Literal["add", "multiply", "concat"]
     op: Literal["merge"] = "merge"
+    reads_mask: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +471,7 @@ class SelfAttention:
     dropout: float = 0.0
     rotary: Rotary | None = None
     op: Literal["self_attention"] = "self_attention"
+    reads_mask: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +508,7 @@ class TransformerBlock:
     activation: Activation = "relu"
     norm_first: bool = False
     op: Literal["transformer_block"] = "transformer_block"
+    reads_mask: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,6 +567,7 @@ class MemoryNetwork:
     activation: Activation = "softmax"
     relu_half: bool = False
     op: Literal["memory_network"] = "memory_network"
+    reads_mask: ClassVar[bool] = False
 
 
 Op = (
@@ -572,6 +587,8 @@ Op = (
     | TransformerBlock
     | MemoryNetwork
 )
+"""Every op class states ``reads_mask``: whether it reads the padding mask of its (first) input
+node (see :meth:`Program.read_mask`). Backends compute a mask only for the nodes that read it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -753,6 +770,13 @@ class Program:
     def is_node(self, name: str) -> bool:
         """Whether ``name`` names a node (rather than a model input)."""
         return name in self._by_name["node"]
+
+    def read_mask(self, node: Node) -> Mask | None:
+        """The padding mask ``node`` reads: its first input node's mask when its op
+        ``reads_mask`` (none for a model input or an op that ignores masks)."""
+        if not node.op.reads_mask or not self.is_node(node.inputs[0]):
+            return None
+        return self.node(node.inputs[0]).mask
 
     @cached_property
     def first_nodes(self) -> dict[str, str]:

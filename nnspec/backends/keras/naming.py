@@ -59,15 +59,6 @@ MODEL_ATTRIBUTES = frozenset(
     """.split()  # noqa: SIM905 (a word list reads better than a column of 110 strings)
 )
 
-# Ops that read the padding mask of their input node.
-MASK_READERS = (
-    ir.AttentionPool,
-    ir.GlobalPool,
-    ir.Recurrent,
-    ir.SelfAttention,
-    ir.TransformerBlock,
-)
-
 
 class Namespace:
     """Hands out unique Python names, appending ``_`` to any name that is taken or reserved."""
@@ -148,7 +139,7 @@ def assign_names(program: ir.Program) -> Names:
 
     readers: dict[ir.Mask, int] = {}
     for node in program.nodes:
-        mask = input_mask(program, node) if isinstance(node.op, MASK_READERS) else None
+        mask = program.read_mask(node)
         if mask is not None:
             readers[mask] = readers.get(mask, 0) + 1
     masks: dict[ir.Mask, str] = {}

@@ -147,15 +147,6 @@ LAYER_OPS = (
     ir.MemoryNetwork,
 )
 
-# Ops that read the padding mask of their input.
-MASKED_OPS = (
-    ir.AttentionPool,
-    ir.GlobalPool,
-    ir.Recurrent,
-    ir.SelfAttention,
-    ir.TransformerBlock,
-)
-
 
 class Namespace:
     """Hands out unique Python names, appending ``_`` to any name that is taken or reserved."""
@@ -267,10 +258,8 @@ def assign_names(
     for node in program.nodes:
         if isinstance(node.op, ir.EmbeddingLookup):
             mask = zero_mask(program, node)
-        elif isinstance(node.op, MASKED_OPS):
-            mask = input_mask(program, node)
         else:
-            mask = None
+            mask = program.read_mask(node)
         if mask is not None and mask not in masks:
             masks[mask] = local.claim(f"{mask.input}_mask")
     for node in program.nodes:
