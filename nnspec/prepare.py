@@ -97,7 +97,6 @@ def spec_settings(path: str | Path, input_name: str | None = None) -> SpecSettin
     :class:`PrepareError` when the input cannot be prepared from text.
     """
     from nnspec.compiler import compile_spec, ir
-    from nnspec.compiler.resolve import special_token_ids
     from nnspec.spec import load
 
     spec, doc = load(path)
@@ -119,8 +118,7 @@ def spec_settings(path: str | Path, input_name: str | None = None) -> SpecSettin
             continue
         if isinstance(node.op, ir.EmbeddingLookup):
             table = program.table(node.op.table)
-            table_spec = spec.embeddings[node.op.table]
-            ids = special_token_ids(table_spec)
+            ids = table.special_ids
             key = (table.vocab_size, table.pad_index, tuple(ids), tuple(ids.values()), False)
             readers.add(key)
         elif isinstance(node.op, ir.MemoryNetwork):

@@ -200,3 +200,14 @@ def test_graph_errors(layers, message):
     with pytest.raises(SpecError) as info:
         compile_layers(layers)
     assert message in str(info.value)
+
+
+def test_special_token_ids_are_in_the_ir():
+    head = HEAD.replace(
+        "padding: {index: 0}}", "padding: {index: 0}, special_tokens: ['<oov>', '<cls>']}"
+    )
+    pooled = "    - {type: global_average_pool}\n" + SOFTMAX
+    table = compile_layers(pooled, head=head).table("words")
+    assert table.special_tokens == (("<oov>", 48), ("<cls>", 49))
+    assert table.special_ids == {"<oov>": 48, "<cls>": 49}
+    assert compile_layers(pooled).table("words").special_tokens == ()

@@ -192,7 +192,9 @@ class EmbeddingTable:
     ``[vocab_size, dim]`` table; its trainability and zero rows are on that :class:`Weight`.
     When no positional encoding is added, ``table[pad_index]`` is already 0.0 and the final
     multiply may be skipped. ``pretrained`` says where the training script takes the initial
-    rows from; the model itself does not depend on it.
+    rows from; the model itself does not depend on it. ``special_tokens`` are the table's
+    special tokens with their ids, ``(token, id)`` in the spec's order: they take the highest
+    ids (what data preparation must give them).
     """
 
     name: str
@@ -204,6 +206,12 @@ class EmbeddingTable:
     positional: Positional | None = None
     zero_padded_positions: bool = True
     pretrained: PretrainedVectors | None = None
+    special_tokens: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        """The special-token ids by token, in the spec's order."""
+        return dict(self.special_tokens)
 
 
 # ----------------------------------------------------------------------------- ops

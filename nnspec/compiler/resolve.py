@@ -326,6 +326,7 @@ def _resolve(spec: m.Spec) -> Resolved:
                 positional=_positional(name, table, lengths[name], r),
                 zero_padded_positions=table.zero_padded_positions,
                 pretrained=_pretrained(table),
+                special_tokens=tuple(special_token_ids(table).items()),
             )
         )
     if r.errors:
