@@ -83,7 +83,8 @@ def class_name(name: str) -> str:
 
 def compile_spec(spec: Spec, doc: Document) -> ir.Program:
     """Compile a validated spec. Raises :class:`SpecError` (located) on compile errors and lint
-    errors; lint warnings are kept on ``Program.diagnostics``."""
+    errors; lint warnings are kept on ``Program.diagnostics``. The program is checked by
+    :func:`ir.validate` before it is returned (a failure there is an internal error)."""
     resolved = resolve(spec)
     if resolved.errors:
         raise SpecError([doc.problem(e.path, e.message) for e in resolved.errors])
@@ -124,7 +125,7 @@ def compile_spec(spec: Spec, doc: Document) -> ir.Program:
         early_stopping=early,
         validation_split=t.validation_split,
     )
-    return ir.Program(
+    program = ir.Program(
         name=spec.name,
         class_name=class_name(spec.name),
         spec_hash=spec_hash(spec),
@@ -137,6 +138,8 @@ def compile_spec(spec: Spec, doc: Document) -> ir.Program:
         training=training,
         diagnostics=tuple(diagnostics),
     )
+    ir.validate(program)
+    return program
 
 
 def compile_file(path: str | FsPath) -> tuple[ir.Program, Document]:

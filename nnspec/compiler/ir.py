@@ -803,3 +803,163 @@ class Program:
     def frozen_count(self) -> int:
         """Total non-trainable parameters."""
         return sum(w.frozen_count for w in self.weights)
+
+
+# ----------------------------------------------------------------------------- invariants
+
+
+class InvalidProgram(AssertionError):
+    """A program breaks an invariant of the IR: an internal error (a valid spec never compiles
+    to one), raised by :func:`validate` naming the node, table or weight and the invariant."""
+
+
+def _op_strings(value: object) -> list[str]:
+    """Every string held (recursively) by an op's fields: its weight names among them."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, tuple):
+        return [s for item in value for s in _op_strings(item)]
+    if hasattr(value, "__dataclass_fields__"):
+        return [s for name in value.__dataclass_fields__ for s in _op_strings(getattr(value, name))]
+    return []
+
+
+def _memory_words(op: MemoryNetwork) -> set[str]:
+    """The word-embedding weights of a memory network (the ones holding its pad row)."""
+    words = {name for hop in op.hops for name in (hop.A, hop.C)}
+    if op.query_embedding is not None:
+        words.add(op.query_embedding)
+    return words
+
+
+def validate(program: Program) -> None:
+    """Check the IR's invariants once, before any backend runs; :class:`InvalidProgram` names
+    the first one broken. Backends assume a program that passes.
+
+    * names: inputs, nodes, tables and weights are unique; node names are not input names;
+    * order: a node's inputs are model inputs or earlier nodes; every output is a node;
+    * shapes: ``(None, d1, ...)`` with positive ints; weights have positive dimensions;
+    * masks: a node's mask is on a model input;
+    * tying: nodes computed by one layer have the same op;
+    * weights: every weight has an owner (a table, its learned positions, or an op); row-wise
+      trainability only on embedding tables, with sorted, disjoint, in-range rows apart from
+      the zero rows; zero rows only on embedding tables (exactly the pad row) and on a memory
+      network's word tables (exactly its pad row); learned positions train whole;
+    * ops: an embedding looks up an existing table in a model input; rotary needs an even
+      head_dim; batch-norm statistics are state weights; memory-network hops have ``TA`` and
+      ``TC`` all or none, and an embedded query has a table (``query_embedding`` or adjacent
+      tying).
+    """
+
+    def check(ok: bool, where: str, invariant: str) -> None:
+        if not ok:
+            raise InvalidProgram(f"program {program.name!r}: {where}: {invariant}")
+
+    inputs = {inp.name for inp in program.inputs}
+    check(len(inputs) == len(program.inputs), "inputs", "input names must be unique")
+    weights = {w.name: w for w in program.weights}
+    check(len(weights) == len(program.weights), "weights", "weight names must be unique")
+    tables = {t.name: t for t in program.tables}
+    check(len(tables) == len(program.tables), "tables", "table names must be unique")
+
+    owned: set[str] = set()
+    zero_row_owners: dict[str, tuple[int, ...]] = {}
+    for table in program.tables:
+        where = f"table {table.name!r}"
+        check(table.weight in weights, where, f"its weight {table.weight!r} must exist")
+        owned.add(table.weight)
+        zero_row_owners[table.weight] = () if table.pad_index is None else (table.pad_index,)
+        if isinstance(table.positional, LearnedPositional):
+            pos = weights.get(table.positional.weight)
+            check(pos is not None, where, "its learned positions must be a weight")
+            assert pos is not None
+            check(
+                pos.trainable == "all" and not pos.zero_rows,
+                where,
+                f"learned positions {pos.name!r} train whole and have no zero rows",
+            )
+            owned.add(pos.name)
+
+    seen: set[str] = set()
+    layer_ops: dict[str, Op] = {}
+    for node in program.nodes:
+        where = f"node {node.name!r}"
+        check(node.name not in seen and node.name not in inputs, where, "names must be unique")
+        for name in node.inputs:
+            check(name in inputs or name in seen, where, f"input {name!r} must come before it")
+        check(bool(node.inputs), where, "a node needs an input")
+        shape = node.shape
+        check(
+            len(shape) >= 2
+            and shape[0] is None
+            and all(isinstance(d, int) and d > 0 for d in shape[1:]),
+            where,
+            f"shape {shape} must be (None, positive ints...)",
+        )
+        if node.mask is not None:
+            check(node.mask.input in inputs, where, f"mask on {node.mask.input!r}: not an input")
+        op = node.op
+        first = layer_ops.setdefault(node.layer_name, op)
+        check(first == op, where, f"layer {node.layer_name!r} computes another op")
+        owned.update(name for name in _op_strings(op) if name in weights)
+        if isinstance(op, EmbeddingLookup):
+            check(op.table in tables, where, f"table {op.table!r} must exist")
+            check(node.inputs[0] in inputs, where, "an embedding looks up a model input")
+        attention = op.attention if isinstance(op, TransformerBlock) else op
+        if isinstance(attention, SelfAttention) and attention.rotary is not None:
+            check(attention.head_dim % 2 == 0, where, "rotary needs an even head_dim")
+        if isinstance(op, BatchNorm):
+            for name in (op.moving_mean, op.moving_variance):
+                check(
+                    name in weights and weights[name].state,
+                    where,
+                    f"batch-norm statistics {name!r} must be state weights",
+                )
+        if isinstance(op, MemoryNetwork):
+            check(bool(op.hops), where, "a memory network needs a hop")
+            temporal = {(hop.TA is not None, hop.TC is not None) for hop in op.hops}
+            check(
+                temporal <= {(True, True)} or temporal <= {(False, False)},
+                where,
+                "every hop needs TA and TC, or none does",
+            )
+            check(
+                op.query != "embedded" or op.tying == "adjacent" or op.query_embedding is not None,
+                where,
+                "an embedded query needs query_embedding (or adjacent tying)",
+            )
+            pad = () if op.pad_index is None else (op.pad_index,)
+            for name in _memory_words(op):
+                if zero_row_owners.setdefault(name, pad) != pad:
+                    check(False, where, f"weight {name!r} is padded differently elsewhere")
+        seen.add(node.name)
+    for name in program.outputs:
+        check(name in seen, f"output {name!r}", "must be a node")
+
+    for w in program.weights:
+        where = f"weight {w.name!r}"
+        check(w.name in owned, where, "no table or op owns it")
+        check(all(d > 0 for d in w.shape), where, f"shape {w.shape} must be positive")
+        expected = zero_row_owners.get(w.name, ())
+        check(
+            w.zero_rows == expected,
+            where,
+            f"zero rows {w.zero_rows}: expected {expected} (only pad rows of word tables)",
+        )
+        if w.trainable == "rows":
+            check(w.name in {t.weight for t in program.tables}, where, "rows train only in tables")
+            stop_before = 0
+            for start, stop in w.trainable_rows:
+                check(
+                    stop_before <= start < stop <= w.shape[0],
+                    where,
+                    f"trainable rows {w.trainable_rows} must be sorted, disjoint, in range",
+                )
+                stop_before = stop
+            check(
+                not any(start <= z < stop for z in w.zero_rows for start, stop in w.trainable_rows),
+                where,
+                "a zero row cannot be trainable",
+            )
+        else:
+            check(not w.trainable_rows, where, "trainable rows need trainable == 'rows'")

@@ -167,8 +167,6 @@ class KerasGenerator:
         for node in program.nodes:
             emitted = self.emit(node)
             if node.layer_name in layer_ops:  # a tied layer: built and owned by its first node
-                if layer_ops[node.layer_name] != node.op:
-                    raise ValueError(f"node {node.name!r}: layer {node.layer_name!r} is another op")
                 emitted = Emitted(call=emitted.call)
             layer_ops[node.layer_name] = node.op
             parts.append(emitted)

@@ -169,9 +169,6 @@ def emit_batch_norm(g: KerasGenerator, node: ir.Node) -> Emitted:
     program = g.program
     op = node.op
     assert isinstance(op, ir.BatchNorm)
-    for name in (op.moving_mean, op.moving_variance):
-        if not program.weight(name).state:
-            raise ValueError(f"weight {name!r}: batch-norm statistics must be state weights")
     momentum = float(f"{1 - op.momentum:.12g}")  # Keras' momentum is one minus PyTorch's
     args = [f"momentum={momentum!r}", f"epsilon={op.epsilon!r}"]
     args += initializer_args(

@@ -54,9 +54,7 @@ class _Layout:
                 raise ValueError(f"weight {name!r} of node {node.name!r} must be {prefix}<name>")
             return name[len(prefix) :]
 
-        temporal = op.hops[0].TA is not None
-        if any((hop.TA is not None, hop.TC is not None) != (temporal, temporal) for hop in op.hops):
-            raise ValueError(f"node {node.name!r}: every hop needs TA and TC, or none does")
+        temporal = op.hops[0].TA is not None  # every hop's, or none (ir.validate)
         hops = tuple(
             tuple(local(n) for n in (hop.A, hop.C, *((hop.TA, hop.TC) if temporal else ())))
             for hop in op.hops
@@ -64,8 +62,7 @@ class _Layout:
         question = None
         if op.query == "embedded":
             b = op.hops[0].A if op.tying == "adjacent" else op.query_embedding
-            if b is None:
-                raise ValueError(f"node {node.name!r}: an embedded query needs query_embedding")
+            assert b is not None  # ir.validate
             question = local(b)
         answer = local(op.hops[-1].C) if op.output is None else None
         words = dict.fromkeys(
@@ -141,19 +138,12 @@ def emit_memory_network(g: KerasGenerator, node: ir.Node) -> Emitted:
     assert isinstance(op, ir.MemoryNetwork)
     layout = _Layout.of(op, node)
     prefix = f"{node.layer_name}."
-    words = [program.weight(prefix + name) for name in layout.words]
-    pad = () if op.pad_index is None else (op.pad_index,)
-    for weight in words:
-        if weight.zero_rows != pad or weight.trainable != "all":
-            raise ValueError(
-                f"weight {weight.name!r}: memory-network word tables train whole, with the pad "
-                f"id's row {list(pad)} as their only zero row"
-            )
-    others = [program.weight(prefix + name) for name in layout.temporal]
-    others += [program.weight(name) for name in (op.linear_map, op.output) if name]
-    for weight in others:
-        if weight.zero_rows or weight.trainable != "all":
-            raise ValueError(f"weight {weight.name!r}: must train whole")
+    # Zero rows are the pad row of the word tables only (ir.validate); all train whole here.
+    weights = [program.weight(prefix + name) for name in layout.words + layout.temporal]
+    weights += [program.weight(name) for name in (op.linear_map, op.output) if name]
+    for weight in weights:
+        if weight.trainable != "all":
+            raise ValueError(f"weight {weight.name!r}: memory-network weights train whole")
 
     def init(names_: list[str], role: str) -> str:
         return shared_initializer(program, [prefix + n for n in names_], role, node)

@@ -191,8 +191,7 @@ def parameter(
         torch_fans: whether ``nn.init``'s fans on the parameter are the right ones (default:
             ``transposed``).
     """
-    if weight.trainable == "rows":
-        raise ValueError(f"weight {weight.name!r}: row-wise trainability is for embedding tables")
+    # trainable == "rows" is only on tables (ir.validate), which come here as "all" or "none"
     if transposed:
         layout = "T"
     target = f"{param}{part}"

@@ -42,9 +42,7 @@ def _attention_args(
         args.append(f"dropout={op.dropout!r}")
     elif block_dropout is not None and op.dropout != block_dropout:
         args.append(f"attention_dropout={op.dropout!r}")
-    if op.rotary is not None:
-        if op.head_dim % 2:
-            raise ValueError(f"node {node.name!r}: rotary needs an even head_dim")
+    if op.rotary is not None:  # head_dim is even (ir.validate)
         out.helpers.add("RotaryEmbedding")
         base = "" if op.rotary.base == 10000.0 else f", base={op.rotary.base!r}"
         length = node.shape[1]

@@ -76,12 +76,8 @@ def _emit_table(gen: TorchGenerator, table: ir.EmbeddingTable, out: Emitted) -> 
         )
     else:
         padding = ""
-        if len(weight.zero_rows) == 1:
+        if weight.zero_rows:  # the pad row only (ir.validate)
             padding = f", padding_idx={weight.zero_rows[0]}"
-        elif weight.zero_rows and policy == "all":
-            raise ValueError(
-                f"weight {weight.name!r}: a fully trainable table can hold only one row at 0.0"
-            )
         out.init.append(f"self.{attr} = nn.Embedding({vocab}, {dim}{padding}, dtype=dtype)")
         if policy != weight.trainable:
             weight = dataclasses.replace(weight, trainable=policy, trainable_rows=())

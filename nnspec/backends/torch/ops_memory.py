@@ -82,8 +82,7 @@ def _layout(op: ir.MemoryNetwork) -> _Layout:
     query = None
     if op.query == "embedded":
         b = op.hops[0].A if op.tying == "adjacent" else op.query_embedding
-        if b is None:
-            raise ValueError("an embedded query needs query_embedding (or adjacent tying)")
+        assert b is not None  # ir.validate
         query = _index(embeddings, labels, b, "B")
     output = None
     if op.output is None:
@@ -104,9 +103,7 @@ def emit_memory_network(gen: TorchGenerator, node: ir.Node) -> Emitted:
     cls = "MemoryNetwork" if position == 0 else f"MemoryNetwork{position + 1}"
 
     out = Emitted()
-    tables = [program.weight(name) for name in layout.embeddings]
-    if len({w.zero_rows for w in tables}) > 1 or any(len(w.zero_rows) > 1 for w in tables):
-        raise ValueError(f"node {node.name!r}: every embedding needs the same single padding row")
+    tables = [program.weight(name) for name in layout.embeddings]  # zero rows: the pad row
     for i, weight in enumerate(tables):
         out.weights.append(parameter(weight, f"{layer}.embeddings[{i}].weight", out))
     for i, name in enumerate(layout.temporal):
@@ -121,9 +118,6 @@ def emit_memory_network(gen: TorchGenerator, node: ir.Node) -> Emitted:
         out.weights.append(
             parameter(program.weight(op.output), f"{layer}.output.weight", out, transposed=True)
         )
-    for code in out.weights:
-        if code.weight.zero_rows and code.weight not in tables:
-            raise ValueError(f"weight {code.weight.name!r}: only embeddings hold padding rows")
 
     padding = tables[0].zero_rows[0] if tables[0].zero_rows else None
     out.classes.append((cls, _source(cls, op, layout, program, padding, out)))
