@@ -64,25 +64,18 @@ class UnsupportedOpError(Exception):
 class Backend(ABC):
     """A code generator for one framework.
 
-    Subclasses set :attr:`name` and :attr:`emitters` (IR op type -> the emit function, or the
-    name of an emitter method of the subclass) and implement :meth:`generate`.
+    Subclasses set :attr:`name` and :attr:`emitters` (their op table: IR op type -> emit
+    function) and implement :meth:`generate`.
     """
 
     name: ClassVar[str]
-    emitters: ClassVar[Mapping[type, str | Callable[..., object]]] = {}
-
-    def emitter_for(self, node: ir.Node) -> Callable[..., object]:
-        """The emitter for ``node``'s op (a function, or a bound method named in
-        :attr:`emitters`), or :class:`UnsupportedOpError`."""
-        emitter = self.emitters.get(type(node.op))
-        if emitter is None:
-            raise UnsupportedOpError(self.name, node.op, node.name)
-        return getattr(self, emitter) if isinstance(emitter, str) else emitter
+    emitters: ClassVar[Mapping[type, Callable[..., object]]] = {}
 
     def check(self, program: ir.Program) -> None:
-        """Raise :class:`UnsupportedOpError` if any node has no emitter here."""
+        """Raise :class:`UnsupportedOpError` if any node's op has no emitter here."""
         for node in program.nodes:
-            self.emitter_for(node)
+            if type(node.op) not in self.emitters:
+                raise UnsupportedOpError(self.name, node.op, node.name)
 
     @abstractmethod
     def generate(self, program: ir.Program) -> dict[str, str]:

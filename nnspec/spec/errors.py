@@ -47,8 +47,3 @@ def escaped(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def shown(value: object) -> str:
-    """A value quoted for a message, with :func:`escaped` characters."""
-    return repr(value)

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from nnspec.spec.errors import Path, Problem, SpecError, escaped, shown
+from nnspec.spec.errors import Path, Problem, SpecError, escaped
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_DEPTH = 64
@@ -118,9 +118,7 @@ def load_text(text: str, file: str = "<string>") -> Document:
     if bad:
         line, col = _line_col(text, bad.start())
         char = bad.group()
-        what = (
-            "NUL bytes: not a text spec file" if char == "\x00" else f"the character {shown(char)}"
-        )
+        what = "NUL bytes: not a text spec file" if char == "\x00" else f"the character {char!r}"
         kind = f"U+{ord(char):04X}"
         raise _fail(file, line, col, f"file contains {what} ({kind}), which YAML does not allow")
     if not text.strip():
@@ -148,7 +146,7 @@ def load_file(path: str | FsPath) -> Document:
 
 def _tag_message(tag: str) -> str:
     short = "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org") else tag
-    return f"YAML tags such as {shown(short)} are not allowed"
+    return f"YAML tags such as {short!r} are not allowed"
 
 
 def _resolve(value: str) -> Any:
@@ -330,14 +328,14 @@ class _Composer:
                 key = _resolve(key)
             if not isinstance(key, str):
                 raise self.fail(
-                    event.start_mark, f"keys must be strings, got {shown(event.value)}", top.path
+                    event.start_mark, f"keys must be strings, got {event.value!r}", top.path
                 )
         if key in top.value:
             row = 4 * _index_of(top.value, key)  # type: ignore[operator]
             first = top.marks[row : row + 2]
             raise self.fail(
                 event.start_mark,
-                f"duplicate key {shown(key)} (first at line {first[0]}, column {first[1]})",
+                f"duplicate key {key!r} (first at line {first[0]}, column {first[1]})",
                 top.path,
             )
         top.key = key

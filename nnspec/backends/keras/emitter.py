@@ -335,12 +335,7 @@ class KerasBackend(Backend):
     ``model.fit`` training script."""
 
     name = "keras"
-
-    def check(self, program: ir.Program) -> None:
-        """Raise :class:`UnsupportedOpError` if any node's op is not in the op table."""
-        for node in program.nodes:
-            if type(node.op) not in KerasGenerator.OPS:
-                raise UnsupportedOpError(self.name, node.op, node.name)
+    emitters: ClassVar[dict[type, EmitFunction]] = KerasGenerator.OPS
 
     def generate(self, program: ir.Program) -> dict[str, str]:
         """Render ``model.py``, ``train.py`` and, with pretrained vectors, ``pretrained.py``."""
