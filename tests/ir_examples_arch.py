@@ -33,7 +33,9 @@ def _dense(name, inp, shape, units, act, mask=None, layer=""):
     return node, weights
 
 
-def _program(name, inputs, tables, nodes, outputs, weights, training=None) -> ir.Program:
+def _program(
+    name, inputs, tables, nodes, outputs, weights, training=None, repeats=()
+) -> ir.Program:
     return ir.Program(
         name=name,
         class_name="".join(p.title() for p in name.split("_")),
@@ -45,6 +47,7 @@ def _program(name, inputs, tables, nodes, outputs, weights, training=None) -> ir
         outputs=outputs,
         weights=tuple(weights),
         training=training or _training(),
+        repeats=repeats,
     )
 
 

@@ -73,6 +73,8 @@ def test_stacked_bidirectional_lstm():
         "lstm",
         "dense",
     ]
+    assert p.repeats == (ir.Repeat("lstm", ("lstm_layer0", "lstm"), ("lstm_dropout0",)),)
+    assert p.repeats[0].count == 2
     assert shapes(p)["lstm_layer0"] == (None, 12, 8)
     assert shapes(p)["lstm"] == (None, 8)
     assert p.weight("lstm_layer0.backward.kernel").shape == (8, 16)
@@ -132,6 +134,9 @@ def test_transformer_blocks_rotary_from_table():
     )
     blocks = [n for n in p.nodes if isinstance(n.op, ir.TransformerBlock)]
     assert [b.name for b in blocks] == ["transformer_encoder_block0", "transformer_encoder"]
+    assert p.repeats == (
+        ir.Repeat("transformer_encoder", ("transformer_encoder_block0", "transformer_encoder")),
+    )
     assert all(b.op.attention.rotary == ir.Rotary(500.0) for b in blocks)
     assert p.node("self_attention").op.rotary == ir.Rotary(500.0)
     assert p.node("self_attention").op.head_dim == 2

@@ -137,7 +137,28 @@ BROKEN = {
         ),
         r"weight 'out.kernel': rows train only in tables",
     ),
+    "repeat of one node": (
+        lambda: replace(ir_examples.flat_classifier(), repeats=(ir.Repeat("dense", ("dense",)),)),
+        r"repeat 'dense': members \(at least two",
+    ),
+    "repeat of two ops": (
+        lambda: replace(
+            ir_examples.flat_classifier(),
+            repeats=(ir.Repeat("flatten", ("words_lookup", "flatten")),),
+        ),
+        r"repeat 'flatten': members compute one op type",
+    ),
+    "repeat not consecutive": (
+        lambda: _repeat_apart(),
+        r"repeat 'pre': members and the nodes between them are consecutive nodes",
+    ),
 }
+
+
+def _repeat_apart() -> ir.Program:
+    """A transformer's two blocks recorded as one repeat with a later node between them."""
+    p = ir_examples_arch.transformer()
+    return replace(p, repeats=(ir.Repeat("pre", ("post", "pre"), ("attention",)),))
 
 
 @pytest.mark.parametrize("case", BROKEN, ids=str)

@@ -465,7 +465,13 @@ def test_repeated_blocks_are_one_list_built_and_called_in_a_loop(tmp):
     nodes.append(ir.Node("pool", ir.GlobalPool("max"), ("enc",), (None, width)))
     out, w = _dense("out", "pool", (None, width), 3, "linear")
     program = _program(
-        "repeated", (ir.Input("tokens", length),), (table,), (*nodes, out), ("out",), [*weights, *w]
+        "repeated",
+        (ir.Input("tokens", length),),
+        (table,),
+        (*nodes, out),
+        ("out",),
+        [*weights, *w],
+        repeats=(ir.Repeat("enc", ("enc_block0", "enc_block1", "enc")),),
     )
     files = BACKEND.generate(program)
     source = files["model.py"]

@@ -137,6 +137,7 @@ def compile_spec(spec: Spec, doc: Document) -> ir.Program:
         weights=tuple(resolved.weights),
         training=training,
         diagnostics=tuple(diagnostics),
+        repeats=tuple(resolved.repeats),
     )
     ir.validate(program)
     return program

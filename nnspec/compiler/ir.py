@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import pairwise
 from typing import ClassVar, Literal
 
 Shape = tuple[int | None, ...]
@@ -635,6 +636,30 @@ class Node:
         return self.layer or self.name
 
 
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """One spec layer unrolled into consecutive repeats of one op: a stack of recurrent layers
+    (``num_layers``) or a run of Transformer blocks. Backends may build the members in a loop
+    (``nn.ModuleList``, a list of Keras layers) or as one stacked module; the reference and the
+    weights see the unrolled nodes.
+
+    Attributes:
+        layer: the spec layer's name, which its last member takes.
+        members: the repeated nodes, in order (``<layer>_block0`` ... ``<layer>``).
+        between: the nodes between consecutive members, one per gap (a stack's dropout), or
+            none.
+    """
+
+    layer: str
+    members: tuple[str, ...]
+    between: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """How many times the op repeats."""
+        return len(self.members)
+
+
 # ----------------------------------------------------------------------------- training
 
 Loss = Literal[
@@ -739,6 +764,7 @@ class Program:
         weights: every canonical weight, in a stable order.
         training: the training section.
         diagnostics: lint findings.
+        repeats: the spec layers unrolled into repeats of one op.
     """
 
     name: str
@@ -752,6 +778,7 @@ class Program:
     weights: tuple[Weight, ...]
     training: Training
     diagnostics: tuple[Diagnostic, ...] = field(default=())
+    repeats: tuple[Repeat, ...] = field(default=())
 
     # Programs compare and hash by identity: backends cache per-program work keyed on them.
 
@@ -935,6 +962,34 @@ def validate(program: Program) -> None:
         seen.add(node.name)
     for name in program.outputs:
         check(name in seen, f"output {name!r}", "must be a node")
+
+    order = {node.name: i for i, node in enumerate(program.nodes)}
+    for repeat in program.repeats:
+        where = f"repeat {repeat.layer!r}"
+        chain = [repeat.members[0]]
+        for k, member in enumerate(repeat.members[1:]):
+            chain += [repeat.between[k], member] if repeat.between else [member]
+        check(
+            repeat.count >= 2
+            and repeat.members[-1] == repeat.layer
+            and len(repeat.between) in (0, repeat.count - 1)
+            and all(name in order for name in chain),
+            where,
+            "members (at least two, the last named after the layer) and one node per gap",
+        )
+        ops = {type(program.node(name).op) for name in repeat.members}
+        check(len(ops) == 1, where, "members compute one op type")
+        start = order[chain[0]]
+        check(
+            [order[name] for name in chain] == list(range(start, start + len(chain))),
+            where,
+            "members and the nodes between them are consecutive nodes",
+        )
+        check(
+            all(program.node(b).inputs == (a,) for a, b in pairwise(chain)),
+            where,
+            "each member reads the node before it",
+        )
 
     for w in program.weights:
         where = f"weight {w.name!r}"

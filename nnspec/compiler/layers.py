@@ -321,7 +321,17 @@ def recurrent(ctx: Context) -> list[ir.Node]:
             )
             nodes.append(drop)
             previous = drop.name
+    _record_repeat(ctx, nodes, ir.Recurrent)
     return nodes
+
+
+def _record_repeat(ctx: Context, nodes: list[ir.Node], op: type[ir.Op]) -> None:
+    """Record the nodes of type ``op`` among ``nodes`` (a layer's unrolled repeats, anything
+    between them in between) as one :class:`~nnspec.compiler.ir.Repeat`."""
+    members = tuple(n.name for n in nodes if isinstance(n.op, op))
+    if len(members) > 1:
+        between = tuple(n.name for n in nodes if not isinstance(n.op, op))
+        ctx.resolved.repeats.append(ir.Repeat(ctx.ref.name, members, between))
 
 
 def layer_norm(ctx: Context) -> list[ir.Node]:
@@ -474,6 +484,7 @@ def transformer_encoder(ctx: Context) -> list[ir.Node]:
         nodes.append(node)
         previous = name
     _carry_rotary(ctx, nodes[-1])
+    _record_repeat(ctx, nodes, ir.TransformerBlock)
     return nodes
 
 

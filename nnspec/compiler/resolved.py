@@ -29,6 +29,7 @@ class Resolved:
     weights: list[ir.Weight] = field(default_factory=list)
     nodes: list[ir.Node] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    repeats: list[ir.Repeat] = field(default_factory=list)
     errors: list[CompileProblem] = field(default_factory=list)
     # The spec path each node came from, for locating lint findings.
     node_paths: dict[str, Path] = field(default_factory=dict)

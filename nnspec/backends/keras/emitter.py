@@ -9,7 +9,6 @@ functions are templates under ``templates/helpers``; ``templates/model.py.j2`` l
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -112,10 +111,11 @@ class KerasGenerator:
         return emit(self, node)
 
     def _runs(self, parts: list[Emitted]) -> list[tuple[int, int]]:
-        """``(first, last)`` node indices of each run of blocks built in one loop: the unrolled
-        layers of one spec layer (``<name>_block<i>``/``<name>_layer<i>`` then ``<name>``),
+        """``(first, last)`` node indices of each run of blocks built in one loop: the
+        compiler's repeats (:class:`~nnspec.compiler.ir.Repeat`) with nothing between members,
         each the same layer class over the previous one's output, used by nothing else."""
-        nodes, runs, i = self.program.nodes, [], 0
+        nodes = self.program.nodes
+        index = {node.name: i for i, node in enumerate(nodes)}
         uses: dict[str, int] = {}
         for node in nodes:
             for name in node.inputs:
@@ -123,24 +123,20 @@ class KerasGenerator:
         layer_uses: dict[str, int] = {}
         for node in nodes:
             layer_uses[node.layer_name] = layer_uses.get(node.layer_name, 0) + 1
-        while i < len(nodes):
-            j = i
-            while j + 1 < len(nodes) and self._continues(nodes, parts, i, j + 1, uses):
-                j += 1
-            last = nodes[j].name
-            pattern = re.compile(re.escape(last) + r"_(block|layer)(\d+)$")
-            numbered = all(
-                (m := pattern.match(nodes[k].name)) is not None and int(m.group(2)) == k - i
-                for k in range(i, j)
-            )
+        runs = []
+        for repeat in self.program.repeats:
+            i, j = index[repeat.members[0]], index[repeat.members[-1]]
             own = all(
                 layer_uses[nodes[k].layer_name] == 1
                 and all(code.variable is not None for code in parts[k].weights)
                 for k in range(i, j + 1)
             )
-            if j > i and numbered and own:
+            if (
+                not repeat.between
+                and own
+                and all(self._continues(nodes, parts, i, k, uses) for k in range(i + 1, j + 1))
+            ):
                 runs.append((i, j))
-            i = j + 1
         return runs
 
     def _continues(

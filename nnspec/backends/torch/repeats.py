@@ -3,15 +3,13 @@ model holds them as hand-written code would: repeated Transformer blocks as one 
 (:func:`repeated_groups`), stacked recurrent layers as one ``nn.LSTM`` / ``nn.GRU`` with
 ``num_layers`` (:func:`recurrent_stacks`).
 
-The compiler names them ``<name>_block0``, ``<name>_block1`` ... ``<name>`` (``_layer<i>`` for
-recurrent layers, with ``<name>_dropout<i>`` between them); a run is regrouped only when the
-grouped code computes exactly what the unrolled nodes compute.
+The compiler records each run as an :class:`~nnspec.compiler.ir.Repeat`; a run is regrouped
+only when the grouped code computes exactly what the unrolled nodes compute.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -41,71 +39,50 @@ class Group:
 
 
 def repeated_groups(program: ir.Program) -> dict[str, Group]:
-    """The runs of repeated layers unrolled from one spec layer, by their last node's name.
-
-    A run is ``<name>_block0`` (or ``_layer0``), ``<name>_block1`` ... ``<name>``: each member
-    feeds only the next, none is tied to another layer, and all compute the same op on the same
-    shapes with equally drawn weights, listed member after member in the program.
-    """
-    consumers = Counter(name for node in program.nodes for name in node.inputs)
-    consumers.update(program.outputs)
-    nodes = program.nodes
+    """The compiler's runs of repeated blocks (:class:`~nnspec.compiler.ir.Repeat`) that one
+    ``nn.ModuleList`` computes, by layer name: each member feeds only the next, none is tied to
+    another layer, and all compute the same op on the same shapes with equally drawn weights,
+    listed member after member in the program."""
+    consumers = _consumers(program)
     groups: dict[str, Group] = {}
-    i = 0
-    while i < len(nodes):
-        match = re.fullmatch(r"(.+)_(block|layer)0", nodes[i].name)
-        if match is None or not isinstance(nodes[i].op, REPEATED_OPS):
-            i += 1
+    for repeat in program.repeats:
+        members = [program.node(name) for name in repeat.members]
+        if repeat.between or not isinstance(members[0].op, REPEATED_OPS):
             continue
-        base, word = match.groups()
-        j = i + 1
-        while j < len(nodes) and nodes[j].name == f"{base}_{word}{j - i}":
-            j += 1
-        if j < len(nodes) and nodes[j].name == base:
-            group = _group(program, list(nodes[i : j + 1]), consumers)
-            if group is not None:
-                groups[base] = group
-                i = j + 1
-                continue
-        i += 1
+        group = _group(program, members, consumers)
+        if group is not None:
+            groups[repeat.layer] = group
     return groups
 
 
 def recurrent_stacks(program: ir.Program) -> dict[str, tuple[list[ir.Node], list[ir.Node], float]]:
-    """The stacked recurrent layers the compiler unrolled, as ``(layers, dropouts, rate)`` by the
-    last layer's name, where torch's own stacking (``num_layers``) computes the same.
-
-    A stack is ``<name>_layer0``, ``<name>_dropout0`` (with dropout) ... ``<name>``: one cell,
-    width and direction count, each layer reading the whole output sequence of the one before
-    with both directions concatenated (torch's rule; ``merge: sum`` between layers is not), no
-    node but the next reading it, and no layer tied to another.
+    """The compiler's stacks of recurrent layers (:class:`~nnspec.compiler.ir.Repeat`) that
+    torch's own stacking (``num_layers``) computes, as ``(layers, dropouts, rate)`` by layer name:
+    one cell, width and direction count, each layer reading the whole output sequence of the one
+    before with both directions concatenated (torch's rule; ``merge: sum`` between layers is
+    not), no node but the next reading it, and no layer tied to another.
     """
+    consumers = _consumers(program)
+    stacks: dict[str, tuple[list[ir.Node], list[ir.Node], float]] = {}
+    for repeat in program.repeats:
+        layers = [program.node(name) for name in repeat.members]
+        if not isinstance(layers[0].op, ir.Recurrent):
+            continue
+        drops = [program.node(name) for name in repeat.between]
+        chain = [layers[0]]
+        for k, layer in enumerate(layers[1:]):
+            chain += [drops[k], layer] if drops else [layer]
+        if not _stacks(program, chain, layers, drops, consumers):
+            continue
+        stacks[repeat.layer] = (layers, drops, drops[0].op.rate if drops else 0.0)  # type: ignore[union-attr]
+    return stacks
+
+
+def _consumers(program: ir.Program) -> Counter[str]:
+    """How many nodes (and outputs) read each node."""
     consumers = Counter(name for node in program.nodes for name in node.inputs)
     consumers.update(program.outputs)
-    nodes = program.nodes
-    stacks: dict[str, tuple[list[ir.Node], list[ir.Node], float]] = {}
-    for i, node in enumerate(nodes):
-        match = re.fullmatch(r"(.+)_layer0", node.name)
-        if match is None or not isinstance(node.op, ir.Recurrent):
-            continue
-        base = match.group(1)
-        chain, layers, drops, j = [node], [node], [], i + 1
-        while j < len(nodes):
-            k = len(layers)
-            if nodes[j].name == f"{base}_dropout{k - 1}" and isinstance(nodes[j].op, ir.Dropout):
-                drops.append(nodes[j])
-            elif nodes[j].name in (f"{base}_layer{k}", base):
-                layers.append(nodes[j])
-            else:
-                break
-            chain.append(nodes[j])
-            j += 1
-            if chain[-1].name == base:
-                break
-        if chain[-1].name != base or not _stacks(program, chain, layers, drops, consumers):
-            continue
-        stacks[base] = (layers, drops, drops[0].op.rate if drops else 0.0)  # type: ignore[union-attr]
-    return stacks
+    return consumers
 
 
 def _stacks(
@@ -116,7 +93,7 @@ def _stacks(
     consumers: Counter[str],
 ) -> bool:
     """Whether the unrolled ``chain`` computes what one stacked torch module computes."""
-    if len(drops) not in (0, len(layers) - 1) or len({d.op for d in drops}) > 1:
+    if not all(isinstance(d.op, ir.Dropout) for d in drops) or len({d.op for d in drops}) > 1:
         return False
     first = layers[0].op
     assert isinstance(first, ir.Recurrent)
