@@ -425,6 +425,7 @@ def _framework_names() -> ir.Program:
         (*nodes, out, dense),
         ("trainable_variables",),
         [*weights, *w, *w2],
+        repeats=(ir.Repeat("block", ("block_block0", "block")),),
     )
 
 

@@ -41,7 +41,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import jinja2
 
@@ -84,6 +84,27 @@ class Backend(ABC):
     def runtime(self) -> ModuleType:
         """The parity-harness adapter (imports the framework)."""
         return importlib.import_module(f"{type(self).__module__.rsplit('.', 1)[0]}.runtime")
+
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class OpTable(dict[type, Callable[..., Any]]):
+    """A backend's op table: IR op type -> the function that emits its code. Each emit function
+    registers itself where it is defined (``@OPS.emits(ir.Dense)``), so a new op touches only
+    the module that emits it."""
+
+    def emits(self, *ops: type[ir.Op]) -> Callable[[F], F]:
+        """Decorator: register the decorated function as the emitter of ``ops``."""
+
+        def register(function: F) -> F:
+            for op in ops:
+                if op in self:
+                    raise ValueError(f"{op.__name__} has two emitters")
+                self[op] = function
+            return function
+
+        return register
 
 
 def template_env(package: str) -> jinja2.Environment:

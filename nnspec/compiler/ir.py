@@ -180,12 +180,24 @@ class PretrainedVectors:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedOffset:
+    """One vector (canonical weight ``weight``, ``[dim]``) added to the row of every id in
+    ``rows``: sorted, disjoint, half-open ``(start, stop)`` ranges, never the pad id. Its
+    trainability is on that :class:`Weight` (``all`` or ``none``)."""
+
+    weight: str
+    rows: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class EmbeddingTable:
     """A named embedding table and its policies.
 
     A lookup of ids ``x`` of shape ``(B, L)`` computes, in this order::
 
-        h = table[x] * scale                 # (B, L, dim)
+        h = table[x]                         # (B, L, dim)
+        h = h + selected(x)[..., None] * offset  # if offset is set: 1.0 where x is in its rows
+        h = h * scale
         h = h + positional[:L]               # if positional is set
         h = h * (x != pad_index)[..., None]  # if pad_index is set and zero_padded_positions
 
@@ -208,6 +220,7 @@ class EmbeddingTable:
     zero_padded_positions: bool = True
     pretrained: PretrainedVectors | None = None
     special_tokens: tuple[tuple[str, int], ...] = ()
+    offset: SharedOffset | None = None
 
     @property
     def special_ids(self) -> dict[str, int]:
@@ -249,6 +262,7 @@ class Flatten:
 
     op: Literal["flatten"] = "flatten"
     reads_mask: ClassVar[bool] = False
+    pools_sequence: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +301,7 @@ class GlobalPool:
     mode: Literal["average", "max"]
     op: Literal["global_pool"] = "global_pool"
     reads_mask: ClassVar[bool] = True
+    pools_sequence: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +319,7 @@ class AttentionPool:
     scale: bool = True
     op: Literal["attention_pool"] = "attention_pool"
     reads_mask: ClassVar[bool] = True
+    pools_sequence: ClassVar[bool] = True
 
 
 # ----------------------------------------------------------------------------- architectures
@@ -597,7 +613,15 @@ Op = (
     | MemoryNetwork
 )
 """Every op class states ``reads_mask``: whether it reads the padding mask of its (first) input
-node (see :meth:`Program.read_mask`). Backends compute a mask only for the nodes that read it."""
+node (see :meth:`Program.read_mask`). Backends compute a mask only for the nodes that read it.
+Ops that reduce a sequence to one vector per example (flatten, pooling) also state
+``pools_sequence = True`` (see :func:`pools_sequence`)."""
+
+
+def pools_sequence(op: Op) -> bool:
+    """Whether ``op`` reduces a sequence to one vector per example (flatten, pooling): every
+    position, padding included, reaches its output unless a mask keeps it out."""
+    return getattr(op, "pools_sequence", False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -813,6 +837,11 @@ class Program:
             return None
         return self.node(node.inputs[0]).mask
 
+    def op_weights(self, op: Op) -> list[str]:
+        """The names of the canonical weights ``op`` holds, in the order its fields name them."""
+        weights = self._by_name["weight"]
+        return [name for name in _op_strings(op) if name in weights]
+
     @cached_property
     def first_nodes(self) -> dict[str, str]:
         """For each layer, the first node (in order) that computes it."""
@@ -906,6 +935,26 @@ def validate(program: Program) -> None:
                 f"learned positions {pos.name!r} train whole and have no zero rows",
             )
             owned.add(pos.name)
+        if table.offset is not None:
+            offset = weights.get(table.offset.weight)
+            rows, pad_id = table.offset.rows, table.pad_index
+            check(
+                offset is not None
+                and offset.shape == (table.dim,)
+                and offset.trainable in ("all", "none")
+                and not offset.zero_rows,
+                where,
+                "its shared offset is a [dim] weight that trains whole or not at all",
+            )
+            check(
+                bool(rows)
+                and all(0 <= a < b <= table.vocab_size for a, b in rows)
+                and all(b <= c for (_, b), (c, _) in pairwise(rows))
+                and (pad_id is None or not any(a <= pad_id < b for a, b in rows)),
+                where,
+                "its shared offset's rows are sorted, disjoint, in range and not the pad row",
+            )
+            owned.add(table.offset.weight)
 
     seen: set[str] = set()
     layer_ops: dict[str, Op] = {}

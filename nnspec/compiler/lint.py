@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Literal
 
 from nnspec.compiler import ir
+from nnspec.compiler.resolve import default_padding
 from nnspec.compiler.resolved import Resolved
 from nnspec.spec import models as m
 from nnspec.spec.errors import Path
@@ -73,7 +74,7 @@ def unpadded_sequence_aggregate(spec: m.Spec, resolved: Resolved) -> Iterator[Fi
     seen: set[str] = set()
     reported: set[str] = set()
     for node in resolved.nodes:
-        if not isinstance(node.op, ir.Flatten | ir.GlobalPool | ir.AttentionPool):
+        if not ir.pools_sequence(node.op):
             continue
         behind: set[str] = set()
         stack = [node.name]
@@ -171,6 +172,55 @@ def frozen_zero_rows(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
             )
 
 
+def _pads(padding: m.Padding | None) -> str:
+    return "no padding" if padding is None else f"pad id {padding.index}"
+
+
+def memory_network_padding(spec: m.Spec, resolved: Resolved) -> Iterator[Finding]:
+    """A memory network's pad id must be said when nothing else says it: the default follows
+    the tables looked up in the same ids, else the ``nnspec prepare`` layout (pad 0, words from
+    1), which is wrong for data where id 0 is a word. Also: an explicit padding that the tables
+    looked up in the same ids contradict."""
+    tables_of: dict[str, dict[str, m.EmbeddingTableSpec]] = {}
+    for node in resolved.nodes:
+        if isinstance(node.op, ir.EmbeddingLookup) and node.op.table in spec.embeddings:
+            table = spec.embeddings[node.op.table]
+            tables_of.setdefault(node.inputs[0], {})[node.op.table] = table
+    reported: set[Path] = set()
+    for node in resolved.nodes:
+        path = resolved.node_paths.get(node.name, ())
+        if not isinstance(node.op, ir.MemoryNetwork) or path in reported or len(path) != 3:
+            continue
+        reported.add(path)
+        layer = spec.model.layers[int(path[2])]
+        assert isinstance(layer, m.MemoryNetworkLayer)
+        tables = {k: v for name in node.inputs for k, v in tables_of.get(name, {}).items()}
+        padding, source = default_padding(layer, tables)
+        others = ", ".join(f"table {k!r} has {_pads(v.padding)}" for k, v in tables.items())
+        if source == "layout":
+            yield (
+                path,
+                "NN205",
+                f"memory_network {node.name!r} does not say `padding`: id 0 is taken as the pad "
+                "(the `nnspec prepare` layout: pad 0, words from 1) and embeds to 0.0; say "
+                "`padding: {index: 0}`, or `padding: null` if id 0 is a word of your data",
+            )
+        elif source == "ambiguous":
+            yield (
+                path,
+                "NN205",
+                f"memory_network {node.name!r} does not say `padding` and the tables looked up "
+                f"in the same ids disagree ({others}): id 0 is taken as the pad; say `padding`",
+            )
+        elif source == "given" and any(_pads(t.padding) != _pads(padding) for t in tables.values()):
+            yield (
+                (*path, "padding"),
+                "NN205",
+                f"memory_network {node.name!r} has {_pads(padding)} but the same ids are looked "
+                f"up elsewhere with another ({others}): one of them misreads the data",
+            )
+
+
 RULES: tuple[Callable[[m.Spec, Resolved], Iterator[Finding]], ...] = (
     output_activation,
     unpadded_sequence_aggregate,
@@ -179,6 +229,7 @@ RULES: tuple[Callable[[m.Spec, Resolved], Iterator[Finding]], ...] = (
     attention_without_mask,
     unused_layers,
     frozen_zero_rows,
+    memory_network_padding,
 )
 
 ERROR_CODES = frozenset({"NN301"})

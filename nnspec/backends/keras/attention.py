@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nnspec.backends.keras.code import (
+    OPS,
     Emitted,
     initializer,
     layer,
@@ -90,6 +91,7 @@ def _mask_arg(g: KerasGenerator, node: ir.Node) -> list[str]:
     return [] if mask is None else [f"padding_mask={g.names.masks[mask]}"]
 
 
+@OPS.emits(ir.SelfAttention)
 def emit_self_attention(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``MultiHeadSelfAttention``, called with its input's padding mask."""
     op = node.op
@@ -116,6 +118,7 @@ def emit_self_attention(g: KerasGenerator, node: ir.Node) -> Emitted:
     return out
 
 
+@OPS.emits(ir.TransformerBlock)
 def emit_transformer_block(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``TransformerEncoderBlock``, called with its input's padding mask."""
     op = node.op

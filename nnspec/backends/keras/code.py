@@ -8,10 +8,14 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from nnspec.backends.base import OpTable
 from nnspec.compiler import ir
 
 if TYPE_CHECKING:
     from nnspec.backends.keras.emitter import KerasGenerator
+
+OPS = OpTable()
+"""The Keras op table (IR op type -> emit function), filled by the modules that emit each op."""
 
 
 @dataclass(frozen=True)

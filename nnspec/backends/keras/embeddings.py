@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from nnspec.backends.keras.code import (
+    OPS,
     Emitted,
     WeightCode,
     docstring,
@@ -221,6 +222,7 @@ def emit_table(g: KerasGenerator, table: ir.EmbeddingTable) -> Emitted:
     return out
 
 
+@OPS.emits(ir.EmbeddingLookup)
 def emit_embedding(g: KerasGenerator, node: ir.Node) -> Emitted:
     """A lookup calls its table's layer on the ids."""
     assert isinstance(node.op, ir.EmbeddingLookup)

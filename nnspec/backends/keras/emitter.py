@@ -9,20 +9,29 @@ functions are templates under ``templates/helpers``; ``templates/model.py.j2`` l
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jinja2
 
 from nnspec.backends.base import (
     Backend,
+    OpTable,
     UnsupportedOpError,
     format_source,
     header,
     template_env,
 )
-from nnspec.backends.keras import attention, embeddings, layers, memory, recurrent, training
-from nnspec.backends.keras.code import Emitted, WeightCode, docstring, shape, with_args
+
+# Importing the op modules registers their emit functions in OPS.
+from nnspec.backends.keras import (  # noqa: F401
+    attention,
+    embeddings,
+    layers,
+    memory,
+    recurrent,
+    training,
+)
+from nnspec.backends.keras.code import OPS, Emitted, WeightCode, docstring, shape, with_args
 from nnspec.backends.keras.naming import MODEL_ATTRIBUTES, assign_names, compute_mask
 from nnspec.backends.pretrained_files import pretrained_files
 from nnspec.backends.train_script import render_train_script
@@ -30,29 +39,12 @@ from nnspec.compiler import ir
 
 __all__ = ["MODEL_ATTRIBUTES", "KerasBackend", "KerasGenerator"]
 
-EmitFunction = Callable[["KerasGenerator", ir.Node], Emitted]
-
 
 class KerasGenerator:
     """One generation of Keras source for one program."""
 
-    OPS: ClassVar[dict[type, EmitFunction]] = {
-        ir.EmbeddingLookup: embeddings.emit_embedding,
-        ir.Flatten: layers.emit_flatten,
-        ir.Dense: layers.emit_dense,
-        ir.Dropout: layers.emit_dropout,
-        ir.GlobalPool: layers.emit_global_pool,
-        ir.AttentionPool: layers.emit_attention_pool,
-        ir.Conv1D: layers.emit_conv1d,
-        ir.Pool1D: layers.emit_pool1d,
-        ir.Recurrent: recurrent.emit_recurrent,
-        ir.LayerNorm: layers.emit_layer_norm,
-        ir.BatchNorm: layers.emit_batch_norm,
-        ir.Merge: layers.emit_merge,
-        ir.SelfAttention: attention.emit_self_attention,
-        ir.TransformerBlock: attention.emit_transformer_block,
-        ir.MemoryNetwork: memory.emit_memory_network,
-    }
+    # The op modules register their emit functions here (``@OPS.emits(ir.Dense)``).
+    OPS: ClassVar[OpTable] = OPS
 
     def __init__(self, program: ir.Program, env: jinja2.Environment) -> None:
         self.program = program
@@ -331,7 +323,7 @@ class KerasBackend(Backend):
     ``model.fit`` training script."""
 
     name = "keras"
-    emitters: ClassVar[dict[type, EmitFunction]] = KerasGenerator.OPS
+    emitters: ClassVar[OpTable] = KerasGenerator.OPS
 
     def generate(self, program: ir.Program) -> dict[str, str]:
         """Render ``model.py``, ``train.py`` and, with pretrained vectors, ``pretrained.py``."""

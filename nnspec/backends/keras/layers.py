@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nnspec.backends.keras.code import (
+    OPS,
     Emitted,
     activation_arg,
     initializer_args,
@@ -21,11 +22,13 @@ if TYPE_CHECKING:
     from nnspec.backends.keras.emitter import KerasGenerator
 
 
+@OPS.emits(ir.Flatten)
 def emit_flatten(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.Flatten``: row-major over the channels-last layout, as the IR says."""
     return layer(g, node, "keras.layers.Flatten()")
 
 
+@OPS.emits(ir.Dropout)
 def emit_dropout(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.Dropout`` (inverted dropout), active only when ``training``."""
     assert isinstance(node.op, ir.Dropout)
@@ -69,6 +72,7 @@ def _merge(first: Emitted, second: Emitted) -> Emitted:
     return first
 
 
+@OPS.emits(ir.Dense)
 def emit_dense(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.Dense``, whose kernel is already the canonical ``[in, out]``."""
     op = node.op
@@ -77,6 +81,7 @@ def emit_dense(g: KerasGenerator, node: ir.Node) -> Emitted:
     return _merge(layer(g, node, f"keras.layers.Dense({', '.join(args)})"), out)
 
 
+@OPS.emits(ir.Conv1D)
 def emit_conv1d(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.Conv1D``: its kernel is the canonical ``[kernel_size, in, filters]`` and
     its ``same`` and ``causal`` paddings are the IR's (TensorFlow's rule)."""
@@ -93,6 +98,7 @@ def emit_conv1d(g: KerasGenerator, node: ir.Node) -> Emitted:
     return _merge(layer(g, node, f"keras.layers.Conv1D({', '.join(args)})"), out)
 
 
+@OPS.emits(ir.Pool1D)
 def emit_pool1d(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.MaxPooling1D`` / ``AveragePooling1D`` with valid padding."""
     op = node.op
@@ -101,6 +107,7 @@ def emit_pool1d(g: KerasGenerator, node: ir.Node) -> Emitted:
     return layer(g, node, f"keras.layers.{cls}({op.pool_size}, strides={op.strides})")
 
 
+@OPS.emits(ir.GlobalPool)
 def emit_global_pool(g: KerasGenerator, node: ir.Node) -> Emitted:
     """Pooling over the sequence axis; masked by the input node's mask when it has one."""
     program = g.program
@@ -116,6 +123,7 @@ def emit_global_pool(g: KerasGenerator, node: ir.Node) -> Emitted:
     return layer(g, node, f"{cls}()", f"padding_mask={g.names.masks[mask]}")
 
 
+@OPS.emits(ir.AttentionPool)
 def emit_attention_pool(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``AttentionPool``: its ``query`` variable is the canonical ``[D]`` query; it reads the
     input node's mask when there is one."""
@@ -133,6 +141,7 @@ def emit_attention_pool(g: KerasGenerator, node: ir.Node) -> Emitted:
     return out
 
 
+@OPS.emits(ir.Merge)
 def emit_merge(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.Add`` / ``Multiply`` / ``Concatenate`` (last axis) of the inputs."""
     op = node.op
@@ -141,6 +150,7 @@ def emit_merge(g: KerasGenerator, node: ir.Node) -> Emitted:
     return layer(g, node, f"keras.layers.{cls}()")
 
 
+@OPS.emits(ir.LayerNorm)
 def emit_layer_norm(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``keras.layers.LayerNormalization`` over the last axis with the IR's epsilon."""
     program = g.program
@@ -163,6 +173,7 @@ def emit_layer_norm(g: KerasGenerator, node: ir.Node) -> Emitted:
     return out
 
 
+@OPS.emits(ir.BatchNorm)
 def emit_batch_norm(g: KerasGenerator, node: ir.Node) -> Emitted:
     """``TorchBatchNormalization``: Keras' layer with PyTorch's moving-variance update; its
     moving statistics are non-trainable state weights."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nnspec.backends.keras.code import (
+    OPS,
     Emitted,
     WeightCode,
     docstring,
@@ -131,6 +132,7 @@ def _source(g: KerasGenerator, cls: str, op: ir.MemoryNetwork, layout: _Layout) 
     )
 
 
+@OPS.emits(ir.MemoryNetwork)
 def emit_memory_network(g: KerasGenerator, node: ir.Node) -> Emitted:
     """A ``MemoryNetwork`` layer called on the memories (and the question)."""
     program = g.program

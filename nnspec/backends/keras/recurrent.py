@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nnspec.backends.keras.code import Emitted, WeightCode, initializer_args, layer, variable, whole
+from nnspec.backends.keras.code import (
+    OPS,
+    Emitted,
+    WeightCode,
+    initializer_args,
+    layer,
+    variable,
+    whole,
+)
 from nnspec.backends.keras.naming import input_mask
 from nnspec.compiler import ir
 
@@ -92,6 +100,7 @@ def _weights(
     return codes
 
 
+@OPS.emits(ir.Recurrent)
 def emit_recurrent(g: KerasGenerator, node: ir.Node) -> Emitted:
     """An LSTM or GRU, bidirectional when the op has a backward direction, called with its
     input's padding mask (outputs are 0.0 at padded steps)."""

@@ -6,7 +6,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from nnspec.backends.base import OpTable
 from nnspec.compiler import ir
+
+TRANSFORMS = OpTable()
+"""The torch op table (IR op type -> emit function), filled by the ``ops_*`` modules."""
 
 OpT = TypeVar("OpT")
 

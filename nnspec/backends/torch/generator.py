@@ -2,36 +2,44 @@
 
 One :class:`TorchGenerator` renders one program: it holds the program, the Python names of its
 model (assigned once) and what the ops emit. :attr:`TorchGenerator.TRANSFORMS` maps each IR op
-type to its emit function (they live in the ``ops_*`` modules), which returns an
+type to its emit function (each ``ops_*`` module registers its own), which returns an
 :class:`~nnspec.backends.torch.common.Emitted`: its lines for the model's ``__init__`` and
 ``forward``, and where the model holds the canonical weights the op owns. The templates only lay
 the files out around them.
 
 Nodes sharing a layer (:attr:`ir.Node.layer`, tied weights) share one submodule: only the first
 of them creates it and owns its weights; every one of them calls it. A run of repeated layers
-that the compiler unrolled from one spec layer (``transformer_encoder`` with ``num_layers``:
-nodes ``<name>_block0``, ``<name>_block1`` ... ``<name>``) becomes one ``nn.ModuleList`` built,
-initialised and called in loops.
+that the compiler unrolled from one spec layer (an :class:`~nnspec.compiler.ir.Repeat`, e.g.
+``transformer_encoder`` with ``num_layers``) becomes one ``nn.ModuleList`` built, initialised and
+called in loops.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import textwrap
-from collections.abc import Callable
 from typing import ClassVar
 
 from nnspec.backends.base import (
     Backend,
+    OpTable,
     UnsupportedOpError,
     format_source,
     header,
     template_env,
 )
 from nnspec.backends.pretrained_files import pretrained_files
-from nnspec.backends.torch import ops_attention, ops_conv, ops_core, ops_memory, ops_recurrent
+
+# Importing the ops_* modules registers their emit functions in TRANSFORMS.
+from nnspec.backends.torch import (  # noqa: F401
+    ops_attention,
+    ops_conv,
+    ops_core,
+    ops_memory,
+    ops_recurrent,
+)
 from nnspec.backends.torch import training as training_code
-from nnspec.backends.torch.common import Emitted, WeightCode, row_index, shape_comment
+from nnspec.backends.torch.common import TRANSFORMS, Emitted, WeightCode, row_index, shape_comment
 from nnspec.backends.torch.naming import (
     HELPER_NAMES,
     MODULE_NAMES,
@@ -43,29 +51,12 @@ from nnspec.backends.torch.repeats import Group, recurrent_stacks, repeated_grou
 from nnspec.backends.train_script import render_train_script
 from nnspec.compiler import ir
 
-EmitFn = Callable[["TorchGenerator", ir.Node], Emitted]
-
 
 class TorchGenerator:
     """Generates the PyTorch ``model.py`` of one program."""
 
-    TRANSFORMS: ClassVar[dict[type, EmitFn]] = {
-        ir.EmbeddingLookup: ops_core.emit_embedding,
-        ir.Flatten: ops_core.emit_flatten,
-        ir.Dense: ops_core.emit_dense,
-        ir.Dropout: ops_core.emit_dropout,
-        ir.GlobalPool: ops_core.emit_global_pool,
-        ir.AttentionPool: ops_core.emit_attention_pool,
-        ir.Merge: ops_core.emit_merge,
-        ir.LayerNorm: ops_core.emit_layer_norm,
-        ir.BatchNorm: ops_core.emit_batch_norm,
-        ir.Conv1D: ops_conv.emit_conv1d,
-        ir.Pool1D: ops_conv.emit_pool1d,
-        ir.Recurrent: ops_recurrent.emit_recurrent,
-        ir.SelfAttention: ops_attention.emit_self_attention,
-        ir.TransformerBlock: ops_attention.emit_transformer_block,
-        ir.MemoryNetwork: ops_memory.emit_memory_network,
-    }
+    # Every ops_* module registers its emit functions here (``@TRANSFORMS.emits(ir.Dense)``).
+    TRANSFORMS: ClassVar[OpTable] = TRANSFORMS
 
     def __init__(self, program: ir.Program) -> None:
         self.program = program
@@ -310,7 +301,7 @@ class TorchBackend(Backend):
     """Generates an idiomatic ``torch.nn.Module``, its loss and optimizer, and a training script."""
 
     name = "torch"
-    emitters: ClassVar[dict[type, EmitFn]] = TorchGenerator.TRANSFORMS
+    emitters: ClassVar[OpTable] = TorchGenerator.TRANSFORMS
 
     def generate(self, program: ir.Program) -> dict[str, str]:
         """Render ``model.py``, ``train.py`` and, with pretrained vectors, ``pretrained.py``."""

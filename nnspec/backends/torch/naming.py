@@ -5,64 +5,46 @@ that would (``state_dict``, ``F``, ``masked_mean`` ...) gets ``_`` appended in t
 from __future__ import annotations
 
 import keyword
+import re
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nnspec.compiler import ir
 
+
+def _template_helpers() -> frozenset[str]:
+    """The helper classes and functions of ``templates/layers.py.j2``: each is a block guarded by
+    ``{% if "<name>" in helpers %}`` and emitted only when used."""
+    source = (Path(__file__).parent / "templates" / "layers.py.j2").read_text()
+    return frozenset(re.findall(r'\{% if "(\w+)" in helpers %\}', source))
+
+
+# The helper classes and functions (emitted only when used): the template's, and the memory
+# network class written per layer by ops_memory.
+HELPER_NAMES = _template_helpers() | {"MemoryNetwork"}
+
 # Module-level names of the generated model.py: inputs and locals named like one are renamed, and
 # the model class may not take one.
-MODULE_NAMES = frozenset(
+MODULE_NAMES = HELPER_NAMES | frozenset(
     {
-        "AttentionPool",
         "CANONICAL",
         "CANONICAL_SHAPES",
         "F",
         "PADDING_ROWS",
-        "LearnedPositionalEncoding",
         "Mapping",
-        "MemoryNetwork",
-        "MultiHeadSelfAttention",
-        "PartiallyTrainableEmbedding",
         "Path",
-        "RotaryEmbedding",
-        "SinusoidalPositionalEncoding",
-        "TransformerBlock",
         "build_model",
         "load_file",
         "loss_fn",
         "make_optimizer",
-        "masked_max",
-        "masked_mean",
         "math",
         "nn",
         "np",
-        "packed_rnn",
         "pairwise",
         "save_file",
-        "swap_gru_gates",
-        "unpadded_mean",
         "self",
         "torch",
-    }
-)
-
-# The helper classes and functions (emitted only when used) among them.
-HELPER_NAMES = frozenset(
-    {
-        "AttentionPool",
-        "LearnedPositionalEncoding",
-        "MemoryNetwork",
-        "MultiHeadSelfAttention",
-        "PartiallyTrainableEmbedding",
-        "RotaryEmbedding",
-        "SinusoidalPositionalEncoding",
-        "TransformerBlock",
-        "masked_max",
-        "masked_mean",
-        "packed_rnn",
-        "swap_gru_gates",
-        "unpadded_mean",
     }
 )
 
@@ -133,19 +115,14 @@ MODULE_ATTRIBUTES = frozenset(
     }
 )
 
-# Ops computed by a submodule of the model (one per layer; tied nodes share it).
-LAYER_OPS = (
-    ir.AttentionPool,
-    ir.Dense,
-    ir.Dropout,
-    ir.Conv1D,
-    ir.Recurrent,
-    ir.LayerNorm,
-    ir.BatchNorm,
-    ir.SelfAttention,
-    ir.TransformerBlock,
-    ir.MemoryNetwork,
-)
+
+def is_layer(program: ir.Program, node: ir.Node) -> bool:
+    """Whether a submodule of the model computes ``node`` (one per layer; tied nodes share it):
+    every op that owns weights, and dropout (``nn.Dropout`` follows the model's train/eval mode).
+    Embedding lookups are the tables' own modules."""
+    if isinstance(node.op, ir.EmbeddingLookup):
+        return False
+    return isinstance(node.op, ir.Dropout) or bool(program.op_weights(node.op))
 
 
 class Namespace:
@@ -249,7 +226,7 @@ def assign_names(
     for node in program.nodes:
         if node.name in skipped:
             continue
-        if isinstance(node.op, LAYER_OPS) and node.layer_name not in layers:
+        if is_layer(program, node) and node.layer_name not in layers:
             layers[node.layer_name] = f"self.{attrs.claim(node.layer_name)}"
 
     local = Namespace(MODULE_NAMES | constants)

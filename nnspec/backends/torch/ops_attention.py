@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from nnspec.backends.torch.common import (
     ACTIVATION_MODULES,
+    TRANSFORMS,
     Emitted,
     op_of,
     parameter,
@@ -113,6 +114,7 @@ def _call(gen: TorchGenerator, node: ir.Node, layer: str) -> str:
     return f"{layer}({x})" if mask is None else f"{layer}({x}, {n.masks[mask]})"
 
 
+@TRANSFORMS.emits(ir.SelfAttention)
 def emit_self_attention(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """A ``MultiHeadSelfAttention`` layer (padded keys masked with -1e9)."""
     program = gen.program
@@ -131,6 +133,7 @@ def emit_self_attention(gen: TorchGenerator, node: ir.Node) -> Emitted:
     return out
 
 
+@TRANSFORMS.emits(ir.TransformerBlock)
 def emit_transformer_block(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """A ``TransformerBlock`` (post-norm or pre-norm)."""
     program = gen.program

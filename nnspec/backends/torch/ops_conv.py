@@ -9,7 +9,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from nnspec.backends.torch.common import Emitted, activation, op_of, parameter, shape_comment
+from nnspec.backends.torch.common import (
+    TRANSFORMS,
+    Emitted,
+    activation,
+    op_of,
+    parameter,
+    shape_comment,
+)
 from nnspec.compiler import ir
 
 if TYPE_CHECKING:
@@ -23,6 +30,7 @@ def same_padding(length: int, kernel_size: int, strides: int, dilation: int) -> 
     return total // 2, total - total // 2
 
 
+@TRANSFORMS.emits(ir.Conv1D)
 def emit_conv1d(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """An ``nn.Conv1d`` with the IR's padding rule, then the activation.
 
@@ -81,6 +89,7 @@ def _is_node(program: ir.Program, node: ir.Node) -> bool:
     return any(m.name == node.inputs[0] for m in program.nodes)
 
 
+@TRANSFORMS.emits(ir.Pool1D)
 def emit_pool1d(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """Max or average pooling over windows along the sequence axis (valid padding)."""
     n = gen.names

@@ -7,6 +7,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from nnspec.backends.torch.common import (
+    TRANSFORMS,
     Emitted,
     WeightCode,
     activation,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from nnspec.backends.torch.generator import TorchGenerator
 
 
+@TRANSFORMS.emits(ir.EmbeddingLookup)
 def emit_embedding(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """Look ids up: ``table[ids] * scale``, plus positions, times the padding mask."""
     program = gen.program
@@ -105,6 +107,7 @@ def _emit_table(gen: TorchGenerator, table: ir.EmbeddingTable, out: Emitted) -> 
         )
 
 
+@TRANSFORMS.emits(ir.Flatten)
 def emit_flatten(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """Flatten all but the batch axis (row-major over the channels-last layout)."""
     n = gen.names
@@ -113,6 +116,7 @@ def emit_flatten(gen: TorchGenerator, node: ir.Node) -> Emitted:
     return Emitted(forward=[line])
 
 
+@TRANSFORMS.emits(ir.Dense)
 def emit_dense(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """An ``nn.Linear`` and its activation."""
     program = gen.program
@@ -131,6 +135,7 @@ def emit_dense(gen: TorchGenerator, node: ir.Node) -> Emitted:
     return out
 
 
+@TRANSFORMS.emits(ir.Dropout)
 def emit_dropout(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """An ``nn.Dropout`` (inverted dropout, identity in eval mode)."""
     n = gen.names
@@ -141,6 +146,7 @@ def emit_dropout(gen: TorchGenerator, node: ir.Node) -> Emitted:
     )
 
 
+@TRANSFORMS.emits(ir.GlobalPool)
 def emit_global_pool(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """Average or max over the sequence axis, ignoring padded positions when masked."""
     program = gen.program
@@ -162,6 +168,7 @@ def emit_global_pool(gen: TorchGenerator, node: ir.Node) -> Emitted:
     return out
 
 
+@TRANSFORMS.emits(ir.AttentionPool)
 def emit_attention_pool(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """An ``AttentionPool`` (its learned query is the canonical ``query``), given the input's
     padding mask when it has one."""
@@ -201,6 +208,7 @@ def _zero_at_mask(program: ir.Program, source: str, mask: ir.Mask) -> bool:
     )
 
 
+@TRANSFORMS.emits(ir.Merge)
 def emit_merge(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """Element-wise sum or product of the inputs, or their concatenation on the last axis."""
     n = gen.names
@@ -213,6 +221,7 @@ def emit_merge(gen: TorchGenerator, node: ir.Node) -> Emitted:
     return Emitted(forward=[f"{n.values[node.name]} = {expr}  # {shape_comment(node.shape)}"])
 
 
+@TRANSFORMS.emits(ir.LayerNorm)
 def emit_layer_norm(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """An ``nn.LayerNorm`` over the last axis (``gamma`` is its weight, ``beta`` its bias)."""
     program = gen.program
@@ -228,6 +237,7 @@ def emit_layer_norm(gen: TorchGenerator, node: ir.Node) -> Emitted:
     return out
 
 
+@TRANSFORMS.emits(ir.BatchNorm)
 def emit_batch_norm(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """An ``nn.BatchNorm1d`` over every axis but the last; the moving statistics are its
     ``running_mean`` / ``running_var`` buffers, with the IR's (PyTorch's) momentum rule."""

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nnspec.backends.base import template_env
-from nnspec.backends.torch.common import Emitted, activation, op_of, parameter, shape_comment
+from nnspec.backends.torch.common import (
+    TRANSFORMS,
+    Emitted,
+    activation,
+    op_of,
+    parameter,
+    shape_comment,
+)
 from nnspec.compiler import ir
 
 if TYPE_CHECKING:
@@ -90,6 +97,7 @@ def _layout(op: ir.MemoryNetwork) -> _Layout:
     return _Layout(embeddings, labels, temporal, temporal_labels, encodings, hops, query, output)
 
 
+@TRANSFORMS.emits(ir.MemoryNetwork)
 def emit_memory_network(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """A generated memory-network class, one instance of it, and its weight code."""
     program = gen.program

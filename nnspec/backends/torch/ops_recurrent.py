@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nnspec.backends.torch.common import Emitted, op_of, parameter, shape_comment
+from nnspec.backends.torch.common import TRANSFORMS, Emitted, op_of, parameter, shape_comment
 from nnspec.backends.torch.naming import input_mask
 from nnspec.compiler import ir
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from nnspec.backends.torch.generator import TorchGenerator
 
 
+@TRANSFORMS.emits(ir.Recurrent)
 def emit_recurrent(gen: TorchGenerator, node: ir.Node) -> Emitted:
     """The recurrent module, and the lines running it and merging its directions."""
     return emit_stack(gen, [node], 0.0)
