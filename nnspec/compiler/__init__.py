@@ -21,9 +21,14 @@ from nnspec.spec import load as load_spec
 __all__ = ["compile_file", "compile_spec", "problems_of", "spec_hash"]
 
 
-# Layer options added to the language later, with their defaults: left out of the hash while
-# at the default, like an unset `pretrained` (see `_canonical_json`).
-LATER_LAYER_FIELDS: dict[str, object] = {"relu_half": False}
+# Layer options added to the language later, by layer type, with their defaults: left out of the
+# hash while at the default, like an unset `pretrained` (see `_canonical_json`), so that specs
+# written before them keep their hash and generated files.
+LATER_LAYER_FIELDS: dict[str, dict[str, object]] = {
+    "memory_network": {"relu_half": False, "dropout": 0.0, "linear_start": False},
+}
+# Embedding-table options added later, likewise.
+LATER_TABLE_FIELDS: dict[str, object] = {"pretrained": None, "shared_offset": None}
 
 
 def spec_hash(spec: Spec) -> str:
@@ -42,8 +47,9 @@ def _canonical_json(spec: Spec) -> Iterator[str]:
     # Fields added to the language later are left out while unset: adding them does not change
     # the hash (and so the generated files) of specs that do not use them.
     for table in data["embeddings"].values():
-        if table["pretrained"] is None:
-            del table["pretrained"]
+        for name, default in LATER_TABLE_FIELDS.items():
+            if name in table and table[name] == default:
+                del table[name]
     model = data.pop("model")
     yield "{"
     for i, key in enumerate(sorted([*data, "model"])):
@@ -60,7 +66,7 @@ def _canonical_json(spec: Spec) -> Iterator[str]:
             yield "["
             for k, layer in enumerate(spec.model.layers):
                 dumped = layer.model_dump(mode="json")
-                for name, default in LATER_LAYER_FIELDS.items():
+                for name, default in LATER_LAYER_FIELDS.get(layer.type, {}).items():
                     if name in dumped and dumped[name] == default:
                         del dumped[name]
                 yield ("," if k else "") + encode(dumped)
