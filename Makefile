@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXAMPLES := $(wildcard examples/*/spec.yaml)
 
-.PHONY: demo test bench repro-newsgroups repro-ptb regen check lint format clean mutate
+.PHONY: demo test bench repro-newsgroups repro-ptb regen check lint format clean mutate docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ mutate: $(VENV)/.installed
 regen: $(VENV)/.installed
 	$(PY) -m nnspec compile --beside $(EXAMPLES)
 	$(PY) -m nnspec schema --out schema/nnspec.schema.json
+	$(PY) docs/gen_reference.py
+
+## docs: build the documentation site into build/site/ (fails on any warning)
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 ## check: lint, format check, types, stale generated code
 check: $(VENV)/.installed
