@@ -7,17 +7,19 @@ Exit codes: 0 success, 1 invalid spec (or stale code, or parity over tolerance),
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from nnspec import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(
     name="nnspec",
@@ -26,8 +28,63 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _LazyConsole:
+    """A ``rich`` console made on first use: importing rich costs ~30 ms, which ``validate``
+    (run by pre-commit on every commit) does not pay when it has nothing to print."""
+
+    def __init__(self, stderr: bool) -> None:
+        object.__setattr__(self, "_stderr", stderr)
+        object.__setattr__(self, "_console", None)
+
+    def _get(self) -> Console:
+        console = object.__getattribute__(self, "_console")
+        if console is None:
+            from rich.console import Console
+
+            stderr = object.__getattribute__(self, "_stderr")
+            console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+            object.__setattr__(self, "_console", console)
+        return console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._get(), name, value)
+
+
+out = cast("Console", _LazyConsole(stderr=False))
+err = cast("Console", _LazyConsole(stderr=True))
+
+
+def Table(*args: Any, **kwargs: Any) -> Any:
+    """``rich.table.Table(*args, **kwargs)``, imported on first use."""
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kwargs)
+
+
+def _hide_flag_types() -> None:
+    """Flags take no value, so the help shows no ``<bool>`` type beside them (typer >= 0.20
+    shows one for every option; ``--version <bool>`` read as if it took an argument)."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_nnspec_flags_hidden", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._nnspec_flags_hidden = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -60,6 +117,31 @@ def _usage_error(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+# A top-level `nnspec:` key (block or flow style; quoted or not) at the start of a line.
+_SPEC_KEY = re.compile(rb"""^(?:\{\s*)?["']?nnspec["']?\s*:""", re.MULTILINE)
+
+
+def is_spec_file(path: Path) -> bool:
+    """Whether ``path`` looks like an nnspec spec: YAML with a top-level ``nnspec:`` key, or a
+    JSON object with an ``"nnspec"`` key. Unreadable files count as specs (reading them again
+    reports the error). Used by ``--only-specs``, so that pre-commit hooks and folder-wide runs
+    skip a project's other YAML files."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return True
+    if path.suffix == ".json":
+        try:
+            loaded = json.loads(data)
+        except ValueError:
+            return b'"nnspec"' in data
+        return isinstance(loaded, dict) and "nnspec" in loaded
+    return _SPEC_KEY.search(data) is not None
+
+
+ONLY_SPECS_HELP = "Skip files without a top-level `nnspec:` key (other YAML in a repository)."
+
+
 def _expand(paths: list[Path]) -> list[Path]:
     """Files as given; directories searched recursively for spec files; globs expanded."""
     found: list[Path] = []
@@ -79,18 +161,19 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 
 def _compile(path: Path):  # -> (Program, Document, problems)
-    """Load, validate and compile one file; exits 1 with located errors, 2 if unreadable."""
-    from nnspec.compiler import compile_file
-    from nnspec.spec import SpecError
+    """Load, validate and compile one file; exits 1 with every located error (all stages:
+    :mod:`nnspec.checks`), 2 if unreadable."""
+    from nnspec.checks import check_file
 
     try:
-        return compile_file(path)
-    except SpecError as exc:
-        for problem in exc.problems:
-            err.print(str(problem), markup=False)
-        raise typer.Exit(1) from None
+        program, doc, problems = check_file(path)
     except OSError as exc:
         raise _usage_error(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if program is None or doc is None:
+        for problem in problems:
+            err.print(str(problem), markup=False)
+        raise typer.Exit(1)
+    return program, doc
 
 
 def _print_warnings(program, doc) -> int:
@@ -107,22 +190,30 @@ def validate(
     files: Annotated[list[Path], typer.Argument(help="Spec files, directories or globs.")],
     strict: Annotated[bool, typer.Option(help="Fail on lint warnings too.")] = False,
     format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
+    only_specs: Annotated[bool, typer.Option("--only-specs", help=ONLY_SPECS_HELP)] = False,
 ) -> None:
-    """Check specs: exit 0 if all are valid, 1 otherwise; errors as FILE:LINE:COL: path: message."""
-    from nnspec.compiler import compile_file, problems_of
-    from nnspec.spec import SpecError
+    """Check specs: exit 0 if all are valid, 1 otherwise; errors as FILE:LINE:COL: path: message.
+
+    Every problem of every file is reported in one run, ordered by position.
+    """
+    from nnspec.checks import check_file
 
     paths = _expand(files)
+    if only_specs:
+        paths = [p for p in paths if is_spec_file(p)]
+        if not paths:
+            if format is Format.text:
+                out.print(f"no nnspec spec among {len(files)} path(s)", markup=False)
+            elif format is Format.json:
+                out.print_json(json.dumps({"files": 0, "valid": True, "problems": []}))
+            return
     if not paths:
         raise _usage_error("no spec files found")
     problems = []
     unreadable = False
     for path in paths:
         try:
-            program, doc = compile_file(path)
-            problems.extend(problems_of(program, doc))
-        except SpecError as exc:
-            problems.extend(exc.problems)
+            problems.extend(check_file(path)[2])
         except OSError as exc:
             unreadable = True
             err.print(f"error: {path}: cannot read: {exc.strerror or exc}", markup=False)
@@ -214,10 +305,17 @@ def compile_(
         bool, typer.Option(help="Write nothing; exit 1 with a diff if files on disk are stale.")
     ] = False,
     force: Annotated[bool, typer.Option(help="Overwrite files nnspec did not generate.")] = False,
+    only_specs: Annotated[bool, typer.Option("--only-specs", help=ONLY_SPECS_HELP)] = False,
 ) -> None:
-    """Generate the model module and training script for each backend."""
+    """Generate the model module and training script for each backend.
+
+    FILES may be spec files, directories (searched for spec files) or globs.
+    """
     if out_dir is not None and (beside or len(files) > 1):
         raise _usage_error("--out takes one spec and cannot be combined with --beside")
+    files = _expand(files)
+    if only_specs:
+        files = [f for f in files if is_spec_file(f)]
     names = _backends(backend)
     failed = False
     for file in files:
@@ -635,21 +733,49 @@ def demo(
     ),
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs per backend.")] = 2,
 ) -> None:
-    """The main job on a built-in example: validate, compile both backends, train briefly on
-    project-made data, and print the parity report."""
-    from nnspec.demo import run_demo
+    """Run the main job on a built-in example.
 
-    if not run_demo(example, workdir, epochs, out):
+    Validates the example, compiles it for both backends, trains each briefly on project-made
+    data and prints the parity report. Needs both frameworks: pip install 'nnspec[all]'.
+    """
+    from nnspec import backends, demo
+    from nnspec.builtin_examples import example_names, examples_dir
+    from nnspec.extras import backends_hint, missing_modules
+
+    known = example_names()
+    if example not in known:
+        raise _usage_error(f"unknown example {example!r}; built-in: {', '.join(known)}")
+    names = list(backends.available())
+    missing = missing_modules(names)
+    if missing:
+        err.print(
+            f"error: nnspec demo trains with {' and '.join(names)}; not installed: "
+            f"{', '.join(missing)}: {backends_hint(names)}",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    # The examples of a wheel are inside the package (nnspec.builtin_examples).
+    demo.EXAMPLES_DIR = examples_dir()
+    if not demo.run_demo(example, workdir, epochs, out):
         raise typer.Exit(1)
 
 
 def run() -> None:
-    """Entry point that turns Ctrl-C into exit 130 without a traceback."""
+    """Entry point: Ctrl-C exits 130 and a missing optional framework or data package exits 1
+    with one line naming the ``pip install`` command, never with a traceback."""
     try:
         app()
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         sys.exit(130)
+    except ModuleNotFoundError as exc:
+        from nnspec.extras import install_hint
+
+        hint = install_hint(exc.name or "")
+        if hint is None:
+            raise
+        err.print(f"error: {exc.name} is not installed: {hint}", markup=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

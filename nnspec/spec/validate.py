@@ -203,9 +203,14 @@ def did_you_mean(word: str, options: Collection[str]) -> str:
         _hints_left.set(left - 1)
     if len(word) > _MAX_WORD:
         return ""
-    pool = list(options) if len(options) <= MAX_COMPARED else _candidates(word, options)
-    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    # Case-insensitive: `type: GRU` -> 'gru', `activation: ReLU` -> 'relu'.
+    lowered = word.lower()
+    pool = list(options) if len(options) <= MAX_COMPARED else _candidates(lowered, options)
+    by_lower: dict[str, str] = {}
+    for option in pool:
+        by_lower.setdefault(option.lower(), option)
+    close = difflib.get_close_matches(lowered, list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 def _quoted(text: str) -> list[str]:
