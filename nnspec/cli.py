@@ -1,4 +1,5 @@
-"""The ``nnspec`` command: validate | compile | summary | schema | parity | prepare | demo.
+"""The ``nnspec`` command: validate | compile | summary | diagram | schema | parity | prepare |
+demo.
 
 Exit codes: 0 success, 1 invalid spec (or stale code, or parity over tolerance), 2 usage error
 (missing or unreadable file, unknown option). Bad input never produces a traceback.
@@ -438,6 +439,46 @@ def box_table(
         *(line(row, "│") for row in rows),
         rule("└", "─", "┴", "┘"),
     ]
+
+
+class DiagramFormat(StrEnum):
+    """Output formats of ``diagram``."""
+
+    mermaid = "mermaid"
+    dot = "dot"
+    svg = "svg"
+
+
+@app.command()
+def diagram(
+    file: Annotated[Path, typer.Argument(help="The spec file.")],
+    format: Annotated[
+        DiagramFormat,
+        typer.Option(
+            "--format", help="mermaid (GitHub markdown), dot (Graphviz), svg (needs dot)."
+        ),
+    ] = DiagramFormat.mermaid,
+    output: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+) -> None:
+    """Draw the model graph: layer types, output shapes, parameter counts, table policies.
+
+    Mermaid renders in GitHub markdown inside a ```mermaid fence; SVG runs Graphviz's dot.
+    """
+    from nnspec.diagram import GraphvizMissing, render
+
+    program, _ = _compile(file)
+    try:
+        text = render(program, format.value)
+    except GraphvizMissing as exc:
+        raise _usage_error(str(exc)) from None
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text)
+    except OSError as exc:
+        raise _usage_error(f"{output}: cannot write: {exc.strerror or exc}") from None
+    out.print(f"wrote {output}", markup=False)
 
 
 @app.command()

@@ -128,3 +128,19 @@ def test_import_nnspec_is_lazy():
     )
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         nnspec.nope  # noqa: B018
+
+
+def test_readme_python_api_block_runs():
+    pytest.importorskip("torch")
+    readme = (ROOT / "README.md").read_text()
+    (block,) = [
+        b.split("```", 1)[0] for b in readme.split("```python\n")[1:] if "import nnspec\n" in b
+    ]
+    out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "38938",
+        "<string>:1:1: inputs: missing required field",
+        "<string>:1:1: model: missing required field",
+        "<string>:1:1: training: missing required field",
+    ]
