@@ -11,6 +11,8 @@ The ``.npz`` holds, for an input called ``tokens`` (the spec's input name):
 ``val_*``, ``test_*``  the same for the validation and test texts, when given
 ``vocabulary``         unicode ``(V,)``: id ``i`` -> token
 ``label_names``        unicode ``(C,)``: class id -> label (classification)
+``tokenizer``          unicode scalar: JSON of the settings that turned texts into
+                       ids (:func:`tokenizer_settings`), for inference to repeat
 =====================  ==========================================================
 
 beside a vocabulary file (``<name>.vocab.txt``: ``token<TAB>count``, line ``i`` is id ``i``).
@@ -21,6 +23,7 @@ must agree with them: data that does not fit the model is an error here, not at 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import zipfile
@@ -570,6 +573,17 @@ def prepare(
     warnings.extend(_vocabulary_warnings(vocab))
     arrays["vocabulary"] = vocab.to_array()
     arrays["label_names"] = np.array(names, dtype=str)
+    arrays["tokenizer"] = tokenizer_settings(
+        "classify",
+        input_name,
+        vocab,
+        lowercase=lowercase,
+        split=split,
+        punctuation=punctuation,
+        max_length=max_length,
+        padding=padding or "post",
+        truncating=truncating,
+    )
     _write(arrays, out, vocab, vocab_path)
     return Prepared(
         data=out,
@@ -583,6 +597,28 @@ def prepare(
         label_names=names,
         warnings=tuple(warnings),
     )
+
+
+def tokenizer_settings(
+    task: Task, input_name: str, vocab: Vocabulary, **settings: object
+) -> np.ndarray:
+    """The ``tokenizer`` array: how texts became the ids of ``input_name``, as JSON.
+
+    ``task``, ``input``, the tokenizer options (``lowercase``, ``split``, ``punctuation``), the
+    vocabulary's ``pad`` id, ``oov`` token and ``specials``, and the shaping options given
+    (``max_length``, ``padding``, ``truncating``; or ``memory``, ``sentence_length``, ``eos``).
+    The generated ``train.py`` copies it into its run folder, so that inference tokenizes as
+    training did.
+    """
+    record = {
+        "task": task,
+        "input": input_name,
+        **settings,
+        "pad": 0,
+        "oov": vocab.oov,
+        "specials": list(vocab.specials),
+    }
+    return np.array(json.dumps(record))
 
 
 # ----------------------------------------------------------------------------- language model
@@ -678,6 +714,17 @@ def prepare_language_model(
         arrays[prefix + "labels"] = labels.astype(np.int32)
         stats[name] = _stats(name, len(labels), token_lists, flat, vocab)
     arrays["vocabulary"] = vocab.to_array()
+    arrays["tokenizer"] = tokenizer_settings(
+        "language-model",
+        input_name,
+        vocab,
+        lowercase=lowercase,
+        split=split,
+        punctuation=punctuation,
+        memory=memory,
+        sentence_length=sentence_length,
+        eos=eos,
+    )
     _write(arrays, out, vocab, vocab_path)
     return Prepared(
         data=out,

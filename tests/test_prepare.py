@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 
@@ -67,6 +69,20 @@ def test_prepare_layout_and_report(tmp_path):
         "val_labels",
         "vocabulary",
         "label_names",
+        "tokenizer",
+    }
+    assert json.loads(str(data["tokenizer"])) == {
+        "task": "classify",
+        "input": "tokens",
+        "lowercase": True,
+        "split": "words",
+        "punctuation": True,
+        "max_length": 4,
+        "padding": "post",
+        "truncating": "post",
+        "pad": 0,
+        "oov": "<oov>",
+        "specials": ["<oov>"],
     }
     assert data["tokens"].shape == (6, 4) and data["tokens"].dtype == np.int32
     assert data["labels"].dtype == np.int32 and data["labels"].tolist() == [0, 2, 0, 2, 1, 1]
@@ -220,6 +236,19 @@ def test_prepare_language_model_windows(tmp_path):
     assert data["val_context"][:, :, 0].tolist() == [[4, 0, 0], [5, 4, 0]]
     assert data["val_labels"].tolist() == [5, 3]
     assert result.splits["val"].oov_share == pytest.approx(1 / 3)
+    assert json.loads(str(data["tokenizer"])) == {
+        "task": "language-model",
+        "input": "context",
+        "lowercase": False,
+        "split": "whitespace",
+        "punctuation": True,
+        "memory": 3,
+        "sentence_length": 1,
+        "eos": "<eos>",
+        "pad": 0,
+        "oov": "<oov>",
+        "specials": ["<oov>"],
+    }
 
 
 def test_prepare_language_model_from_spec(tmp_path):

@@ -40,6 +40,7 @@ ALLOWED_IMPORTS = {
     "collections",
     "contextlib",
     "csv",
+    "json",
     "math",
     "matplotlib",
     "model",
@@ -49,6 +50,7 @@ ALLOWED_IMPORTS = {
     "random",
     "safetensors",
     "shutil",
+    "sys",
     "time",
     "torch",
     "tqdm",
@@ -710,12 +712,13 @@ def test_train_script_stops_early_and_restores_the_best(
     program = with_training(ir_examples.special_rows_pooled(), early_stopping=stopping, epochs=5)
     gen = generated(program, tmp_root)
     write_data(program, tmp_path / "data.npz", n=12, validation=True)
-    args = ["--data", str(tmp_path / "data.npz"), "--out", str(tmp_path), "--device", "cpu"]
+    out = tmp_path / "run"
+    args = ["--data", str(tmp_path / "data.npz"), "--out", str(out), "--device", "cpu"]
     stdout = run_in_process(gen, args, monkeypatch, capsys)
     assert "12 examples, 12 for validation" in stdout
     assert "epoch 2/5" in stdout and "epoch 3/5" not in stdout
     assert "early stopping" in stdout and "restored" in stdout
-    assert (tmp_path / "model.safetensors").exists()
+    assert (out / "model.safetensors").exists()
 
 
 def test_train_script_max_steps(

@@ -66,6 +66,11 @@ def train_context(program: ir.Program, backend: str) -> dict[str, object]:
     output = program.node(program.outputs[0]).shape
     classes = output[-1] if len(output) > 1 else 1
     inputs = [ScriptInput(inp.name, inp.dtype, inp.dims) for inp in program.inputs]
+    vocab = input_vocab_sizes(program)
+    # The Keras script carries nnspec's quiet TensorFlow import (imported here: the keras
+    # package imports this module).
+    from nnspec.backends.keras.startup import source as start_up_source
+
     monitor = stopping.monitor if stopping else "val_loss"
     defaults = {
         "epochs": training.epochs,
@@ -86,6 +91,12 @@ def train_context(program: ir.Program, backend: str) -> dict[str, object]:
         "input_shapes": "{" + ", ".join(f"{i.name!r}: {i.shape!r}" for i in inputs) + "}",
         "input_dtypes": "{" + ", ".join(f"{i.name!r}: {i.dtype!r}" for i in inputs) + "}",
         "input_docs": ", ".join(i.doc for i in inputs),
+        "input_vocab": "{" + ", ".join(f"{name!r}: {size!r}" for name, size in vocab.items()) + "}",
+        "backend": backend,
+        "spec_hash": program.spec_hash,
+        "loss": training.loss,
+        "label_shape": repr(tuple(d for d in output[1:] if d is not None)),
+        "classes": classes,
         "first_output": program.outputs[0] if len(program.outputs) > 1 else None,
         "output_shape": "(" + ", ".join("B" if d is None else str(d) for d in output) + ")",
         "labels_doc": LABELS[training.loss].format(classes=classes),
@@ -96,7 +107,26 @@ def train_context(program: ir.Program, backend: str) -> dict[str, object]:
         "validation_percent": f"{training.validation_split:.0%}",
         "d": {key: repr(value) for key, value in defaults.items()},
         "pretrained": pretrained_literal(program),
+        "start_up_source": start_up_source() if backend == "keras" else "",
     }
+
+
+def input_vocab_sizes(program: ir.Program) -> dict[str, int]:
+    """Per model input, the number of ids its readers take (the smallest vocabulary among the
+    embedding tables and memory networks that read it); inputs read by neither are left out."""
+    sizes: dict[str, int] = {}
+    names = {inp.name for inp in program.inputs}
+    for node in program.nodes:
+        op = node.op
+        if isinstance(op, ir.EmbeddingLookup):
+            size = program.table(op.table).vocab_size
+        elif isinstance(op, ir.MemoryNetwork):
+            size = op.vocab_size
+        else:
+            continue
+        for name in names.intersection(node.inputs):
+            sizes[name] = min(size, sizes.get(name, size))
+    return {inp.name: sizes[inp.name] for inp in program.inputs if inp.name in sizes}
 
 
 def render_train_script(env: jinja2.Environment, program: ir.Program, backend: str) -> str:

@@ -24,11 +24,19 @@ input (``tokens`` ``(N, 200)``) and ``labels``, integer class ids ``(N,)``. The 
 the ``val_<name>`` arrays beside them, or ``--val-data``; without either, the last 10% of the
 examples (``--validation-split``).
 
-The first process writes to ``--out``: ``metrics.csv`` and ``curves.png`` (loss and accuracy per
-epoch), the checkpoints ``last`` and ``best`` (``.safetensors``: the weights in canonical form, the
-same for every framework; ``.pt``: optimizer state, random state and progress), and
-``model.safetensors``, the final weights. ``--resume`` continues from ``last`` exactly where it
-stopped.
+The first process writes to ``--out``, by default a new folder ``runs/glove_special_tokens/<UTC
+time>`` per run (an existing folder that is not empty is refused unless ``--resume`` or ``--force``
+is given): ``run.json`` (the spec's name and sha256, the backend, the resolved flags, the data's
+tokenizer settings and label names), ``vocabulary.txt`` (when the data has one), a copy of
+``model.py``, ``metrics.csv`` and ``curves.png`` (loss and accuracy per epoch), the checkpoints
+``last`` and ``best`` (``.safetensors``: the weights in canonical form, the same for every
+framework; ``.pt``: optimizer state, random state and progress), and ``model.safetensors``, the
+final weights; with ``--tensorboard``, TensorBoard scalars in ``tensorboard/``. ``--resume``
+continues from ``last`` exactly where it stopped.
+
+Bad input (a missing or unreadable file, arrays of the wrong name, dtype or shape, ids outside the
+vocabulary, labels the loss cannot take, a ``--resume`` folder of another spec or backend) is one
+line on stderr and exit status 2, before anything is written.
 
 Every flag's default comes from the spec's training section: see ``python train.py --help``.
 """
@@ -37,23 +45,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Iterable
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
-from tqdm import tqdm
-
-from model import build_model, loss_fn, make_optimizer
 
 # Defaults from the spec's training section; each one has a flag.
 EPOCHS = 5
@@ -67,7 +70,12 @@ PATIENCE = 2
 MIN_DELTA = 0.0
 RESTORE_BEST = True
 
+SPEC = "glove_special_tokens"
+SPEC_SHA256 = "e0dda33c3928cf72"  # recorded in every run folder; --resume checks it
+BACKEND = "torch"
 INPUT_SHAPES = {"tokens": (200,)}  # model input -> shape of one example
+INPUT_VOCAB = {"tokens": 10000}  # model input -> ids its embeddings take
+OUTPUT_SHAPE = (4,)  # the model's output for one example
 LOG_EVERY = 10  # steps between loss updates on the progress bar (each waits for the device)
 
 
@@ -136,8 +144,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=RESTORE_BEST,
         help="end with the weights of the best epoch",
     )
-    stopping.add_argument("--out", type=Path, default=Path("run"), help="folder for the results")
+    stopping.add_argument(
+        "--out",
+        type=Path,
+        help="folder for the results (default: runs/glove_special_tokens/<UTC time>)",
+    )
     stopping.add_argument("--resume", action="store_true", help="continue from <out>/last.*")
+    stopping.add_argument(
+        "--force", action="store_true", help="replace the results of an earlier run in --out"
+    )
+    stopping.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write loss, metrics and learning rate to <out>/tensorboard",
+    )
     system = parser.add_argument_group("device and reproducibility")
     system.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present"
@@ -156,15 +176,116 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def first_process() -> bool:
+    """Whether this process prints and writes files: the only one, or torchrun's rank 0."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 # ----------------------------------------------------------------------------- data
 
 
-def read_arrays(path: Path) -> dict[str, np.ndarray]:
+def fail(message: str) -> None:
+    """Stop with ``message`` on one line of stderr and exit status 2, as for a bad flag."""
+    print(f"train.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class Data:
+    """The checked data: arrays by model input (and ``labels``), and what describes them."""
+
+    def __init__(
+        self,
+        train: dict[str, np.ndarray],
+        val: dict[str, np.ndarray] | None,
+        vocabulary: list[str] | None,
+        label_names: list[str] | None,
+        tokenizer: dict | None,
+    ) -> None:
+        self.train, self.val = train, val  # validation None when there is none
+        self.vocabulary = vocabulary  # id -> token, when the data file has a ``vocabulary``
+        self.label_names = label_names  # class id -> label, when it has ``label_names``
+        self.tokenizer = tokenizer  # how texts became ids, when it has ``tokenizer`` (JSON)
+
+
+def read_arrays(path: Path, flag: str) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file, or of the ``.npy`` files in a folder, by name."""
-    if path.is_dir():
-        return {file.stem: np.load(file) for file in sorted(path.glob("*.npy"))}
-    with np.load(path) as arrays:
-        return dict(arrays)
+    if not path.exists():
+        fail(f"{flag} {path}: no such file or folder")
+    files = sorted(path.glob("*.npy")) if path.is_dir() else []
+    if path.is_dir() and not files:
+        fail(f"{flag} {path}: the folder has no .npy files")
+    if not path.is_dir() and file_kind(path) != "a zip file":
+        fail(f"{flag} {path} is {file_kind(path)}, not an .npz file (a zip of .npy arrays)")
+    try:
+        if files:
+            return {file.stem: np.load(file) for file in files}
+        with np.load(path) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            fail(f"{flag} {path} holds Python objects; only arrays of numbers and text are read")
+        fail(f"{flag} {path}: not numpy arrays ({exc})")
+    except Exception as exc:  # a damaged file: OSError, EOFError, zipfile.BadZipFile ...
+        fail(f"{flag} {path}: unreadable ({exc})")
+
+
+def file_kind(path: Path) -> str:
+    """What a file that is not an ``.npz`` seems to be, for error messages."""
+    with path.open("rb") as file:
+        head = file.read(512)
+    if not head:
+        return "empty"
+    if head.startswith(b"PK"):
+        return "a zip file"
+    if head.startswith(b"\x93NUMPY"):
+        return "a single .npy array (give a folder of .npy files)"
+    if head.startswith(b"\x80"):
+        return "a pickle"
+    if b"\0" not in head:
+        return f"a text file ({path.suffix or 'no suffix'}; texts must first become token ids)"
+    return "an unknown binary file"
+
+
+def check_ids(ids: np.ndarray, name: str, prefix: str, where: Path) -> None:
+    """Token ids of input ``name``: integers, ``INPUT_SHAPES[name]`` per example, within the
+    vocabulary of the embeddings they index."""
+    shape = INPUT_SHAPES[name]
+    if ids.shape[1:] != shape:
+        fail(f"{where}: {prefix}{name} examples have shape {ids.shape[1:]}, not {shape}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        fail(f"{where}: {prefix}{name} has dtype {ids.dtype}: token ids must be integers")
+    if not ids.size:
+        return
+    low, high, size = int(ids.min()), int(ids.max()), INPUT_VOCAB.get(name)
+    if low < 0:
+        fail(f"{where}: {prefix}{name} has negative ids (down to {low})")
+    if size is not None and high >= size:
+        fail(f"{where}: {prefix}{name} has ids up to {high}; the model takes 0..{size - 1}")
+
+
+def check_values(array: np.ndarray, name: str, where: Path, low: float, high: float) -> None:
+    """Numbers only, finite, within ``[low, high]``."""
+    if array.dtype != bool and not np.issubdtype(array.dtype, np.number):
+        fail(f"{where}: {name} has dtype {array.dtype}, not numbers")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        fail(f"{where}: {name} has {bad} NaN or infinite value(s)")
+    if array.size and (array.min() < low or array.max() > high):
+        got = f"{array.min()}..{array.max()}"
+        fail(f"{where}: {name} has values {got}, outside {low}..{high}")
+
+
+def check_labels(labels: np.ndarray, name: str, where: Path) -> None:
+    """Class ids: integers from 0 to 3, one per example (per output position)."""
+    per_example = OUTPUT_SHAPE[:-1]
+    if labels.shape[1:] not in (per_example, (*per_example, 1)):
+        fail(
+            f"{where}: {name} examples have shape {labels.shape[1:]}; "
+            f"sparse_categorical_crossentropy takes class ids, {per_example} per example"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        fail(f"{where}: {name} has dtype {labels.dtype}, not integer class ids")
+    check_values(labels, name, where, 0, OUTPUT_SHAPE[-1] - 1)
 
 
 def pick(arrays: dict[str, np.ndarray], prefix: str, where: Path) -> dict[str, np.ndarray]:
@@ -172,30 +293,343 @@ def pick(arrays: dict[str, np.ndarray], prefix: str, where: Path) -> dict[str, n
     names = [*INPUT_SHAPES, "labels"]
     missing = [prefix + name for name in names if prefix + name not in arrays]
     if missing:
-        raise SystemExit(f"{where} has no array {', '.join(missing)} (it has {', '.join(arrays)})")
+        has = ", ".join(arrays) or "none"
+        fail(f"{where} has no array {', '.join(missing)} (it has {has})")
     picked = {name: arrays[prefix + name] for name in names}
-    for name, shape in INPUT_SHAPES.items():
-        if picked[name].shape[1:] != shape:
-            got = picked[name].shape[1:]
-            raise SystemExit(f"{where}: {prefix}{name} examples have shape {got}, not {shape}")
-    if len({len(array) for array in picked.values()}) != 1:
-        raise SystemExit(f"{where}: the {prefix}* arrays have different numbers of examples")
+    for name in INPUT_SHAPES:
+        check_ids(picked[name], name, prefix, where)
+    check_labels(picked["labels"], prefix + "labels", where)
+    counts = {name: len(array) for name, array in picked.items()}
+    if len(set(counts.values())) != 1:
+        fail(f"{where}: the {prefix}* arrays have different numbers of examples: {counts}")
+    if not counts["labels"]:
+        fail(f"{where}: {prefix}labels has no examples")
     return picked
 
 
-def load_data(args: argparse.Namespace) -> tuple[TensorDataset, TensorDataset | None]:
-    """The training set and the validation set (``None`` when there is none)."""
-    arrays = read_arrays(args.data)
+def read_data(args: argparse.Namespace) -> Data:
+    """The training and validation arrays (validation ``None`` when there is none), checked,
+    with the data file's vocabulary, label names and tokenizer settings."""
+    arrays = read_arrays(args.data, "--data")
     train = pick(arrays, "", args.data)
     if args.val_data is not None:
-        val = pick(read_arrays(args.val_data), "", args.val_data)
+        val = pick(read_arrays(args.val_data, "--val-data"), "", args.val_data)
     elif "val_labels" in arrays:
         val = pick(arrays, "val_", args.data)
     else:
         n_train = len(train["labels"]) - int(len(train["labels"]) * args.validation_split)
+        if not n_train:
+            fail(f"--validation-split {args.validation_split} leaves no training examples")
         val = {name: array[n_train:] for name, array in train.items()}
         train = {name: array[:n_train] for name, array in train.items()}
-    return to_dataset(train), (to_dataset(val) if len(val["labels"]) else None)
+    tokenizer = None
+    if "tokenizer" in arrays:
+        try:
+            tokenizer = json.loads(str(arrays["tokenizer"]))
+        except ValueError:
+            fail(f"{args.data}: the tokenizer array is not JSON")
+    return Data(
+        train,
+        val if len(val["labels"]) else None,
+        arrays["vocabulary"].tolist() if "vocabulary" in arrays else None,
+        arrays["label_names"].tolist() if "label_names" in arrays else None,
+        tokenizer,
+    )
+
+
+# ----------------------------------------------------------------------------- run folder
+
+# What a run writes to its folder: --force removes these (and nothing else) first.
+RUN_FILES = (
+    "run.json",
+    "vocabulary.txt",
+    "model.py",
+    "metrics.csv",
+    "curves.png",
+    "model.safetensors",
+    "best.*",
+    "last.*",
+    "tensorboard",
+)
+
+
+def run_folder(args: argparse.Namespace, chief: bool) -> Path:
+    """Where this run writes: ``--out``, checked, or a new folder ``runs/<spec>/<UTC time>``."""
+    if args.out is None:
+        if args.resume:
+            fail("--resume needs --out, the folder of the run to continue")
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        out, n = Path("runs", SPEC, stamp), 1
+        while out.exists():  # two runs started in the same second
+            n += 1
+            out = Path("runs", SPEC, f"{stamp}-{n}")
+        return out
+    if args.out.exists() and not args.out.is_dir():
+        fail(f"--out {args.out} is a file, not a folder")
+    if args.resume:
+        check_resumable(args.out)
+    elif chief and args.out.is_dir() and any(args.out.iterdir()) and not args.force:
+        fail(f"--out {args.out} is not empty: --resume continues its run, --force replaces it")
+    return args.out
+
+
+def check_resumable(out: Path) -> None:
+    """``out`` holds a run of this script's spec and backend, with a ``last`` checkpoint."""
+    record = out / "run.json"
+    if not record.exists():
+        fail(f"--resume: {out} is not a run folder (it has no run.json)")
+    try:
+        run = json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"--resume: cannot read {record} ({exc})")
+    if run.get("spec_sha256") != SPEC_SHA256:
+        fail(
+            f"--resume: {out} is a run of spec {run.get('spec')!r} "
+            f"(sha256:{run.get('spec_sha256')}), not of {SPEC!r} (sha256:{SPEC_SHA256})"
+        )
+    if run.get("backend") != BACKEND:
+        fail(f"--resume: {out} is a run of the {run.get('backend')} backend, not of {BACKEND}")
+    if not (out / "last.safetensors").exists():
+        fail(f"--resume: {out} has no checkpoint last.safetensors")
+
+
+def begin_run(args: argparse.Namespace, data: Data) -> None:
+    """Create the run folder and write what using the model later takes without the spec:
+    ``run.json`` (spec, backend, flags, data description), ``vocabulary.txt`` and ``model.py``.
+
+    With ``--force`` an earlier run's files go first; with ``--resume`` the folder is kept.
+    """
+    if args.force and not args.resume and args.out.is_dir():
+        for pattern in RUN_FILES:
+            for path in args.out.glob(pattern):
+                if path.is_dir():  # tensorboard/: event files only
+                    for events in path.iterdir():
+                        events.unlink()
+                    path.rmdir()
+                else:
+                    path.unlink()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        return
+    record = {
+        "spec": SPEC,
+        "spec_sha256": SPEC_SHA256,
+        "backend": BACKEND,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "inputs": {
+            name: {"shape": list(shape), "vocab_size": INPUT_VOCAB.get(name)}
+            for name, shape in INPUT_SHAPES.items()
+        },
+        "output_shape": list(OUTPUT_SHAPE),
+        "examples": {
+            "train": len(data.train["labels"]),
+            "validation": 0 if data.val is None else len(data.val["labels"]),
+        },
+        "vocabulary": None if data.vocabulary is None else "vocabulary.txt",
+        "tokenizer": data.tokenizer,
+        "label_names": data.label_names,
+    }
+    (args.out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    if data.vocabulary is not None:
+        (args.out / "vocabulary.txt").write_text("".join(f"{token}\n" for token in data.vocabulary))
+    shutil.copyfile(Path(__file__).with_name("model.py"), args.out / "model.py")
+
+
+def start(argv: list[str] | None = None) -> tuple[argparse.Namespace, Data]:
+    """The flags (``args.out`` resolved) and the data, checked before the framework loads:
+    ``--help`` and every bad input are answered at once, and nothing is written."""
+    args = parse_args(argv)
+    for flag in ("epochs", "batch_size"):
+        if getattr(args, flag) < 1:
+            fail(f"--{flag.replace('_', '-')} must be at least 1")
+    args.out = run_folder(args, first_process())
+    data = read_data(args)
+    if args.monitor.startswith("val_") and data.val is None:
+        fail(f"--monitor {args.monitor} needs a validation set")
+    return args, data
+
+
+class TensorBoard:
+    """Scalars in a TensorBoard event file (``events.out.tfevents.*``) in a folder.
+
+    The file is written directly: TFRecord framing (length, data, masked CRC-32C checksums)
+    around ``Event`` protocol buffers, so neither TensorBoard nor TensorFlow is needed.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{os.getpid()}"
+        self.file = (folder / name).open("ab")
+        self.crc_table = [crc32c_entry(byte) for byte in range(256)]
+        self.write(field(3, b"brain.Event:2"))  # Event.file_version
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """Record ``values`` (tag -> number) at ``step``."""
+        summary = b"".join(
+            field(1, field(1, tag.encode()) + b"\x15" + little_endian(value, "f4"))  # Summary.Value
+            for tag, value in values.items()
+        )
+        self.write(bytes([0x10]) + varint(step) + field(5, summary))  # Event.step, .summary
+
+    def write(self, event: bytes) -> None:
+        """One ``Event`` (its wall time added first) as a TFRecord."""
+        data = b"\x09" + little_endian(time.time(), "f8") + event  # Event.wall_time
+        header = little_endian(len(data), "u8")
+        crcs = [little_endian(self.masked_crc(part), "u4") for part in (header, data)]
+        self.file.write(header + crcs[0] + data + crcs[1])
+        self.file.flush()
+
+    def masked_crc(self, data: bytes) -> int:
+        """The CRC-32C of ``data``, masked as TFRecord files store it."""
+        crc = 0xFFFFFFFF
+        for byte in data:
+            crc = self.crc_table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+        crc ^= 0xFFFFFFFF
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    def close(self) -> None:
+        """Close the file."""
+        self.file.close()
+
+
+def little_endian(value: float, dtype: str) -> bytes:
+    """``value`` as the little-endian bytes of numpy ``dtype`` (``f4``, ``f8``, ``u4``, ``u8``)."""
+    return np.array(value, f"<{dtype}").tobytes()
+
+
+def crc32c_entry(byte: int) -> int:
+    """Entry ``byte`` of the CRC-32C (Castagnoli) lookup table."""
+    crc = byte
+    for _ in range(8):
+        crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc
+
+
+def varint(n: int) -> bytes:
+    """``n`` (non-negative) as a protocol-buffer varint."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes([*out, n])
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protocol-buffer field."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def summary(logs: dict[str, float]) -> str:
+    """``logs`` in one line: ``loss 0.1234  accuracy 0.9876 ...``"""
+    return "  ".join(f"{name} {value:.4f}" for name, value in logs.items())
+
+
+def improved(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
+    """Whether ``value`` of ``monitor`` beats ``best`` by more than ``min_delta``."""
+    if best is None:
+        return True
+    if monitor.endswith("accuracy"):
+        return value > best + min_delta
+    return value < best - min_delta
+
+
+def learning_rate(step: int, steps_per_epoch: int, args: argparse.Namespace) -> float:
+    """The learning rate of optimizer step ``step`` (from 0): linear warm-up, then the schedule."""
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    if args.schedule == "step":
+        return args.lr * args.gamma ** (step // steps_per_epoch // args.step_every)
+    if args.schedule == "cosine":
+        decay_steps = max(1, args.epochs * steps_per_epoch - args.warmup_steps)
+        progress = min(1.0, (step - args.warmup_steps) / decay_steps)
+        return args.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (args.lr - args.min_lr)
+    return args.lr
+
+
+def end_epoch(
+    progress: dict,
+    logs: dict[str, float],
+    lr: float,
+    started_at: float,
+    args: argparse.Namespace,
+    report: bool,
+    board: TensorBoard | None,
+) -> bool:
+    """Record the finished epoch's metrics in ``progress`` (and, with ``report``, print them,
+    write ``metrics.csv`` and add them to ``board``), update early stopping, and move on to the
+    next epoch.
+
+    Returns whether the epoch is the best so far by ``--monitor``.
+    """
+    epoch = progress["epoch"]
+    row = {"epoch": epoch, "step": progress["step"], "lr": lr, **logs}
+    progress["history"].append(row | {"seconds": round(time.perf_counter() - started_at, 3)})
+    progress["epoch"], progress["batch"] = epoch + 1, 0
+    if report:
+        print(f"epoch {epoch}/{args.epochs}  {summary(logs)}")
+        write_csv(progress["history"], args.out / "metrics.csv")
+        if board is not None:
+            board.scalars(
+                epoch, {f"epoch/{name}": value for name, value in {"lr": lr, **logs}.items()}
+            )
+    if improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
+        progress |= {"best": logs[args.monitor], "best_epoch": epoch, "wait": 0}
+        return True
+    progress["wait"] += 1
+    progress["stopped"] = args.early_stopping and progress["wait"] >= args.patience
+    if report and progress["stopped"]:
+        print(f"early stopping: no improvement of {args.monitor} in {args.patience} epochs")
+    return False
+
+
+def write_csv(history: list[dict], path: Path) -> None:
+    """The metrics of every epoch, one row each."""
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Training and validation curves per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # draw to files only
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("loss", "accuracy") if m in history[0]]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+    epochs = [row["epoch"] for row in history]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        ax.plot(epochs, [row[metric] for row in history], marker="o", label="training")
+        if f"val_{metric}" in history[0]:
+            values = [row[f"val_{metric}"] for row in history]
+            ax.plot(epochs, values, marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    # Flags, data files and the run folder are checked before PyTorch loads (seconds).
+    STARTED = start()
+
+# ruff: noqa: E402 (the imports below come after those checks)
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
+from tqdm import tqdm
+
+from model import build_model, loss_fn, make_optimizer
+
+# ----------------------------------------------------------------------------- tensors
 
 
 def to_dataset(arrays: dict[str, np.ndarray]) -> TensorDataset:
@@ -275,63 +709,6 @@ def evaluate(
     return means(sums, prefix="val_")
 
 
-def summary(logs: dict[str, float]) -> str:
-    """``logs`` in one line: ``loss 0.1234  accuracy 0.9876 ...``"""
-    return "  ".join(f"{name} {value:.4f}" for name, value in logs.items())
-
-
-def improved(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
-    """Whether ``value`` of ``monitor`` beats ``best`` by more than ``min_delta``."""
-    if best is None:
-        return True
-    if monitor.endswith("accuracy"):
-        return value > best + min_delta
-    return value < best - min_delta
-
-
-def learning_rate(step: int, steps_per_epoch: int, args: argparse.Namespace) -> float:
-    """The learning rate of optimizer step ``step`` (from 0): linear warm-up, then the schedule."""
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
-    if args.schedule == "step":
-        return args.lr * args.gamma ** (step // steps_per_epoch // args.step_every)
-    if args.schedule == "cosine":
-        decay_steps = max(1, args.epochs * steps_per_epoch - args.warmup_steps)
-        progress = min(1.0, (step - args.warmup_steps) / decay_steps)
-        return args.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (args.lr - args.min_lr)
-    return args.lr
-
-
-def end_epoch(
-    progress: dict,
-    logs: dict[str, float],
-    lr: float,
-    start: float,
-    args: argparse.Namespace,
-    report: bool,
-) -> bool:
-    """Record the finished epoch's metrics in ``progress`` (and, with ``report``, print them and
-    write ``metrics.csv``), update early stopping, and move on to the next epoch.
-
-    Returns whether the epoch is the best so far by ``--monitor``.
-    """
-    epoch = progress["epoch"]
-    row = {"epoch": epoch, "step": progress["step"], "lr": lr, **logs}
-    progress["history"].append(row | {"seconds": round(time.perf_counter() - start, 3)})
-    progress["epoch"], progress["batch"] = epoch + 1, 0
-    if report:
-        print(f"epoch {epoch}/{args.epochs}  {summary(logs)}")
-        write_csv(progress["history"], args.out / "metrics.csv")
-    if improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
-        progress |= {"best": logs[args.monitor], "best_epoch": epoch, "wait": 0}
-        return True
-    progress["wait"] += 1
-    progress["stopped"] = args.early_stopping and progress["wait"] >= args.patience
-    if report and progress["stopped"]:
-        print(f"early stopping: no improvement of {args.monitor} in {args.patience} epochs")
-    return False
-
-
 # ----------------------------------------------------------------------------- output
 
 
@@ -371,38 +748,6 @@ def save_checkpoint(
     os.replace(path.with_suffix(".pt.tmp"), path.with_suffix(".pt"))
 
 
-def write_csv(history: list[dict], path: Path) -> None:
-    """The metrics of every epoch, one row each."""
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-
-
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Training and validation curves per epoch, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # draw to files only
-    import matplotlib.pyplot as plt
-
-    metrics = [m for m in ("loss", "accuracy") if m in history[0]]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
-    epochs = [row["epoch"] for row in history]
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        ax.plot(epochs, [row[metric] for row in history], marker="o", label="training")
-        if f"val_{metric}" in history[0]:
-            values = [row[f"val_{metric}"] for row in history]
-            ax.plot(epochs, values, marker="o", label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -422,9 +767,14 @@ def pick_precision(name: str, device: torch.device) -> str:
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train, report every epoch, checkpoint, and save the final weights."""
-    args = parse_args(argv)
+def main(
+    argv: list[str] | None = None, started: tuple[argparse.Namespace, Data] | None = None
+) -> None:
+    """Train, report every epoch, checkpoint, and save the final weights.
+
+    ``started`` is what ``start(argv)`` returned, when the script has called it already.
+    """
+    args, data = started or start(argv)
     ddp = "RANK" in os.environ  # started by torchrun
     if ddp:
         rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -436,7 +786,7 @@ def main(argv: list[str] | None = None) -> None:
         rank, world_size, device = 0, 1, pick_device(args.device)
     chief = rank == 0  # only the first process prints and writes files
     if args.batch_size % world_size:
-        raise SystemExit(f"--batch-size must be a multiple of the {world_size} processes")
+        fail(f"--batch-size must be a multiple of the {world_size} processes")
     local_batch = args.batch_size // world_size
     if args.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -452,9 +802,8 @@ def main(argv: list[str] | None = None) -> None:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)  # the same initial weights in every process
-    train_set, val_set = load_data(args)
-    if args.monitor.startswith("val_") and val_set is None:
-        raise SystemExit(f"--monitor {args.monitor} needs a validation set")
+    train_set = to_dataset(data.train)
+    val_set = None if data.val is None else to_dataset(data.val)
     # Every process shuffles with the same seed (reseeded each epoch) and takes its share.
     sampler = DistributedSampler(train_set, world_size, rank, shuffle=True, seed=args.seed)
     steps_per_epoch = math.ceil(len(sampler) / local_batch)
@@ -479,11 +828,11 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.resume:
         if not (args.out / "last.pt").exists():
-            raise SystemExit(f"--resume: there is no checkpoint {args.out / 'last.pt'}")
+            fail(f"--resume: there is no checkpoint {args.out / 'last.pt'}")
         checkpoint = torch.load(args.out / "last.pt", map_location="cpu", weights_only=True)
         first_run = (len(checkpoint["ranks"]), checkpoint["config"]["batch_size"])
         if first_run != (world_size, args.batch_size):
-            raise SystemExit("--resume needs the first run's number of processes and batch size")
+            fail("--resume needs the first run's number of processes and batch size")
         raw_model.load_canonical(args.out / "last.safetensors")
         optimizer.load_state_dict(checkpoint["optimizer"])
         if checkpoint["scaler"]:
@@ -503,8 +852,10 @@ def main(argv: list[str] | None = None) -> None:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in raw_model.parameters() if p.requires_grad]
     n_val = 0 if val_set is None else len(val_set)
+    board = TensorBoard(args.out / "tensorboard") if chief and args.tensorboard else None
     if chief:
-        args.out.mkdir(parents=True, exist_ok=True)
+        begin_run(args, data)
+        print(f"writing to {args.out}")
         print(
             f"training on {device} in {precision} with {world_size} process(es): "
             f"{len(train_set)} examples, {n_val} for validation"
@@ -525,7 +876,7 @@ def main(argv: list[str] | None = None) -> None:
             unit="samples",
             disable=not chief,
         )
-        start = time.perf_counter()
+        started_at = time.perf_counter()
         for batch in batches(train_set, todo, pin_memory=device.type == "cuda"):
             inputs, labels = to_device(batch, device)
             lr = learning_rate(step, steps_per_epoch, args)
@@ -547,7 +898,10 @@ def main(argv: list[str] | None = None) -> None:
             progress["step"] = step
             bar.update(len(labels) * world_size)
             if chief and (step % LOG_EVERY == 0 or progress["batch"] == steps_per_epoch):
-                bar.set_postfix(step=step, loss=f"{sums[0].item() / sums[-1].item():.4f}")
+                running = sums[0].item() / sums[-1].item()  # the epoch's mean loss so far
+                bar.set_postfix(step=step, loss=f"{running:.4f}")
+                if board is not None:
+                    board.scalars(step, {"step/loss": running, "step/lr": lr})
             if step >= max_steps:
                 break
         bar.close()
@@ -563,7 +917,7 @@ def main(argv: list[str] | None = None) -> None:
         if val_set is not None:
             logs |= evaluate(eval_model, val_set, local_batch, device, autocast)
         sums.zero_()
-        if end_epoch(progress, logs, lr, start, args, report=chief):  # the best epoch so far
+        if end_epoch(progress, logs, lr, started_at, args, chief, board):  # the best epoch so far
             save_checkpoint(args.out / "best", raw_model, optimizer, scaler, progress, sums, args)
         save_checkpoint(args.out / "last", raw_model, optimizer, scaler, progress, sums, args)
 
@@ -576,10 +930,12 @@ def main(argv: list[str] | None = None) -> None:
             raw_model.save_canonical(final)
         if progress["history"]:
             plot_curves(progress["history"], args.out / "curves.png")
+        if board is not None:
+            board.close()
         print(f"saved {final}")
     if ddp:
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
+    main(started=STARTED)

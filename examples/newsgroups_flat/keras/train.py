@@ -24,10 +24,19 @@ input (``tokens`` ``(N, 1100)``) and ``labels``, integer class ids ``(N,)``. The
 the ``val_<name>`` arrays beside them, or ``--val-data``; without either, the last 10% of the
 examples (``--validation-split``).
 
-Worker 0 writes to ``--out``: ``metrics.csv`` and ``curves.png`` (loss and accuracy per epoch), the
-checkpoints ``last`` and ``best`` (``.safetensors``: the weights in canonical form, the same for
-every framework; ``.npz``: optimizer state, random state and progress), and ``model.safetensors``,
-the final weights. ``--resume`` continues from ``last`` exactly where it stopped.
+Worker 0 writes to ``--out``, by default a new folder ``runs/newsgroups_flat/<UTC time>`` per run
+(an existing folder that is not empty is refused unless ``--resume`` or ``--force`` is given):
+``run.json`` (the spec's name and sha256, the backend, the resolved flags, the data's tokenizer
+settings and label names), ``vocabulary.txt`` (when the data has one), a copy of ``model.py``,
+``metrics.csv`` and ``curves.png`` (loss and accuracy per epoch), the checkpoints ``last`` and
+``best`` (``.safetensors``: the weights in canonical form, the same for every framework; ``.npz``:
+optimizer state, random state and progress), and ``model.safetensors``, the final weights; with
+``--tensorboard``, TensorBoard scalars in ``tensorboard/``. ``--resume`` continues from ``last``
+exactly where it stopped.
+
+Bad input (a missing or unreadable file, arrays of the wrong name, dtype or shape, ids outside the
+vocabulary, labels the loss cannot take, a ``--resume`` folder of another spec or backend) is one
+line on stderr and exit status 2, before anything is written.
 
 Every flag's default comes from the spec's training section: see ``python train.py --help``.
 """
@@ -35,23 +44,19 @@ Every flag's default comes from the spec's training section: see ``python train.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
 import os
 import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
-from safetensors.numpy import save_file
-from tqdm import tqdm
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # model.py is beside this script
-from model import build_model, loss_fn, make_optimizer
 
 # Defaults from the spec's training section; each one has a flag.
 EPOCHS = 10
@@ -65,7 +70,12 @@ PATIENCE = 5
 MIN_DELTA = 0.0
 RESTORE_BEST = True
 
+SPEC = "newsgroups_flat"
+SPEC_SHA256 = "ac312034a112d740"  # recorded in every run folder; --resume checks it
+BACKEND = "keras"
 INPUT_SHAPES = {"tokens": (1100,)}  # model input -> shape of one example
+INPUT_VOCAB = {"tokens": 19000}  # model input -> ids its embeddings take
+OUTPUT_SHAPE = (20,)  # the model's output for one example
 INPUT_DTYPES = {"tokens": "int32"}
 LABEL_DTYPE = "int32"
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -137,8 +147,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=RESTORE_BEST,
         help="end with the weights of the best epoch",
     )
-    stopping.add_argument("--out", type=Path, default=Path("run"), help="folder for the results")
+    stopping.add_argument(
+        "--out", type=Path, help="folder for the results (default: runs/newsgroups_flat/<UTC time>)"
+    )
     stopping.add_argument("--resume", action="store_true", help="continue from <out>/last.*")
+    stopping.add_argument(
+        "--force", action="store_true", help="replace the results of an earlier run in --out"
+    )
+    stopping.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write loss, metrics and learning rate to <out>/tensorboard",
+    )
     system = parser.add_argument_group("device and reproducibility")
     system.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present"
@@ -155,18 +175,117 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def first_process() -> bool:
+    """Whether this process prints and writes files: the only one, or worker 0 of ``TF_CONFIG``."""
+    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    return task.get("index", 0) == 0
+
+
 # ----------------------------------------------------------------------------- data
 
 
-Dataset = tuple[dict[str, tf.Tensor], tf.Tensor]  # (model inputs by name, labels)
+def fail(message: str) -> None:
+    """Stop with ``message`` on one line of stderr and exit status 2, as for a bad flag."""
+    print(f"train.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
-def read_arrays(path: Path) -> dict[str, np.ndarray]:
+class Data:
+    """The checked data: arrays by model input (and ``labels``), and what describes them."""
+
+    def __init__(
+        self,
+        train: dict[str, np.ndarray],
+        val: dict[str, np.ndarray] | None,
+        vocabulary: list[str] | None,
+        label_names: list[str] | None,
+        tokenizer: dict | None,
+    ) -> None:
+        self.train, self.val = train, val  # validation None when there is none
+        self.vocabulary = vocabulary  # id -> token, when the data file has a ``vocabulary``
+        self.label_names = label_names  # class id -> label, when it has ``label_names``
+        self.tokenizer = tokenizer  # how texts became ids, when it has ``tokenizer`` (JSON)
+
+
+def read_arrays(path: Path, flag: str) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file, or of the ``.npy`` files in a folder, by name."""
-    if path.is_dir():
-        return {file.stem: np.load(file) for file in sorted(path.glob("*.npy"))}
-    with np.load(path) as arrays:
-        return dict(arrays)
+    if not path.exists():
+        fail(f"{flag} {path}: no such file or folder")
+    files = sorted(path.glob("*.npy")) if path.is_dir() else []
+    if path.is_dir() and not files:
+        fail(f"{flag} {path}: the folder has no .npy files")
+    if not path.is_dir() and file_kind(path) != "a zip file":
+        fail(f"{flag} {path} is {file_kind(path)}, not an .npz file (a zip of .npy arrays)")
+    try:
+        if files:
+            return {file.stem: np.load(file) for file in files}
+        with np.load(path) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            fail(f"{flag} {path} holds Python objects; only arrays of numbers and text are read")
+        fail(f"{flag} {path}: not numpy arrays ({exc})")
+    except Exception as exc:  # a damaged file: OSError, EOFError, zipfile.BadZipFile ...
+        fail(f"{flag} {path}: unreadable ({exc})")
+
+
+def file_kind(path: Path) -> str:
+    """What a file that is not an ``.npz`` seems to be, for error messages."""
+    with path.open("rb") as file:
+        head = file.read(512)
+    if not head:
+        return "empty"
+    if head.startswith(b"PK"):
+        return "a zip file"
+    if head.startswith(b"\x93NUMPY"):
+        return "a single .npy array (give a folder of .npy files)"
+    if head.startswith(b"\x80"):
+        return "a pickle"
+    if b"\0" not in head:
+        return f"a text file ({path.suffix or 'no suffix'}; texts must first become token ids)"
+    return "an unknown binary file"
+
+
+def check_ids(ids: np.ndarray, name: str, prefix: str, where: Path) -> None:
+    """Token ids of input ``name``: integers, ``INPUT_SHAPES[name]`` per example, within the
+    vocabulary of the embeddings they index."""
+    shape = INPUT_SHAPES[name]
+    if ids.shape[1:] != shape:
+        fail(f"{where}: {prefix}{name} examples have shape {ids.shape[1:]}, not {shape}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        fail(f"{where}: {prefix}{name} has dtype {ids.dtype}: token ids must be integers")
+    if not ids.size:
+        return
+    low, high, size = int(ids.min()), int(ids.max()), INPUT_VOCAB.get(name)
+    if low < 0:
+        fail(f"{where}: {prefix}{name} has negative ids (down to {low})")
+    if size is not None and high >= size:
+        fail(f"{where}: {prefix}{name} has ids up to {high}; the model takes 0..{size - 1}")
+
+
+def check_values(array: np.ndarray, name: str, where: Path, low: float, high: float) -> None:
+    """Numbers only, finite, within ``[low, high]``."""
+    if array.dtype != bool and not np.issubdtype(array.dtype, np.number):
+        fail(f"{where}: {name} has dtype {array.dtype}, not numbers")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        fail(f"{where}: {name} has {bad} NaN or infinite value(s)")
+    if array.size and (array.min() < low or array.max() > high):
+        got = f"{array.min()}..{array.max()}"
+        fail(f"{where}: {name} has values {got}, outside {low}..{high}")
+
+
+def check_labels(labels: np.ndarray, name: str, where: Path) -> None:
+    """Class ids: integers from 0 to 19, one per example (per output position)."""
+    per_example = OUTPUT_SHAPE[:-1]
+    if labels.shape[1:] not in (per_example, (*per_example, 1)):
+        fail(
+            f"{where}: {name} examples have shape {labels.shape[1:]}; "
+            f"sparse_categorical_crossentropy takes class ids, {per_example} per example"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        fail(f"{where}: {name} has dtype {labels.dtype}, not integer class ids")
+    check_values(labels, name, where, 0, OUTPUT_SHAPE[-1] - 1)
 
 
 def pick(arrays: dict[str, np.ndarray], prefix: str, where: Path) -> dict[str, np.ndarray]:
@@ -174,30 +293,382 @@ def pick(arrays: dict[str, np.ndarray], prefix: str, where: Path) -> dict[str, n
     names = [*INPUT_SHAPES, "labels"]
     missing = [prefix + name for name in names if prefix + name not in arrays]
     if missing:
-        raise SystemExit(f"{where} has no array {', '.join(missing)} (it has {', '.join(arrays)})")
+        has = ", ".join(arrays) or "none"
+        fail(f"{where} has no array {', '.join(missing)} (it has {has})")
     picked = {name: arrays[prefix + name] for name in names}
-    for name, shape in INPUT_SHAPES.items():
-        if picked[name].shape[1:] != shape:
-            got = picked[name].shape[1:]
-            raise SystemExit(f"{where}: {prefix}{name} examples have shape {got}, not {shape}")
-    if len({len(array) for array in picked.values()}) != 1:
-        raise SystemExit(f"{where}: the {prefix}* arrays have different numbers of examples")
+    for name in INPUT_SHAPES:
+        check_ids(picked[name], name, prefix, where)
+    check_labels(picked["labels"], prefix + "labels", where)
+    counts = {name: len(array) for name, array in picked.items()}
+    if len(set(counts.values())) != 1:
+        fail(f"{where}: the {prefix}* arrays have different numbers of examples: {counts}")
+    if not counts["labels"]:
+        fail(f"{where}: {prefix}labels has no examples")
     return picked
 
 
-def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset | None]:
-    """The training set and the validation set (``None`` when there is none)."""
-    arrays = read_arrays(args.data)
+def read_data(args: argparse.Namespace) -> Data:
+    """The training and validation arrays (validation ``None`` when there is none), checked,
+    with the data file's vocabulary, label names and tokenizer settings."""
+    arrays = read_arrays(args.data, "--data")
     train = pick(arrays, "", args.data)
     if args.val_data is not None:
-        val = pick(read_arrays(args.val_data), "", args.val_data)
+        val = pick(read_arrays(args.val_data, "--val-data"), "", args.val_data)
     elif "val_labels" in arrays:
         val = pick(arrays, "val_", args.data)
     else:
         n_train = len(train["labels"]) - int(len(train["labels"]) * args.validation_split)
+        if not n_train:
+            fail(f"--validation-split {args.validation_split} leaves no training examples")
         val = {name: array[n_train:] for name, array in train.items()}
         train = {name: array[:n_train] for name, array in train.items()}
-    return to_tensors(train), (to_tensors(val) if len(val["labels"]) else None)
+    tokenizer = None
+    if "tokenizer" in arrays:
+        try:
+            tokenizer = json.loads(str(arrays["tokenizer"]))
+        except ValueError:
+            fail(f"{args.data}: the tokenizer array is not JSON")
+    return Data(
+        train,
+        val if len(val["labels"]) else None,
+        arrays["vocabulary"].tolist() if "vocabulary" in arrays else None,
+        arrays["label_names"].tolist() if "label_names" in arrays else None,
+        tokenizer,
+    )
+
+
+# ----------------------------------------------------------------------------- run folder
+
+# What a run writes to its folder: --force removes these (and nothing else) first.
+RUN_FILES = (
+    "run.json",
+    "vocabulary.txt",
+    "model.py",
+    "metrics.csv",
+    "curves.png",
+    "model.safetensors",
+    "best.*",
+    "last.*",
+    "tensorboard",
+)
+
+
+def run_folder(args: argparse.Namespace, chief: bool) -> Path:
+    """Where this run writes: ``--out``, checked, or a new folder ``runs/<spec>/<UTC time>``."""
+    if args.out is None:
+        if args.resume:
+            fail("--resume needs --out, the folder of the run to continue")
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        out, n = Path("runs", SPEC, stamp), 1
+        while out.exists():  # two runs started in the same second
+            n += 1
+            out = Path("runs", SPEC, f"{stamp}-{n}")
+        return out
+    if args.out.exists() and not args.out.is_dir():
+        fail(f"--out {args.out} is a file, not a folder")
+    if args.resume:
+        check_resumable(args.out)
+    elif chief and args.out.is_dir() and any(args.out.iterdir()) and not args.force:
+        fail(f"--out {args.out} is not empty: --resume continues its run, --force replaces it")
+    return args.out
+
+
+def check_resumable(out: Path) -> None:
+    """``out`` holds a run of this script's spec and backend, with a ``last`` checkpoint."""
+    record = out / "run.json"
+    if not record.exists():
+        fail(f"--resume: {out} is not a run folder (it has no run.json)")
+    try:
+        run = json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"--resume: cannot read {record} ({exc})")
+    if run.get("spec_sha256") != SPEC_SHA256:
+        fail(
+            f"--resume: {out} is a run of spec {run.get('spec')!r} "
+            f"(sha256:{run.get('spec_sha256')}), not of {SPEC!r} (sha256:{SPEC_SHA256})"
+        )
+    if run.get("backend") != BACKEND:
+        fail(f"--resume: {out} is a run of the {run.get('backend')} backend, not of {BACKEND}")
+    if not (out / "last.safetensors").exists():
+        fail(f"--resume: {out} has no checkpoint last.safetensors")
+
+
+def begin_run(args: argparse.Namespace, data: Data) -> None:
+    """Create the run folder and write what using the model later takes without the spec:
+    ``run.json`` (spec, backend, flags, data description), ``vocabulary.txt`` and ``model.py``.
+
+    With ``--force`` an earlier run's files go first; with ``--resume`` the folder is kept.
+    """
+    if args.force and not args.resume and args.out.is_dir():
+        for pattern in RUN_FILES:
+            for path in args.out.glob(pattern):
+                if path.is_dir():  # tensorboard/: event files only
+                    for events in path.iterdir():
+                        events.unlink()
+                    path.rmdir()
+                else:
+                    path.unlink()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        return
+    record = {
+        "spec": SPEC,
+        "spec_sha256": SPEC_SHA256,
+        "backend": BACKEND,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "inputs": {
+            name: {"shape": list(shape), "vocab_size": INPUT_VOCAB.get(name)}
+            for name, shape in INPUT_SHAPES.items()
+        },
+        "output_shape": list(OUTPUT_SHAPE),
+        "examples": {
+            "train": len(data.train["labels"]),
+            "validation": 0 if data.val is None else len(data.val["labels"]),
+        },
+        "vocabulary": None if data.vocabulary is None else "vocabulary.txt",
+        "tokenizer": data.tokenizer,
+        "label_names": data.label_names,
+    }
+    (args.out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    if data.vocabulary is not None:
+        (args.out / "vocabulary.txt").write_text("".join(f"{token}\n" for token in data.vocabulary))
+    shutil.copyfile(Path(__file__).with_name("model.py"), args.out / "model.py")
+
+
+def start(argv: list[str] | None = None) -> tuple[argparse.Namespace, Data]:
+    """The flags (``args.out`` resolved) and the data, checked before the framework loads:
+    ``--help`` and every bad input are answered at once, and nothing is written."""
+    args = parse_args(argv)
+    for flag in ("epochs", "batch_size"):
+        if getattr(args, flag) < 1:
+            fail(f"--{flag.replace('_', '-')} must be at least 1")
+    args.out = run_folder(args, first_process())
+    data = read_data(args)
+    if args.monitor.startswith("val_") and data.val is None:
+        fail(f"--monitor {args.monitor} needs a validation set")
+    return args, data
+
+
+class TensorBoard:
+    """Scalars in a TensorBoard event file (``events.out.tfevents.*``) in a folder.
+
+    The file is written directly: TFRecord framing (length, data, masked CRC-32C checksums)
+    around ``Event`` protocol buffers, so neither TensorBoard nor TensorFlow is needed.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{os.getpid()}"
+        self.file = (folder / name).open("ab")
+        self.crc_table = [crc32c_entry(byte) for byte in range(256)]
+        self.write(field(3, b"brain.Event:2"))  # Event.file_version
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """Record ``values`` (tag -> number) at ``step``."""
+        summary = b"".join(
+            field(1, field(1, tag.encode()) + b"\x15" + little_endian(value, "f4"))  # Summary.Value
+            for tag, value in values.items()
+        )
+        self.write(bytes([0x10]) + varint(step) + field(5, summary))  # Event.step, .summary
+
+    def write(self, event: bytes) -> None:
+        """One ``Event`` (its wall time added first) as a TFRecord."""
+        data = b"\x09" + little_endian(time.time(), "f8") + event  # Event.wall_time
+        header = little_endian(len(data), "u8")
+        crcs = [little_endian(self.masked_crc(part), "u4") for part in (header, data)]
+        self.file.write(header + crcs[0] + data + crcs[1])
+        self.file.flush()
+
+    def masked_crc(self, data: bytes) -> int:
+        """The CRC-32C of ``data``, masked as TFRecord files store it."""
+        crc = 0xFFFFFFFF
+        for byte in data:
+            crc = self.crc_table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+        crc ^= 0xFFFFFFFF
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    def close(self) -> None:
+        """Close the file."""
+        self.file.close()
+
+
+def little_endian(value: float, dtype: str) -> bytes:
+    """``value`` as the little-endian bytes of numpy ``dtype`` (``f4``, ``f8``, ``u4``, ``u8``)."""
+    return np.array(value, f"<{dtype}").tobytes()
+
+
+def crc32c_entry(byte: int) -> int:
+    """Entry ``byte`` of the CRC-32C (Castagnoli) lookup table."""
+    crc = byte
+    for _ in range(8):
+        crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc
+
+
+def varint(n: int) -> bytes:
+    """``n`` (non-negative) as a protocol-buffer varint."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes([*out, n])
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protocol-buffer field."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def summary(logs: dict[str, float]) -> str:
+    """``logs`` in one line: ``loss 0.1234  accuracy 0.9876 ...``"""
+    return "  ".join(f"{name} {value:.4f}" for name, value in logs.items())
+
+
+def improved(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
+    """Whether ``value`` of ``monitor`` beats ``best`` by more than ``min_delta``."""
+    if best is None:
+        return True
+    if monitor.endswith("accuracy"):
+        return value > best + min_delta
+    return value < best - min_delta
+
+
+def learning_rate(step: int, steps_per_epoch: int, args: argparse.Namespace) -> float:
+    """The learning rate of optimizer step ``step`` (from 0): linear warm-up, then the schedule."""
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    if args.schedule == "step":
+        return args.lr * args.gamma ** (step // steps_per_epoch // args.step_every)
+    if args.schedule == "cosine":
+        decay_steps = max(1, args.epochs * steps_per_epoch - args.warmup_steps)
+        progress = min(1.0, (step - args.warmup_steps) / decay_steps)
+        return args.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (args.lr - args.min_lr)
+    return args.lr
+
+
+def end_epoch(
+    progress: dict,
+    logs: dict[str, float],
+    lr: float,
+    started_at: float,
+    args: argparse.Namespace,
+    report: bool,
+    board: TensorBoard | None,
+) -> bool:
+    """Record the finished epoch's metrics in ``progress`` (and, with ``report``, print them,
+    write ``metrics.csv`` and add them to ``board``), update early stopping, and move on to the
+    next epoch.
+
+    Returns whether the epoch is the best so far by ``--monitor``.
+    """
+    epoch = progress["epoch"]
+    row = {"epoch": epoch, "step": progress["step"], "lr": lr, **logs}
+    progress["history"].append(row | {"seconds": round(time.perf_counter() - started_at, 3)})
+    progress["epoch"], progress["batch"] = epoch + 1, 0
+    if report:
+        print(f"epoch {epoch}/{args.epochs}  {summary(logs)}")
+        write_csv(progress["history"], args.out / "metrics.csv")
+        if board is not None:
+            board.scalars(
+                epoch, {f"epoch/{name}": value for name, value in {"lr": lr, **logs}.items()}
+            )
+    if improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
+        progress |= {"best": logs[args.monitor], "best_epoch": epoch, "wait": 0}
+        return True
+    progress["wait"] += 1
+    progress["stopped"] = args.early_stopping and progress["wait"] >= args.patience
+    if report and progress["stopped"]:
+        print(f"early stopping: no improvement of {args.monitor} in {args.patience} epochs")
+    return False
+
+
+def write_csv(history: list[dict], path: Path) -> None:
+    """The metrics of every epoch, one row each."""
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Training and validation curves per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # draw to files only
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("loss", "accuracy") if m in history[0]]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+    epochs = [row["epoch"] for row in history]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        ax.plot(epochs, [row[metric] for row in history], marker="o", label="training")
+        if f"val_{metric}" in history[0]:
+            values = [row[f"val_{metric}"] for row in history]
+            ax.plot(epochs, values, marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@contextlib.contextmanager
+def tensorflow_start_up_held_back() -> Iterator[None]:
+    """Import TensorFlow inside this block to drop its C++ start-up log lines.
+
+    TensorFlow's C++ info lines are turned off (``TF_CPP_MIN_LOG_LEVEL=1`` unless already set);
+    what reaches file descriptor 2 during the block is held in a file and written to stderr
+    afterwards, without the absl preamble, info lines (``I0000``), the CPU-instructions notice
+    and the GPU plugins' "already registered" errors. Warnings and tracebacks pass.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    preambles = ("WARNING: All log messages before absl::", "To enable the following")
+    plugins = ("Unable to register", "already been registered", "TF-TRT")
+
+    def noise(line: str) -> bool:
+        """absl's preamble, an info line, or a GPU plugin's start-up error."""
+        level = line[:5]  # I0000 (info), W0000, E0000: severity and month-day of absl lines
+        if len(level) == 5 and level[0] in "IWE" and level[1:].isdigit() and line[5:6] == " ":
+            return level[0] == "I" or any(text in line for text in plugins)
+        return line.startswith(preambles)
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not noise(line)))
+            sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    # Flags, data files and the run folder are checked before TensorFlow loads (seconds).
+    STARTED = start()
+
+with tensorflow_start_up_held_back():
+    import keras
+    import tensorflow as tf
+    from safetensors.numpy import save_file
+    from tqdm import tqdm
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # model.py is beside this script
+    from model import build_model, loss_fn, make_optimizer
+
+# ----------------------------------------------------------------------------- tensors
+
+
+Dataset = tuple[dict[str, tf.Tensor], tf.Tensor]  # (model inputs by name, labels)
 
 
 def to_tensors(arrays: dict[str, np.ndarray]) -> Dataset:
@@ -256,63 +727,6 @@ def means(sums: tf.Tensor, prefix: str = "") -> dict[str, float]:
     return {f"{prefix}loss": loss / n, f"{prefix}accuracy": hits / n}
 
 
-def summary(logs: dict[str, float]) -> str:
-    """``logs`` in one line: ``loss 0.1234  accuracy 0.9876 ...``"""
-    return "  ".join(f"{name} {value:.4f}" for name, value in logs.items())
-
-
-def improved(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
-    """Whether ``value`` of ``monitor`` beats ``best`` by more than ``min_delta``."""
-    if best is None:
-        return True
-    if monitor.endswith("accuracy"):
-        return value > best + min_delta
-    return value < best - min_delta
-
-
-def learning_rate(step: int, steps_per_epoch: int, args: argparse.Namespace) -> float:
-    """The learning rate of optimizer step ``step`` (from 0): linear warm-up, then the schedule."""
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
-    if args.schedule == "step":
-        return args.lr * args.gamma ** (step // steps_per_epoch // args.step_every)
-    if args.schedule == "cosine":
-        decay_steps = max(1, args.epochs * steps_per_epoch - args.warmup_steps)
-        progress = min(1.0, (step - args.warmup_steps) / decay_steps)
-        return args.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (args.lr - args.min_lr)
-    return args.lr
-
-
-def end_epoch(
-    progress: dict,
-    logs: dict[str, float],
-    lr: float,
-    start: float,
-    args: argparse.Namespace,
-    report: bool,
-) -> bool:
-    """Record the finished epoch's metrics in ``progress`` (and, with ``report``, print them and
-    write ``metrics.csv``), update early stopping, and move on to the next epoch.
-
-    Returns whether the epoch is the best so far by ``--monitor``.
-    """
-    epoch = progress["epoch"]
-    row = {"epoch": epoch, "step": progress["step"], "lr": lr, **logs}
-    progress["history"].append(row | {"seconds": round(time.perf_counter() - start, 3)})
-    progress["epoch"], progress["batch"] = epoch + 1, 0
-    if report:
-        print(f"epoch {epoch}/{args.epochs}  {summary(logs)}")
-        write_csv(progress["history"], args.out / "metrics.csv")
-    if improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
-        progress |= {"best": logs[args.monitor], "best_epoch": epoch, "wait": 0}
-        return True
-    progress["wait"] += 1
-    progress["stopped"] = args.early_stopping and progress["wait"] >= args.patience
-    if report and progress["stopped"]:
-        print(f"early stopping: no improvement of {args.monitor} in {args.patience} epochs")
-    return False
-
-
 # ----------------------------------------------------------------------------- output
 
 
@@ -346,38 +760,6 @@ def save_checkpoint(
     os.replace(path.with_suffix(".npz.tmp"), path.with_suffix(".npz"))
 
 
-def write_csv(history: list[dict], path: Path) -> None:
-    """The metrics of every epoch, one row each."""
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-
-
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Training and validation curves per epoch, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # draw to files only
-    import matplotlib.pyplot as plt
-
-    metrics = [m for m in ("loss", "accuracy") if m in history[0]]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
-    epochs = [row["epoch"] for row in history]
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        ax.plot(epochs, [row[metric] for row in history], marker="o", label="training")
-        if f"val_{metric}" in history[0]:
-            values = [row[f"val_{metric}"] for row in history]
-            ax.plot(epochs, values, marker="o", label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -407,28 +789,32 @@ def pick_precision(name: str) -> str:
     return "bfloat16" if capability and capability >= (8, 0) else "float16"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train, report every epoch, checkpoint, and save the final weights."""
-    args = parse_args(argv)
+def main(
+    argv: list[str] | None = None, started: tuple[argparse.Namespace, Data] | None = None
+) -> None:
+    """Train, report every epoch, checkpoint, and save the final weights.
+
+    ``started`` is what ``start(argv)`` returned, when the script has called it already.
+    """
+    args, data = started or start(argv)
     if args.device == "cpu":
         tf.config.set_visible_devices([], "GPU")
     elif args.device == "cuda" and not tf.config.list_physical_devices("GPU"):
-        raise SystemExit("--device cuda: TensorFlow sees no GPU")
+        fail("--device cuda: TensorFlow sees no GPU")
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy, worker, num_workers = make_strategy()
     chief = worker == 0  # only worker 0 prints and writes files
     replicas = strategy.num_replicas_in_sync
     if args.batch_size % replicas:
-        raise SystemExit(f"--batch-size must be a multiple of the {replicas} replicas")
+        fail(f"--batch-size must be a multiple of the {replicas} replicas")
     precision = pick_precision(args.precision)
 
     keras.utils.set_random_seed(args.seed)  # Python, numpy and TensorFlow
-    train_set, val_set = load_data(args)
+    train_set = to_tensors(data.train)
+    val_set = None if data.val is None else to_tensors(data.val)
     n_train = len(train_set[1])
     n_val = 0 if val_set is None else len(val_set[1])
-    if args.monitor.startswith("val_") and val_set is None:
-        raise SystemExit(f"--monitor {args.monitor} needs a validation set")
     worker_batch = args.batch_size // num_workers
     replica_batch = args.batch_size // replicas
     steps_per_epoch = math.ceil(math.ceil(n_train / num_workers) / worker_batch)
@@ -465,11 +851,11 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.resume:
         if not (args.out / "last.npz").exists():
-            raise SystemExit(f"--resume: there is no checkpoint {args.out / 'last.npz'}")
+            fail(f"--resume: there is no checkpoint {args.out / 'last.npz'}")
         with np.load(args.out / "last.npz") as checkpoint:
             first_run = json.loads(str(checkpoint["config"]))
             if (first_run["batch_size"], first_run["replicas"]) != (args.batch_size, replicas):
-                raise SystemExit("--resume needs the first run's number of replicas and batch size")
+                fail("--resume needs the first run's number of replicas and batch size")
             model.load_canonical(str(args.out / "last.safetensors"))
             for group, variables in state.items():
                 for i, variable in enumerate(variables):
@@ -544,8 +930,10 @@ def main(argv: list[str] | None = None) -> None:
             total += evaluate_step(inputs, labels)
         return means(total, prefix="val_")
 
+    board = TensorBoard(args.out / "tensorboard") if chief and args.tensorboard else None
     if chief:
-        args.out.mkdir(parents=True, exist_ok=True)
+        begin_run(args, data)
+        print(f"writing to {args.out}")
         device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
         print(
             f"training on {device} in {precision} with {replicas} replica(s): "
@@ -571,7 +959,7 @@ def main(argv: list[str] | None = None) -> None:
             unit="samples",
             disable=not chief,
         )
-        start = time.perf_counter()
+        started_at = time.perf_counter()
         while progress["batch"] < steps_per_epoch and step < max_steps:
             lr = learning_rate(step, steps_per_epoch, args)
             optimizer.learning_rate = lr
@@ -581,7 +969,10 @@ def main(argv: list[str] | None = None) -> None:
             progress["step"] = step
             bar.update(min(args.batch_size, epoch_samples - bar.n))
             if chief and (step % LOG_EVERY == 0 or progress["batch"] == steps_per_epoch):
-                bar.set_postfix(step=step, loss=f"{float(sums[0]) / float(sums[-1]):.4f}")
+                running = float(sums[0]) / float(sums[-1])  # the epoch's mean loss so far
+                bar.set_postfix(step=step, loss=f"{running:.4f}")
+                if board is not None:
+                    board.scalars(step, {"step/loss": running, "step/lr": lr})
         bar.close()
         if progress["batch"] < steps_per_epoch:  # stopped by --max-steps inside the epoch
             logs = means(sums)
@@ -595,7 +986,7 @@ def main(argv: list[str] | None = None) -> None:
         if val_set is not None:
             logs |= evaluate()
         sums = tf.zeros_like(sums)
-        if end_epoch(progress, logs, lr, start, args, report=chief):  # the best epoch so far
+        if end_epoch(progress, logs, lr, started_at, args, chief, board):  # the best epoch so far
             save_checkpoint(args.out / "best", model, state, progress, sums, config, chief)
         save_checkpoint(args.out / "last", model, state, progress, sums, config, chief)
 
@@ -608,8 +999,10 @@ def main(argv: list[str] | None = None) -> None:
             model.save_canonical(str(final))
         if progress["history"]:
             plot_curves(progress["history"], args.out / "curves.png")
+        if board is not None:
+            board.close()
         print(f"saved {final}")
 
 
 if __name__ == "__main__":
-    main()
+    main(started=STARTED)

@@ -1,18 +1,24 @@
 """Adapts generated Keras code to the parity harness: numpy in, numpy out (see
-:mod:`nnspec.backends.base`). This module imports TensorFlow and Keras."""
+:mod:`nnspec.backends.base`). This module imports TensorFlow and Keras, without their C++
+start-up log lines (:mod:`nnspec.backends.keras.startup`)."""
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import itertools
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import keras
 import numpy as np
-import tensorflow as tf
+
+from nnspec.backends.keras.startup import tensorflow_start_up_held_back
+
+with tensorflow_start_up_held_back():
+    import keras
+    import tensorflow as tf
 
 _counter = itertools.count()
 
@@ -82,13 +88,16 @@ def train(
         if isinstance(layer, keras.layers.Dropout)
     ]
     rates = [layer.rate for layer in dropouts]
+    # A model trained from its logits returns them with `logits=True`: what its loss_fn takes.
+    logits = {"logits": True} if "logits" in inspect.signature(model.call).parameters else {}
     losses = []
     try:
         for layer in dropouts:
             layer.rate = 0.0
         for inputs, labels in batches:
             with tf.GradientTape() as tape:
-                loss = module.loss_fn(tf.convert_to_tensor(labels), model(inputs, training=True))
+                outputs = model(inputs, training=True, **logits)
+                loss = module.loss_fn(tf.convert_to_tensor(labels), outputs)
             grads = tape.gradient(loss, model.trainable_variables)
             optimizer.apply(grads, model.trainable_variables)
             losses.append(float(loss))
