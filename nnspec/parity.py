@@ -51,6 +51,9 @@ class Comparison:
     tolerance: float
     backend: str = ""
     against: str = REFERENCE
+    # float32 training only: the float32-vs-float64 distances of ``against`` and of ``backend``
+    # on the same recipe (their own rounding, scaled like ``diff``), which the tolerance sums.
+    rounding: tuple[float, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -85,6 +88,11 @@ class ParityReport:
         return [
             f"{self.dtype} {c.what} {c.name} {c.backend} vs {c.against}: "
             f"{c.diff:.3e} > {c.tolerance:.3e}"
+            + (
+                ""
+                if c.rounding is None
+                else f" (own float32 rounding {c.rounding[0]:.3e} + {c.rounding[1]:.3e})"
+            )
             for c in self.comparisons
             if not c.ok
         ]
@@ -117,14 +125,25 @@ def installed() -> tuple[str, ...]:
 
 def scaled_diff(a: np.ndarray, b: np.ndarray) -> float:
     """``max|a - b| / max(1, max|b|)``: absolute for values up to 1, relative beyond."""
+    b = np.asarray(b, dtype=np.float64)
+    return max_abs_diff(a, b) / scale_of(b)
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """``max|a - b|`` computed in float64 (infinity when the shapes differ, 0.0 when empty)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         return math.inf
     if a.size == 0:
         return 0.0
-    diff = float(np.max(np.abs(a - b)))
-    return diff / max(1.0, float(np.max(np.abs(b))))
+    return float(np.max(np.abs(a - b)))
+
+
+def scale_of(b: np.ndarray) -> float:
+    """``max(1, max|b|)``: what :func:`scaled_diff` divides by."""
+    b = np.asarray(b)
+    return max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
 
 
 def input_vocab(program: ir.Program) -> dict[str, tuple[int, int | None]]:
@@ -246,6 +265,11 @@ def _run(
     return results
 
 
+def _trained(run: dict[str, Any], key: str | None) -> np.ndarray | None:
+    """A run's training losses (``key`` None) or its trained weight ``key`` (None if absent)."""
+    return np.asarray(run["losses"]) if key is None else run["state"].get(key)
+
+
 def _versus(a: dict[str, np.ndarray], b: dict[str, np.ndarray], name: str) -> float:
     """``scaled_diff(a[name], b[name])``, or infinity when only one of them has it."""
     return scaled_diff(a[name], b[name]) if name in a and name in b else math.inf
@@ -268,9 +292,10 @@ def compare(
     Every weight of either backend is compared (one that only one backend has fails). In float32
     the training comparisons' tolerance is derived, per weight: the same weights and batches are
     also trained in float64, and the float32 difference between two backends may be at most the
-    sum of each one's own float32-vs-float64 distance plus the float64 tolerance -- the triangle
-    inequality through the float64 results, so a correct pair of backends always meets it, and a
-    pair that disagrees in float64 does not.
+    sum of each one's own float32-vs-float64 distance (all three as ``max|diff|`` over the same
+    ``max(1, max|baseline|)``; reported in :attr:`Comparison.rounding`) plus the float64
+    tolerance -- the triangle inequality through the float64 results, so a correct pair of
+    backends always meets it, and a pair that disagrees in float64 does not.
     """
     names = tuple(installed() if names is None else names)
     if not names:
@@ -288,30 +313,29 @@ def compare(
         state, cotangent = _cast(state, dtype), cotangent.astype(dtype)
         batches = [(x, y.astype(dtype) if y.dtype.kind == "f" else y) for x, y in batches]
     runs = _run(program, dtype, names, state, inputs, cotangent, batches, workdir)
-    base = names[0]
-    if dtype == "float64":
-
-        def training_tolerance(name: str, key: str, weight: str) -> float:
-            return tol["training"]
-
-    else:
+    runs64 = None
+    if dtype != "float64":
         runs64 = _run(program, "float64", names, state, inputs, cotangent, batches, workdir, True)
+    base = names[0]
 
-        def own_distance(name: str, key: str, weight: str) -> float:
-            """A backend's own float32-vs-float64 distance (scaled as ``scaled_diff``)."""
-            run, run64 = runs[name], runs64[name]
-            if key == "losses":
-                return scaled_diff(run["losses"], run64["losses"])
-            if weight not in run["state"] or weight not in run64["state"]:
-                return 0.0
-            return scaled_diff(run["state"][weight], run64["state"][weight])
-
-        def training_tolerance(name: str, key: str, weight: str) -> float:
-            return (
-                own_distance(base, key, weight)
-                + own_distance(name, key, weight)
-                + TOLERANCES["float64"]["training"]
-            )
+    def training(name: str, key: str | None) -> Comparison:
+        """Backend ``name``'s training losses (``key`` None) or trained weight ``key`` against
+        the baseline's; in float32 with the derived tolerance."""
+        label = "losses" if key is None else key
+        want, got = _trained(runs[base], key), _trained(runs[name], key)
+        if runs64 is None:
+            diff = math.inf if want is None or got is None else scaled_diff(got, want)
+            return Comparison("training", label, diff, tol["training"], name, base)
+        want64, got64 = _trained(runs64[base], key), _trained(runs64[name], key)
+        if want is None or got is None or want64 is None or got64 is None:
+            return Comparison("training", label, math.inf, 0.0, name, base)  # only some have it
+        # |got - want| <= |got - got64| + |got64 - want64| + |want64 - want|, every term scaled
+        # by the same max(1, max|want|): each backend's own rounding plus the float64 bound.
+        scale = scale_of(want)
+        rounding = (max_abs_diff(want, want64) / scale, max_abs_diff(got, got64) / scale)
+        tolerance = rounding[0] + rounding[1] + TOLERANCES["float64"]["training"]
+        diff = max_abs_diff(got, want) / scale
+        return Comparison("training", label, diff, tolerance, name, base, rounding)
 
     output = program.outputs[0]
     want = reference.forward(program, state, inputs, dtype)
@@ -326,15 +350,9 @@ def compare(
             report.comparisons.append(
                 Comparison("gradients", weight, diff, tol["gradients"], name, base)
             )
-    for name in others:
-        diff = scaled_diff(runs[name]["losses"], runs[base]["losses"])
-        tolerance = training_tolerance(name, "losses", "losses")
-        report.comparisons.append(Comparison("training", "losses", diff, tolerance, name, base))
+    report.comparisons += [training(name, None) for name in others]
     for weight in sorted(set().union(*(runs[n]["state"] for n in names))):
-        for name in others:
-            diff = _versus(runs[name]["state"], runs[base]["state"], weight)
-            tolerance = training_tolerance(name, "state", weight)
-            report.comparisons.append(Comparison("training", weight, diff, tolerance, name, base))
+        report.comparisons += [training(name, weight) for name in others]
         if weight in runs[base]["state"] and weight in state:
             report.movement[weight] = scaled_diff(runs[base]["state"][weight], state[weight])
     return report

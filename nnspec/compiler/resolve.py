@@ -8,6 +8,7 @@ inferred node by node by :mod:`nnspec.compiler.layers`.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from nnspec.compiler import ir
 from nnspec.compiler.layers import build_node
@@ -112,6 +113,60 @@ def _pretrained(spec: m.EmbeddingTableSpec) -> ir.PretrainedVectors | None:
         lowercase_fallback=settings.lowercase_fallback,
         special_tokens=len(spec.special_tokens),
     )
+
+
+# ----------------------------------------------------------------------------- memory networks
+
+PaddingSource = Literal["given", "table", "layout", "ambiguous"]
+
+
+def default_padding(
+    layer: m.MemoryNetworkLayer, tables: dict[str, m.EmbeddingTableSpec]
+) -> tuple[m.Padding | None, PaddingSource]:
+    """A memory network's padding and what decided it.
+
+    ``tables`` are the tables looked up in the same ids (an embedding layer reading one of the
+    memory network's inputs). ``given``: the layer says ``padding`` (``null`` included);
+    ``table``: it does not, and those tables agree, so it follows them; ``layout``: nothing says
+    it, so the ``nnspec prepare`` layout decides (the pad at id 0, words from 1); ``ambiguous``:
+    those tables disagree, and the layout decides too (lint ``NN205`` reports both cases).
+    """
+    if "padding" in layer.model_fields_set:
+        return layer.padding, "given"
+    paddings = {_padding_key(t.padding) for t in tables.values()}
+    if len(paddings) == 1:
+        return next(iter(tables.values())).padding, "table"
+    return m.Padding(), "ambiguous" if paddings else "layout"
+
+
+def _padding_key(padding: m.Padding | None) -> tuple[int, str] | None:
+    return None if padding is None else (padding.index, padding.mode)
+
+
+def tables_by_input(
+    spec: m.Spec, refs: list[LayerRef]
+) -> dict[str, dict[str, m.EmbeddingTableSpec]]:
+    """For each model input: the tables looked up in it, by name, in layer order."""
+    out: dict[str, dict[str, m.EmbeddingTableSpec]] = {}
+    for ref in refs:
+        if isinstance(ref.spec, m.EmbeddingLayer) and ref.spec.table in spec.embeddings:
+            for name in ref.inputs:
+                out.setdefault(name, {})[ref.spec.table] = spec.embeddings[ref.spec.table]
+    return out
+
+
+def _memory_network_defaults(spec: m.Spec, refs: list[LayerRef]) -> None:
+    """Give every memory network that does not say ``padding`` the one
+    :func:`default_padding` decides."""
+    by_input: dict[str, dict[str, m.EmbeddingTableSpec]] | None = None
+    for ref in refs:
+        layer = ref.spec
+        if not isinstance(layer, m.MemoryNetworkLayer) or "padding" in layer.model_fields_set:
+            continue
+        by_input = tables_by_input(spec, refs) if by_input is None else by_input
+        tables = {k: v for name in ref.inputs for k, v in by_input.get(name, {}).items()}
+        padding, _ = default_padding(layer, tables)
+        ref.spec = layer.model_copy(update={"padding": padding})
 
 
 # ----------------------------------------------------------------------------- the graph
@@ -312,6 +367,7 @@ def _resolve(spec: m.Spec) -> Resolved:
         for name, i in spec.inputs.items()
     ]
     refs = _layer_refs(spec, r)
+    _memory_network_defaults(spec, refs)
     lengths = _table_lengths(spec, refs)
     for name, table in spec.embeddings.items():
         r.add_weight(_table_weight(name, table))
