@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 invalid spec (or stale code, or parity over tolerance),
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -113,6 +114,14 @@ def main(
     """nnspec: one validated spec in, readable PyTorch and Keras code out."""
 
 
+def _say(text: str, stderr: bool = False) -> None:
+    """Print one line as it is (already escaped): what ``validate`` prints, without importing
+    rich (pre-commit runs it on every commit)."""
+    stream = sys.stderr if stderr else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def _usage_error(message: str) -> typer.Exit:
     err.print(f"error: {message}", markup=False)
     return typer.Exit(2)
@@ -204,7 +213,7 @@ def validate(
         paths = [p for p in paths if is_spec_file(p)]
         if not paths:
             if format is Format.text:
-                out.print(f"no nnspec spec among {len(files)} path(s)", markup=False)
+                _say(f"no nnspec spec among {len(files)} path(s)")
             elif format is Format.json:
                 out.print_json(json.dumps({"files": 0, "valid": True, "problems": []}))
             return
@@ -217,7 +226,7 @@ def validate(
             problems.extend(check_file(path)[2])
         except OSError as exc:
             unreadable = True
-            err.print(f"error: {path}: cannot read: {exc.strerror or exc}", markup=False)
+            _say(f"error: {path}: cannot read: {exc.strerror or exc}", stderr=True)
     failed = [p for p in problems if p.level == "error" or strict]
     if format is Format.json:
         out.print_json(
@@ -244,14 +253,14 @@ def validate(
         for p in problems:
             if format is Format.github:
                 level = "error" if p.level == "error" or strict else "warning"
-                out.print(github_annotation(p, level), markup=False)
+                _say(github_annotation(p, level))
             else:
-                (out if p.level == "warning" and not strict else err).print(str(p), markup=False)
+                _say(str(p), stderr=p.level == "error" or strict)
         n_err = len(failed)
         if format is Format.text:
             summary = f"{len(paths)} file(s) checked: "
             summary += "all valid" if not failed else f"{n_err} problem(s)"
-            (err if failed else out).print(summary, markup=False)
+            _say(summary, stderr=bool(failed))
     if unreadable:
         raise typer.Exit(2)
     if failed:
@@ -804,6 +813,9 @@ def demo(
 def run() -> None:
     """Entry point: Ctrl-C exits 130 and a missing optional framework or data package exits 1
     with one line naming the ``pip install`` command, never with a traceback."""
+    # nnspec's own pydantic models need no pydantic plugin; looking for them reads the metadata
+    # of every installed distribution, a measurable share of `nnspec validate`'s start-up.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         app()
     except KeyboardInterrupt:

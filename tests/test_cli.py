@@ -204,3 +204,21 @@ def test_parity_report_has_one_column_per_backend_whatever_their_number():
     assert rows[0] == ["outputs", "out", "base", "1.00e-17", "1.00e-17", "1.00e-17", "1e-12"]
     assert rows[1] == ["training", "w", "", "base", "2.00e-16", "FAIL 3.00e-03", "1e-09"]
     assert "first, second, third and the reference DISAGREE in float64" in text
+
+
+def test_validate_starts_light(tmp_path):
+    # pre-commit runs validate on every commit: it must not pay for rich (imported only to draw
+    # tables) or pydantic's plugin lookup (the metadata of every installed distribution).
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['nnspec', 'validate', {str(FLAT)!r}]\n"
+        "try:\n    runpy.run_module('nnspec', run_name='__main__')\n"
+        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "import os\n"
+        "heavy = sorted(m for m in ('rich', 'torch', 'tensorflow', 'keras') if m in sys.modules)\n"
+        "print(heavy, os.environ.get('PYDANTIC_DISABLE_PLUGINS'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "[] __all__"
+    assert out.stdout.splitlines()[0] == "1 file(s) checked: all valid"
