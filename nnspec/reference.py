@@ -83,9 +83,16 @@ def sinusoids(length: int, dim: int, base: float) -> np.ndarray:
 
 
 def embed(table: ir.EmbeddingTable, state: State, ids: np.ndarray) -> np.ndarray:
-    """:class:`ir.EmbeddingTable`'s lookup: scale, positional encoding, pad zeroing."""
+    """:class:`ir.EmbeddingTable`'s lookup: shared offset, scale, positional encoding, pad
+    zeroing."""
     weights = state[table.weight]
-    h = weights[ids] * weights.dtype.type(table.scale)
+    h = weights[ids]
+    if table.offset is not None:
+        selected = np.zeros(table.vocab_size, dtype=h.dtype)
+        for start, stop in table.offset.rows:
+            selected[start:stop] = 1.0
+        h = h + selected[ids][..., None] * state[table.offset.weight]
+    h = h * weights.dtype.type(table.scale)
     pos = table.positional
     length = ids.shape[-1]
     if isinstance(pos, ir.SinusoidalPositional):

@@ -98,6 +98,22 @@ CASES = {
         "    - {type: flatten}\n    - {type: dropout, rate: 0.5}\n"
         "    - {type: dense, units: 4, activation: softmax}"
     ),
+    "shared_offset_two_table_trick": spec(
+        FLAT,
+        table="padding: {index: 0}, special_tokens: [oov, bos], trainable: {special_tokens: true},"
+        " shared_offset: {words: true}",
+    ),
+    "shared_offset_frozen_scaled_positions": spec(
+        AVG,
+        table="padding: {index: 3}, trainable: false, scale: sqrt_dim, positional: {type: learned},"
+        " shared_offset: {ids: [1, 2, 7], ranges: [[10, 20]], trainable: false}",
+    ),
+    "shared_offset_trainable_table_adamw": spec(
+        MAX,
+        table="padding: {index: 0}, trainable: {ranges: [[0, 12]]},"
+        " shared_offset: {ranges: [[5, 23]], initializer: {type: normal, std: 0.5}}",
+        optimizer="{type: adamw, lr: 0.0625, weight_decay: 0.25}",
+    ),
     "sgd_momentum": spec(FLAT, optimizer="{type: sgd, lr: 0.5, momentum: 0.875}"),
     "sgd_nesterov_weight_decay": spec(
         FLAT, optimizer="{type: sgd, lr: 0.5, momentum: 0.875, nesterov: true, weight_decay: 0.125}"

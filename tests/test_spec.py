@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nnspec.compiler import compile_file, compile_spec
-from nnspec.spec import SpecError, json_schema_text, load_string
+from nnspec.spec import SpecError, json_schema, json_schema_text, load_string
 from tests.conftest import EXAMPLE_NAMES, EXAMPLES, ROOT
 
 BAD = sorted((Path(__file__).parent / "bad_specs").glob("*.yaml"))
@@ -159,3 +159,43 @@ def test_garbage_gives_a_located_error(text):
 def test_checked_in_schema_is_current():
     path = ROOT / "schema" / "nnspec.schema.json"
     assert path.read_text() == json_schema_text(), "stale schema: run `make regen`"
+
+
+def test_schema_names_have_the_identifier_pattern():
+    """Editors reject a name such as '2fast' (the rule of check_identifier, keywords aside),
+    for the spec's name, layer names and the keys naming inputs and tables alike."""
+    import re
+
+    schema = json_schema()
+    patterns: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for sub in node.get("allOf", []):
+                if "pattern" in sub:
+                    patterns.append(sub["pattern"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    assert set(patterns) == {r"^(?!__)[A-Za-z_][A-Za-z0-9_]{0,63}$"}
+    (pattern,) = set(patterns)
+    for name, ok in [
+        ("2fast", False),
+        ("fast2", True),
+        ("_x", True),
+        ("__x", False),
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("bad-name", False),
+        ("", False),
+    ]:
+        assert bool(re.search(pattern, name)) is ok, name
+    assert schema["properties"]["name"]["allOf"][0]["pattern"] == pattern
+    inputs = schema["properties"]["inputs"]
+    assert inputs["propertyNames"]["allOf"][0]["pattern"] == pattern
+    assert inputs["additionalProperties"] == {"$ref": "#/$defs/InputSpec"}
+    assert schema["properties"]["embeddings"]["propertyNames"]["allOf"][0]["pattern"] == pattern

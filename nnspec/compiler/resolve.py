@@ -67,6 +67,33 @@ def _table_weight(name: str, spec: m.EmbeddingTableSpec) -> ir.Weight:
     return ir.Weight(wname, shape, init, "rows", trainable_rows=rows, zero_rows=zero_rows)
 
 
+def _shared_offset(name: str, spec: m.EmbeddingTableSpec, r: Resolved) -> ir.SharedOffset | None:
+    """The table's shared offset (its weight added to ``r``): the selected rows, pad cut out."""
+    offset = spec.shared_offset
+    if offset is None:
+        return None
+    pad = spec.padding.index if spec.padding else None
+    specials = special_token_ids(spec)
+    ranges = [(i, i + 1) for i in offset.ids] + [(g.start, g.stop) for g in offset.ranges]
+    chosen = list(specials) if offset.special_tokens is True else offset.special_tokens or []
+    ranges += [(specials[t], specials[t] + 1) for t in chosen]
+    if offset.words:
+        ranges.append((0, spec.vocab_size - len(spec.special_tokens)))
+    weight = ir.Weight(
+        f"{name}.offset",
+        (spec.dim,),
+        initializer(offset.initializer),
+        "all" if offset.trainable else "none",
+    )
+    rows = merge_ranges(ranges, exclude=pad)
+    if not rows:
+        where = ("embeddings", name, "shared_offset")
+        r.errors.append(CompileProblem(where, "selects no id but the pad row, which takes none"))
+        return None
+    r.add_weight(weight)
+    return ir.SharedOffset(weight.name, rows)
+
+
 def _scale(spec: m.EmbeddingTableSpec) -> float:
     if spec.scale == "none":
         return 1.0
@@ -383,6 +410,7 @@ def _resolve(spec: m.Spec) -> Resolved:
                 zero_padded_positions=table.zero_padded_positions,
                 pretrained=_pretrained(table),
                 special_tokens=tuple(special_token_ids(table).items()),
+                offset=_shared_offset(name, table, r),
             )
         )
     if r.errors:

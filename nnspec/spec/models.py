@@ -42,10 +42,21 @@ def check_identifier(value: str) -> str:
     return value
 
 
+# For editors: the JSON Schema states the same rule as `check_identifier` (Python keywords
+# aside); validation itself keeps `check_identifier`'s messages. Inside `allOf` so that a table
+# or input name (a mapping key) keeps it as `propertyNames` (pydantic turns a top-level pattern
+# of keys into `patternProperties`, which would stop checking values under other names).
+IDENTIFIER_SCHEMA: dict[str, Any] = {
+    "allOf": [{"pattern": rf"^(?!__)[A-Za-z_][A-Za-z0-9_]{{0,{MAX_NAME_LENGTH - 1}}}$"}]
+}
+
 Identifier = Annotated[
     str,
     AfterValidator(check_identifier),
-    Field(description="A name usable as a Python identifier (letters, digits, underscores)."),
+    Field(
+        description="A name usable as a Python identifier (letters, digits, underscores).",
+        json_schema_extra=IDENTIFIER_SCHEMA,
+    ),
 ]
 PositiveInt = Annotated[int, Field(gt=0, le=2**31 - 1)]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]

@@ -311,10 +311,23 @@ def cross_field_problems(spec: Spec, doc: Document) -> Iterator[Problem]:
 
 
 def _selection_problems(table: Any, base: Path, doc: Document) -> Iterator[Problem]:
-    selection = table.trainable
-    if isinstance(selection, bool):
-        return
-    where = (*base, "trainable")
+    """The row selections of a table (``trainable``, ``shared_offset``) stay inside it."""
+    if not isinstance(table.trainable, bool):
+        where = (*base, "trainable")
+        yield from _rows_problems(table, table.trainable, where, "never trains", "train", doc)
+    offset = table.shared_offset
+    if offset is not None:
+        where = (*base, "shared_offset")
+        yield from _rows_problems(table, offset, where, "takes no offset", "select", doc)
+        if not (offset.words or offset.ids or offset.ranges or offset.special_tokens):
+            yield doc.problem(
+                where, "selects no id: give `words: true`, `ids`, `ranges` or `special_tokens`"
+            )
+
+
+def _rows_problems(
+    table: Any, selection: Any, where: Path, at_pad: str, verb: str, doc: Document
+) -> Iterator[Problem]:
     pad = table.padding.index if table.padding else None
     for i, row in enumerate(selection.ids):
         if row >= table.vocab_size:
@@ -325,7 +338,7 @@ def _selection_problems(table: Any, base: Path, doc: Document) -> Iterator[Probl
         elif row == pad:
             yield doc.problem(
                 (*where, "ids", i),
-                f"row {row} is the padding row; it is always 0.0 and never trains",
+                f"row {row} is the padding row; it is always 0.0 and {at_pad}",
             )
     for i, rng in enumerate(selection.ranges):
         if rng.start >= rng.stop:
@@ -342,7 +355,8 @@ def _selection_problems(table: Any, base: Path, doc: Document) -> Iterator[Probl
     special = selection.special_tokens
     if special is True and not table.special_tokens:
         yield doc.problem(
-            (*where, "special_tokens"), "the table declares no special_tokens to train"
+            (*where, "special_tokens"),
+            f"the table declares no special_tokens to {verb}",
         )
     if isinstance(special, list):
         for i, token in enumerate(special):

@@ -35,6 +35,7 @@ class TableKind:
     scaled: bool
     positional: Literal["sinusoidal", "learned"] | None
     mask: Literal["end", "lookup"] | None
+    offset: Literal["trainable", "frozen"] | None = None
 
     @classmethod
     def of(cls, program: ir.Program, table: ir.EmbeddingTable) -> TableKind:
@@ -55,12 +56,15 @@ class TableKind:
             scaled=table.scale != 1.0,
             positional=None if positional is None else positional.kind,
             mask=mask,
+            offset=None if table.offset is None else _offset_kind(program, table.offset),
         )
 
     @property
     def plain(self) -> bool:
         """Whether ``keras.layers.Embedding`` computes it as it is."""
-        return self.storage != "rows" and not (self.pad or self.scaled or self.positional)
+        return self.storage != "rows" and not (
+            self.pad or self.scaled or self.positional or self.offset
+        )
 
     @property
     def class_name(self) -> str:
@@ -68,6 +72,7 @@ class TableKind:
         storage = {"all": "", "none": "Frozen", "rows": "PartiallyTrainable"}[self.storage]
         suffix = {None: "", "sinusoidal": "WithSinusoids", "learned": "WithLearnedPositions"}
         name = f"{storage}{'Padded' if self.pad else ''}{'Scaled' if self.scaled else ''}"
+        name += {None: "", "trainable": "SharedOffset", "frozen": "FixedOffset"}[self.offset]
         name += f"Embedding{suffix[self.positional]}"
         if self.pad and self.positional and self.mask != "end":
             name += "AtPads"
@@ -78,16 +83,20 @@ class TableKind:
         params = ["vocab_size", "dim"]
         params += ["pad_index"] if self.pad else []
         params += ["trainable_rows"] if self.storage == "rows" else []
+        params += ["offset_rows"] if self.offset else []
         params += ["scale"] if self.scaled else []
         params += ["max_length"] if self.positional else []
         params += ["base"] if self.positional == "sinusoidal" else []
         params += ["embeddings_initializer"]
+        params += ["offset_initializer"] if self.offset else []
         params += ["positions_initializer"] if self.positional == "learned" else []
         return params
 
     def docstring(self) -> str:
         """The class docstring, paragraphs separated by blank lines."""
-        formula = "table[ids]" + (" * scale" if self.scaled else "")
+        formula = ("(table + offset)[ids]" if self.offset else "table[ids]") + (
+            " * scale" if self.scaled else ""
+        )
         formula += {None: "", "sinusoidal": " + sinusoids[:L]", "learned": " + positions[:L]"}[
             self.positional
         ]
@@ -116,6 +125,13 @@ class TableKind:
                 + " in the non-trainable ``frozen_embeddings``; constant index maps route each id "
                 "to its table, so no optimizer ever sees a frozen row: frozen rows stay "
                 "bit-identical."
+            )
+        if self.offset:
+            text += (
+                "\n\n``offset`` is one "
+                + ("trainable" if self.offset == "trainable" else "non-trainable")
+                + " ``[dim]`` vector added to the rows of the ids in the half-open "
+                "``offset_rows`` ranges only (``selected`` is 1.0 there, 0.0 elsewhere)."
             )
         if self.positional == "sinusoidal":
             text += (
@@ -147,6 +163,8 @@ class TableKind:
         )
         if self.mask == "lookup":
             call += [not_pad, "x = x * not_pad"]
+        if self.offset:
+            call.append("x = x + ops.take(self.selected, ids, axis=0) * self.offset")
         if self.scaled:
             call.append("x = x * self.scale")
         if self.positional == "sinusoidal":
@@ -166,6 +184,10 @@ class TableKind:
             doc="\n".join(indent(docstring(self.docstring(), 4), 1)).strip(),
             call=call,
         )
+
+
+def _offset_kind(program: ir.Program, offset: ir.SharedOffset) -> Literal["trainable", "frozen"]:
+    return "trainable" if program.weight(offset.weight).trainable == "all" else "frozen"
 
 
 def emit_table(g: KerasGenerator, table: ir.EmbeddingTable) -> Emitted:
@@ -189,6 +211,7 @@ def emit_table(g: KerasGenerator, table: ir.EmbeddingTable) -> Emitted:
             "pad_index": table.pad_index,
             "trainable_rows": weight.trainable_rows,
             "scale": table.scale,
+            "offset_rows": getattr(table.offset, "rows", None),
             "max_length": getattr(table.positional, "max_length", None),
             "base": getattr(table.positional, "base", None),
         }
@@ -196,6 +219,10 @@ def emit_table(g: KerasGenerator, table: ir.EmbeddingTable) -> Emitted:
         for param in kind.params():
             if param == "embeddings_initializer":
                 value = initializer(weight.initializer)
+            elif param == "offset_initializer" and table.offset is not None:
+                offset = program.weight(table.offset.weight)
+                value = initializer(offset.initializer)
+                out.weights.append(variable(offset, f"{attr}.offset"))
             elif param == "positions_initializer":
                 positions = program.weight(table.positional.weight)  # type: ignore[union-attr]
                 value = initializer(positions.initializer)

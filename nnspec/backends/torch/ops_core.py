@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 @TRANSFORMS.emits(ir.EmbeddingLookup)
 def emit_embedding(gen: TorchGenerator, node: ir.Node) -> Emitted:
-    """Look ids up: ``table[ids] * scale``, plus positions, times the padding mask."""
+    """Look ids up: ``table[ids]`` (plus the shared offset at selected ids) ``* scale``, plus
+    positions, times the padding mask."""
     program = gen.program
     n = gen.names
     table = program.table(op_of(node, ir.EmbeddingLookup).table)
@@ -35,7 +36,10 @@ def emit_embedding(gen: TorchGenerator, node: ir.Node) -> Emitted:
     lookups = (m for m in program.nodes if isinstance(m.op, ir.EmbeddingLookup))
     if next(m for m in lookups if op_of(m, ir.EmbeddingLookup).table == table.name) is node:
         _emit_table(gen, table, out)
-    expr = f"self.{n.tables[table.name]}({n.values[node.inputs[0]]})"
+    ids = n.values[node.inputs[0]]
+    expr = f"self.{n.tables[table.name]}({ids})"
+    if table.offset is not None:
+        expr = f"self.{n.tables[table.name]}.shared_offset({ids}, {expr})"
     if table.scale != 1.0:
         expr = f"{expr} * {table.scale!r}"
     if table.positional is not None:
@@ -84,6 +88,14 @@ def _emit_table(gen: TorchGenerator, table: ir.EmbeddingTable, out: Emitted) -> 
         if policy != weight.trainable:
             weight = dataclasses.replace(weight, trainable=policy, trainable_rows=())
         out.weights.append(parameter(weight, f"self.{attr}.weight", out))
+    if table.offset is not None:
+        out.helpers.add("SharedOffset")
+        out.init.append(
+            f"self.{attr}.shared_offset = SharedOffset({vocab}, {dim}, "
+            f"rows={list(table.offset.rows)!r}, dtype=dtype)"
+        )
+        offset = program.weight(table.offset.weight)
+        out.weights.append(parameter(offset, f"self.{attr}.shared_offset.offset", out))
 
     positional = table.positional
     if positional is None:
