@@ -174,6 +174,24 @@ class RowSelection(StrictModel):
     )
 
 
+class SharedOffsetSpec(RowSelection):
+    """One vector added to the row of every selected id: the two-table trick (a frozen table
+    plus a trainable one) as a policy. ``(table[i] + offset) * scale`` for a selected id ``i``,
+    ``table[i] * scale`` for the others; the pad id is never selected, so it still embeds to
+    0.0. The offset is the canonical weight ``<table>.offset`` ``[dim]``."""
+
+    words: bool = Field(
+        False,
+        description="Select every id that is neither the pad nor a special token (the "
+        "ordinary words), besides `ids`, `ranges` and `special_tokens`.",
+    )
+    trainable: bool = Field(True, description="Whether the offset trains.")
+    initializer: Initializer = Field(
+        default=NamedInit(type="zeros"),
+        description="Initializer of the offset (zeros: the table's own vectors at the start).",
+    )
+
+
 def _trainable_tag(value: Any) -> str | None:
     if isinstance(value, bool):
         return "bool"
@@ -316,6 +334,11 @@ class EmbeddingTableSpec(StrictModel):
     )
     pretrained: PretrainedSpec | None = Field(
         None, description="Initial rows from pretrained word vectors (GloVe, word2vec, ...)."
+    )
+    shared_offset: SharedOffsetSpec | None = Field(
+        None,
+        description="One vector (trainable by default) added to the rows of the selected ids, "
+        "e.g. `{words: true}`: every ordinary word's (frozen) vector moves together.",
     )
 
 
@@ -551,7 +574,11 @@ class MemoryNetworkLayer(LayerBase):
         None, description="Number of answers; defaults to vocab_size."
     )
     activation: Literal["softmax", "linear"] = Field("softmax", description="Output activation.")
-    padding: Padding | None = Field(default=Padding(), description="Pad word id (embeds to 0.0).")
+    padding: Padding | None = Field(
+        default=Padding(),
+        description="Pad word id (embeds to 0.0); `null`: none. Unsaid, it follows the tables "
+        "looked up in the same ids, else the `nnspec prepare` layout: id 0 (lint NN205).",
+    )
     initializer: Initializer = Field(
         default=NormalInit(type="normal", std=0.1),
         description="Initializer of every embedding and matrix (the paper: N(0, 0.1)).",
