@@ -24,7 +24,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import warnings
+
 import numpy as np
+
+warnings.filterwarnings("ignore", message="Using padding='same'")
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "measured.json"
@@ -377,6 +381,46 @@ def holds(kind: str, value: float, old: float) -> bool:
     return math.isclose(value, old, rel_tol=0.02, abs_tol=1e-12)
 
 
+def _ddp_worker(rank: int, store: str, out: str) -> None:
+    """One process of :func:`ddp`: the gradient of its local mean loss through DDP, for local
+    batches of 4 + 4 and of 6 + 2 examples."""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    xs = torch.arange(8, dtype=torch.float32).reshape(8, 1)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(1, 1, bias=False))
+    grads = []
+    for first in (4, 6):
+        mine = xs[:first] if rank == 0 else xs[first:]
+        with torch.no_grad():
+            model.module.weight.fill_(0.5)
+        model.zero_grad()
+        model(mine).pow(2).mean().backward()
+        grads.append(float(model.module.weight.grad[0, 0]))
+    if rank == 0:
+        Path(out).write_text(json.dumps(grads))
+    dist.destroy_process_group()
+
+
+def ddp(tf, keras, torch) -> Facts:
+    """DistributedDataParallel over 2 CPU processes: gradients are averaged over processes."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    xs = torch.arange(8, dtype=torch.float32).reshape(8, 1)
+    one_device = float((2 * xs * 0.5 * xs).mean())  # d/dw mean((w x)^2) at w = 0.5
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_ddp_worker, args=(f"{tmp}/store", f"{tmp}/grads"), nprocs=2)
+        equal, uneven = json.loads(Path(f"{tmp}/grads").read_text())
+    what = "2 processes (gloo), local batches {}, mean loss: gradient / one device's"
+    return {
+        "ddp_equal_ratio": (equal / one_device, "approx", what.format("4 + 4")),
+        "ddp_uneven_ratio": (uneven / one_device, "approx", what.format("6 + 2")),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure every fact; write them, or with ``--check`` compare with the checked-in ones."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -388,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     keras.utils.set_random_seed(0)
     facts: Facts = {}
-    for measure in (adam, recurrent, conv_same, normalization, attention, replicas):
+    for measure in (adam, recurrent, conv_same, normalization, attention, replicas, ddp):
         facts.update(measure(tf, keras, torch))
     for name, (value, _, what) in facts.items():
         print(f"{name:34s} {value:<12.6g} {what}")
