@@ -30,12 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from nnspec import backends
 from nnspec.backends.base import write_tree
 from nnspec.backends.keras.startup import tensorflow_start_up_held_back
+from nnspec.backends.predict_script import render_predict_script
 from nnspec.compiler import compile_spec, ir
-from nnspec.prepare import prepare
+from nnspec.prepare import prepare, prepare_language_model
 from nnspec.spec import load_string
 from tests.conftest import EXAMPLES
 
@@ -365,19 +367,29 @@ def test_help_answers_without_importing_the_framework(scripts: Scripts, backend:
 # ----------------------------------------------------------------------------- real runs
 
 
+NAMES = ["food", "music", "space", "sport"]
+
+
+def prepared_texts() -> list[str]:
+    """128 texts of 12 words, each from the 30 words of its topic (:func:`prepared_labels`)."""
+    rng = np.random.default_rng(0)
+    topics = [[f"{name}{i}" for i in range(30)] for name in NAMES]
+    return [" ".join(rng.choice(topics[y], size=12)) for y in prepared_labels()]
+
+
+def prepared_labels() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 4, size=128)
+
+
 def prepared_data(folder: Path) -> Path:
     """96 + 32 texts of 4 topics, through ``nnspec prepare`` with the glove spec."""
-    rng = np.random.default_rng(0)
-    topics = [[f"{name}{i}" for i in range(30)] for name in ("sport", "space", "food", "music")]
-    labels = rng.integers(0, 4, size=128)
-    texts = [" ".join(rng.choice(topics[y], size=12)) for y in labels]
-    names = ["food", "music", "space", "sport"]
+    texts, labels = prepared_texts(), [NAMES[y] for y in prepared_labels()]
     prepare(
         texts[:96],
-        [names[y] for y in labels[:96]],
+        labels[:96],
         folder / "data.npz",
         val_texts=texts[96:],
-        val_labels=[names[y] for y in labels[96:]],
+        val_labels=labels[96:],
         spec=EXAMPLES / "glove_special_tokens" / "spec.yaml",
     )
     return folder / "data.npz"
@@ -542,3 +554,113 @@ def test_start_up_lines_are_dropped_and_warnings_kept(capfd: pytest.CaptureFixtu
         "W0000 00:00:1796297315.6 10358 gpu_device.cc:2344] Cannot dlopen some GPU libraries.\n"
         "UserWarning: a real warning\n"
     )
+
+
+def test_parity_runtime_imports_tensorflow_quietly(scripts: Scripts) -> None:
+    """``nnspec parity`` imports TensorFlow through the Keras runtime adapter."""
+    result = run([sys.executable, "-c", "import nnspec.backends.keras.runtime"], scripts.root)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+# ----------------------------------------------------------------------------- predict.py
+
+
+def write_predict(program: ir.Program, folder: Path, backend: str) -> Path:
+    """``predict.py`` beside the backend's ``train.py`` (and ``model.py``)."""
+    (folder / "predict.py").write_text(render_predict_script(program, backend))
+    return folder / "predict.py"
+
+
+def test_predict_tokenizes_as_prepare_did_and_both_backends_agree(
+    scripts: Scripts, real_runs: dict[str, Future]
+) -> None:
+    first, *_ = real_runs["torch"].result(timeout=4 * TIMEOUT)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = scripts.root / "real_torch" / "first_run"
+    texts = [*prepared_texts()[:5], "Sport3, SPACE4 and an unknown word!"]
+    predict = {b: write_predict(scripts.program, scripts.root / b, b) for b in BACKENDS}
+
+    # The ids: those nnspec prepare wrote for the same texts (without the model: no framework).
+    ids = run([sys.executable, predict["torch"], run_dir, *texts, "--ids"], scripts.root)
+    assert ids.returncode == 0, ids.stderr
+    with np.load(scripts.root / "real_torch" / "data.npz") as data:
+        prepared = data["tokens"][:5].tolist()
+        index = {token: i for i, token in enumerate(data["vocabulary"].tolist())}
+    rows = [json.loads(line) for line in ids.stdout.splitlines()]
+    assert [row + [0] * (LENGTH - len(row)) for row in rows[:5]] == prepared
+    tokens = ["sport3", ",", "space4", "and", "an", "unknown", "word", "!"]  # lowercased
+    oov = index["<oov>"]
+    assert oov == VOCAB - 4 and index["sport3"] < oov and index["space4"] < oov
+    assert rows[5] == [index.get(token, oov) for token in tokens]
+
+    # The same run's weights give the same probabilities through either backend's model.
+    results = {}
+    for backend in BACKENDS:
+        command = [sys.executable, predict[backend], run_dir, *texts, "--top-k", "4"]
+        result = run([*command, "--format", "json", "--device", "cpu"], scripts.root)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "I0000" not in result.stderr and "absl" not in result.stderr
+        results[backend] = [json.loads(line) for line in result.stdout.splitlines()]
+    for torch_row, keras_row in zip(results["torch"], results["keras"], strict=True):
+        assert torch_row["label"] == keras_row["label"]
+        assert {r["label"] for r in torch_row["top"]} == {"food", "music", "space", "sport"}
+        assert sum(r["probability"] for r in torch_row["top"]) == pytest.approx(1.0, abs=1e-6)
+        for a, b in zip(torch_row["top"], keras_row["top"], strict=True):
+            assert a["label"] == b["label"]
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+
+
+def test_predict_refuses_a_run_of_another_spec(scripts: Scripts) -> None:
+    predict = write_predict(scripts.categorical, scripts.root / "cat_torch", "torch")
+    folder = scripts.root / "predict_other"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"spec": "x", "spec_sha256": "0" * 16}))
+    result = run([sys.executable, predict, folder, "some text"], folder)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"predict.py: error: {folder} is a run of spec 'x' (sha256:{'0' * 16}), not of this "
+        f"model.py's 'glove_special_tokens' (sha256:{scripts.categorical.spec_hash})\n"
+    )
+
+
+def test_language_model_next_words_and_perplexity_agree_across_backends(
+    tmp_path: Path,
+) -> None:
+    """A memory-network LM run folder (random weights, prepare's vocabulary): next words and
+    perplexity, the same from both backends' predict.py."""
+    program = compile_text((EXAMPLES / "memn2n_lm" / "spec.yaml").read_text())
+    lines = [" ".join(f"w{(start + j) % 40}" for j in range(8)) for start in range(0, 200, 7)]
+    prepared = prepare_language_model(
+        lines, tmp_path / "lm.npz", spec=EXAMPLES / "memn2n_lm" / "spec.yaml"
+    )
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with np.load(prepared.data) as data:
+        tokenizer = json.loads(str(data["tokenizer"]))
+        vocabulary = data["vocabulary"].tolist()
+        first_memories = data["context"][:8]
+    record = {"spec": program.name, "spec_sha256": program.spec_hash, "tokenizer": tokenizer}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    (run_dir / "vocabulary.txt").write_text("".join(f"{token}\n" for token in vocabulary))
+    rng = np.random.default_rng(3)
+    weights = {w.name: rng.normal(0, 0.3, w.shape).astype(np.float32) for w in program.weights}
+    save_file(weights, str(run_dir / "model.safetensors"))
+
+    outputs = {}
+    for backend in BACKENDS:
+        folder = tmp_path / backend
+        write_tree(backends.get(backend).generate(program), folder)
+        predict = write_predict(program, folder, backend)
+        command = [sys.executable, predict, run_dir, lines[0], "w3 w4", "--format", "json"]
+        result = run([*command, "--device", "cpu"], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[backend] = [json.loads(line) for line in result.stdout.splitlines()]
+    ids = run([sys.executable, predict, run_dir, lines[0], "--ids"], tmp_path)
+    # The line's words, in the stream prepare made (the first memories hold them, newest first).
+    assert json.loads(ids.stdout) == [int(m[0, 0]) for m in first_memories[:8]]
+    for a, b in zip(outputs["torch"], outputs["keras"], strict=True):
+        assert [w["word"] for w in a["next"]] == [w["word"] for w in b["next"]]
+        assert len(a["next"]) == 3 and all(w["word"] in vocabulary for w in a["next"])
+        assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-5)
+        assert 1.0 < a["perplexity"] < 10 * len(vocabulary)

@@ -1,0 +1,47 @@
+"""The generated ``predict.py``: a trained run's model applied to raw text.
+
+It reads the run folder ``train.py`` wrote (``run.json`` with the tokenizer settings of
+``nnspec prepare``, ``vocabulary.txt``, ``model.safetensors``), tokenizes texts exactly as
+:mod:`nnspec.text` did for training (its patterns are rendered into the script), and prints the
+most probable labels (classifiers) or next words and perplexity (memory-network language
+models). Like ``train.py`` it imports neither nnspec nor, before its flags and inputs are
+checked, the framework.
+"""
+
+from __future__ import annotations
+
+from nnspec.backends.base import format_source, header, template_env
+from nnspec.compiler import ir
+from nnspec.text import PUNCTUATION_PATTERN, WORD_PATTERN
+
+
+def predict_context(program: ir.Program, backend: str) -> dict[str, object]:
+    """Template variables of ``predict.py`` for ``program`` in ``backend``."""
+    from nnspec.backends.keras.startup import source as start_up_source  # see train_script
+
+    training = program.training
+    language_model = any(isinstance(node.op, ir.MemoryNetwork) for node in program.nodes) and any(
+        len(inp.dims) == 2 for inp in program.inputs
+    )
+    probabilities = training.loss in ("sparse_categorical_crossentropy", "categorical_crossentropy")
+    return {
+        "header": header(program, backend),
+        "backend": backend,
+        "name": program.name,
+        "class_name": program.class_name,
+        "spec_hash": program.spec_hash,
+        "input_shapes": "{" + ", ".join(f"{i.name!r}: {i.dims!r}" for i in program.inputs) + "}",
+        "task": "language-model" if language_model else "classify",
+        "probabilities": probabilities,
+        "from_logits": training.from_logits and probabilities,
+        "first_output": program.outputs[0] if len(program.outputs) > 1 else None,
+        "word_pattern": repr(WORD_PATTERN),
+        "punctuation_pattern": repr(PUNCTUATION_PATTERN),
+        "start_up_source": start_up_source() if backend == "keras" else "",
+    }
+
+
+def render_predict_script(program: ir.Program, backend: str) -> str:
+    """``predict.py`` for ``program`` in ``backend``, formatted."""
+    template = template_env("nnspec.backends").get_template("predict.py.j2")
+    return format_source(template.render(predict_context(program, backend)))
