@@ -17,6 +17,8 @@ Rules for the fenced blocks of ``docs/**/*.md`` (every block must have one of th
   it must appear in what the block printed (whitespace runs count as one space). Elsewhere it
   is an illustration (a formula) and is not checked.
 * ``json``: must parse.
+* ``mermaid``: a model graph; it must be exactly what ``nnspec diagram`` draws for the spec of
+  the nearest ``yaml`` block before it.
 
 Also: the generated reference pages and CLI page are current, every spec model and command is
 documented, the framework-difference page quotes the measured numbers, ``mkdocs build
@@ -44,7 +46,7 @@ from nnspec.spec import load_string
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
-LANGUAGES = {"yaml", "bash", "python", "text", "json"}
+LANGUAGES = {"yaml", "bash", "python", "text", "json", "mermaid"}
 FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 
 
@@ -196,6 +198,35 @@ def test_yaml_blocks_are_valid_specs(block):
         assert spec_body(block.text) == spec_body((ROOT / block.title).read_text()), (
             f"{block.where()} differs from {block.title}"
         )
+
+
+def diagram_cases() -> list[tuple[Block, Block]]:
+    """``(mermaid block, the yaml block it draws)`` for every diagram in the docs."""
+    cases = []
+    for page in PAGES:
+        spec = None
+        for block in blocks(page):
+            if block.language == "yaml":
+                spec = block
+            elif block.language == "mermaid":
+                assert spec is not None, f"{block.where()}: a diagram without a spec before it"
+                cases.append((block, spec))
+    return cases
+
+
+@pytest.mark.parametrize("case", diagram_cases(), ids=lambda case: case[0].where())
+def test_mermaid_blocks_are_the_specs_diagrams(case, tmp_path):
+    diagram, spec = case
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec.text)
+    result = subprocess.run(
+        [sys.executable, "-m", "nnspec", "diagram", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == diagram.text.strip(), f"{diagram.where()}: stale diagram"
 
 
 def test_json_blocks_parse():
