@@ -461,6 +461,8 @@ def test_runs_get_their_own_folder_with_what_using_the_model_takes(
     assert record["backend"] == backend
     assert record["settings"]["epochs"] == 2 and record["settings"]["lr"] == 0.002
     assert record["settings"]["out"] == f"runs/glove_special_tokens/{out.name}"
+    assert record["resolved"]["precision"] == "float32"
+    assert record["resolved"]["device"] == {"torch": "cpu", "keras": "CPU"}[backend]
     assert record["examples"] == {"train": 96, "validation": 32}
     assert record["label_names"] == ["food", "music", "space", "sport"]
     assert record["inputs"] == {"tokens": {"shape": [200], "vocab_size": 10000}}

@@ -391,9 +391,10 @@ def check_resumable(out: Path) -> None:
         fail(f"--resume: {out} has no checkpoint last.safetensors")
 
 
-def begin_run(args: argparse.Namespace, data: Data) -> None:
+def begin_run(args: argparse.Namespace, data: Data, resolved: dict) -> None:
     """Create the run folder and write what using the model later takes without the spec:
-    ``run.json`` (spec, backend, flags, data description), ``vocabulary.txt`` and ``model.py``.
+    ``run.json`` (spec, backend, flags, what ``auto`` flags became (``resolved``), data
+    description), ``vocabulary.txt`` and ``model.py``.
 
     With ``--force`` an earlier run's files go first; with ``--resume`` the folder is kept.
     """
@@ -416,6 +417,7 @@ def begin_run(args: argparse.Namespace, data: Data) -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "resolved": resolved,
         "inputs": {
             name: {"shape": list(shape), "vocab_size": INPUT_VOCAB.get(name)}
             for name, shape in INPUT_SHAPES.items()
@@ -852,7 +854,8 @@ def main(
     n_val = 0 if val_set is None else len(val_set)
     board = TensorBoard(args.out / "tensorboard") if chief and args.tensorboard else None
     if chief:
-        begin_run(args, data)
+        resolved = {"device": str(device), "precision": precision, "processes": world_size}
+        begin_run(args, data, resolved)
         print(f"writing to {args.out}")
         print(
             f"training on {device} in {precision} with {world_size} process(es): "

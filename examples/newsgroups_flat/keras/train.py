@@ -393,9 +393,10 @@ def check_resumable(out: Path) -> None:
         fail(f"--resume: {out} has no checkpoint last.safetensors")
 
 
-def begin_run(args: argparse.Namespace, data: Data) -> None:
+def begin_run(args: argparse.Namespace, data: Data, resolved: dict) -> None:
     """Create the run folder and write what using the model later takes without the spec:
-    ``run.json`` (spec, backend, flags, data description), ``vocabulary.txt`` and ``model.py``.
+    ``run.json`` (spec, backend, flags, what ``auto`` flags became (``resolved``), data
+    description), ``vocabulary.txt`` and ``model.py``.
 
     With ``--force`` an earlier run's files go first; with ``--resume`` the folder is kept.
     """
@@ -418,6 +419,7 @@ def begin_run(args: argparse.Namespace, data: Data) -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "resolved": resolved,
         "inputs": {
             name: {"shape": list(shape), "vocab_size": INPUT_VOCAB.get(name)}
             for name, shape in INPUT_SHAPES.items()
@@ -932,9 +934,10 @@ def main(
 
     board = TensorBoard(args.out / "tensorboard") if chief and args.tensorboard else None
     if chief:
-        begin_run(args, data)
-        print(f"writing to {args.out}")
         device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+        resolved = {"device": device, "precision": precision, "replicas": replicas}
+        begin_run(args, data, resolved)
+        print(f"writing to {args.out}")
         print(
             f"training on {device} in {precision} with {replicas} replica(s): "
             f"{n_train} examples, {n_val} for validation"
