@@ -1,5 +1,5 @@
 """``python -m nnspec`` runs the CLI."""
 
-from nnspec.cli import run
+from nnspec.entry import run
 
 run()

@@ -7,9 +7,7 @@ Exit codes: 0 success, 1 invalid spec (or stale code, or parity over tolerance),
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
@@ -19,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 
 from nnspec import __version__
+from nnspec.validate_command import UsageError, expand, is_spec_file, validate_paths
+from nnspec.validate_command import github_annotation as github_annotation  # re-exported
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -88,8 +88,6 @@ def _hide_flag_types() -> None:
 
 _hide_flag_types()
 
-SPEC_SUFFIXES = (".yaml", ".yml", ".json")
-
 
 class Format(StrEnum):
     """Output formats of ``validate``."""
@@ -114,39 +112,9 @@ def main(
     """nnspec: one validated spec in, readable PyTorch and Keras code out."""
 
 
-def _say(text: str, stderr: bool = False) -> None:
-    """Print one line as it is (already escaped): what ``validate`` prints, without importing
-    rich (pre-commit runs it on every commit)."""
-    stream = sys.stderr if stderr else sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
-
-
 def _usage_error(message: str) -> typer.Exit:
     err.print(f"error: {message}", markup=False)
     return typer.Exit(2)
-
-
-# A top-level `nnspec:` key (block or flow style; quoted or not) at the start of a line.
-_SPEC_KEY = re.compile(rb"""^(?:\{\s*)?["']?nnspec["']?\s*:""", re.MULTILINE)
-
-
-def is_spec_file(path: Path) -> bool:
-    """Whether ``path`` looks like an nnspec spec: YAML with a top-level ``nnspec:`` key, or a
-    JSON object with an ``"nnspec"`` key. Unreadable files count as specs (reading them again
-    reports the error). Used by ``--only-specs``, so that pre-commit hooks and folder-wide runs
-    skip a project's other YAML files."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return True
-    if path.suffix == ".json":
-        try:
-            loaded = json.loads(data)
-        except ValueError:
-            return b'"nnspec"' in data
-        return isinstance(loaded, dict) and "nnspec" in loaded
-    return _SPEC_KEY.search(data) is not None
 
 
 ONLY_SPECS_HELP = "Skip files without a top-level `nnspec:` key (other YAML in a repository)."
@@ -154,20 +122,10 @@ ONLY_SPECS_HELP = "Skip files without a top-level `nnspec:` key (other YAML in a
 
 def _expand(paths: list[Path]) -> list[Path]:
     """Files as given; directories searched recursively for spec files; globs expanded."""
-    found: list[Path] = []
-    for path in paths:
-        if any(ch in str(path) for ch in "*?["):
-            matches = sorted(Path().glob(str(path)))
-            if not matches:
-                raise _usage_error(f"{path}: no file matches this pattern")
-            found.extend(matches)
-        elif path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES))
-        elif path.exists():
-            found.append(path)
-        else:
-            raise _usage_error(f"{path}: no such file")
-    return found
+    try:
+        return expand(paths)
+    except UsageError as exc:
+        raise _usage_error(str(exc)) from None
 
 
 def _compile(path: Path):  # -> (Program, Document, problems)
@@ -206,83 +164,14 @@ def validate(
 
     Every problem of every file is reported in one run, ordered by position.
     """
-    from nnspec.checks import check_file
-
-    paths = _expand(files)
-    if only_specs:
-        paths = [p for p in paths if is_spec_file(p)]
-        if not paths:
-            if format is Format.text:
-                _say(f"no nnspec spec among {len(files)} path(s)")
-            elif format is Format.json:
-                out.print_json(json.dumps({"files": 0, "valid": True, "problems": []}))
-            return
-    if not paths:
-        raise _usage_error("no spec files found")
-    problems = []
-    unreadable = False
-    for path in paths:
-        try:
-            problems.extend(check_file(path)[2])
-        except OSError as exc:
-            unreadable = True
-            _say(f"error: {path}: cannot read: {exc.strerror or exc}", stderr=True)
-    failed = [p for p in problems if p.level == "error" or strict]
-    if format is Format.json:
-        out.print_json(
-            json.dumps(
-                {
-                    "files": len(paths),
-                    "valid": not failed,
-                    "problems": [
-                        {
-                            "file": p.file,
-                            "line": p.line,
-                            "column": p.column,
-                            "path": ".".join(map(str, p.path)),
-                            "level": p.level,
-                            "code": p.code,
-                            "message": p.message,
-                        }
-                        for p in problems
-                    ],
-                }
-            )
-        )
-    else:
-        for p in problems:
-            if format is Format.github:
-                level = "error" if p.level == "error" or strict else "warning"
-                _say(github_annotation(p, level))
-            else:
-                _say(str(p), stderr=p.level == "error" or strict)
-        n_err = len(failed)
-        if format is Format.text:
-            summary = f"{len(paths)} file(s) checked: "
-            summary += "all valid" if not failed else f"{n_err} problem(s)"
-            _say(summary, stderr=bool(failed))
-    if unreadable:
-        raise typer.Exit(2)
-    if failed:
-        raise typer.Exit(1)
-
-
-def github_annotation(problem, level: str) -> str:
-    """A GitHub Actions workflow command for ``problem``: the file property and the message
-    escaped as GitHub's runner requires (``%``, CR, LF; also ``:`` and ``,`` in properties), and
-    terminal escapes shown as text."""
-    from nnspec.spec.errors import dotted, escaped
-
-    def data(text: str) -> str:
-        return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-    def prop(text: str) -> str:
-        return data(escaped(text)).replace(":", "%3A").replace(",", "%2C")
-
-    code = f"[{problem.code}] " if problem.code else ""
-    message = data(f"{dotted(problem.path)}: {code}{escaped(problem.message)}")
-    where = f"file={prop(problem.file)},line={problem.line},col={problem.column}"
-    return f"::{level} {where}::{message}"
+    # The command itself is nnspec.validate_command, which a plain `nnspec validate` command
+    # line runs without typer (nnspec.entry).
+    try:
+        code = validate_paths(files, strict, format.value, only_specs)
+    except UsageError as exc:
+        raise _usage_error(str(exc)) from None
+    if code:
+        raise typer.Exit(code)
 
 
 def _backends(name: str) -> list[str]:
@@ -814,7 +703,7 @@ def run() -> None:
     """Entry point: Ctrl-C exits 130 and a missing optional framework or data package exits 1
     with one line naming the ``pip install`` command, never with a traceback."""
     # nnspec's own pydantic models need no pydantic plugin; looking for them reads the metadata
-    # of every installed distribution, a measurable share of `nnspec validate`'s start-up.
+    # of every installed distribution.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         app()

@@ -222,3 +222,51 @@ def test_validate_starts_light(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "[] __all__"
     assert out.stdout.splitlines()[0] == "1 file(s) checked: all valid"
+
+
+def test_fast_validate_path_parses_only_plain_command_lines():
+    from pathlib import Path
+
+    from nnspec.validate_command import fast_args
+
+    assert fast_args(["validate", "a.yaml", "--strict", "--format=json", "b/"]) == {
+        "files": [Path("a.yaml"), Path("b/")],
+        "strict": True,
+        "format": "json",
+        "only_specs": False,
+    }
+    assert fast_args(["validate", "--only-specs", "--format", "github", "x"])["format"] == "github"
+    for typer_parses in (
+        [],
+        ["validate"],  # typer: missing argument
+        ["validate", "--help"],
+        ["validate", "x", "--format", "xml"],  # typer: invalid choice
+        ["validate", "x", "--format"],
+        ["validate", "--", "x"],
+        ["validate", "-x", "a"],
+        ["compile", "a.yaml"],
+        ["--version"],
+    ):
+        assert fast_args(typer_parses) is None, typer_parses
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", str(FLAT)],
+        ["validate", "--strict", str(BAD)],
+        ["validate", "--format", "json", str(BAD / "bad_activation.yaml")],
+        ["validate", "--format=github", "--strict", str(EXAMPLES)],
+        ["validate", "--only-specs", str(ROOT / "pyproject.toml"), str(FLAT)],
+        ["validate", "no/such.yaml"],
+    ],
+)
+def test_fast_validate_path_prints_what_typer_prints(args):
+    def run(entry: str):
+        code = f"import sys\nsys.argv = ['nnspec', *{args!r}]\nfrom {entry} import run\nrun()\n"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+        return out.returncode, out.stdout, out.stderr
+
+    fast, full = run("nnspec.entry"), run("nnspec.cli")
+    assert fast == full
+    assert fast[0] in (0, 1, 2) and "Traceback" not in fast[2]
