@@ -4,7 +4,9 @@
   models of ``nnspec/spec/models.py`` (every field: type, default, constraints, description,
   an example; every example is checked by validating a spec that contains it);
 * ``docs/cli.md``: every command of ``nnspec`` with its arguments and options, from the Typer
-  application of ``nnspec/cli.py``.
+  application of ``nnspec/cli.py``;
+* ``docs/api.md``: the Python API, from ``nnspec.__all__`` and the docstrings of
+  ``nnspec/api.py`` (its example is run by the documentation tests like every other block).
 
 Run from the repository root::
 
@@ -818,6 +820,96 @@ def cli_page() -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+# ----------------------------------------------------------------------------- Python API
+
+
+def rst_to_markdown(text: str) -> str:
+    """Docstring markup as Markdown: ``:func:`x``` and double backticks become single ones
+    (fenced code excepted), and Google-style sections (``Attributes:``, ``Args:`` ...) lists."""
+    out: list[str] = []
+    section = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            out.append(line)
+            continue
+        line = re.sub(r":(?:func|class|mod|meth|attr|data):`~?([^`]+)`", r"`\1`", line)
+        line = line.replace("``", "`")
+        if re.fullmatch(r"(Attributes|Args|Arguments|Returns|Raises):", line):
+            section = True
+            out += [f"**{line[:-1]}**", ""]
+        elif section and re.match(r"^    (\w+): ", line):
+            name, rest = line.strip().split(": ", 1)
+            out.append(f"- `{name}`: {rest}")
+        elif section and line.startswith("        "):
+            out[-1] += " " + line.strip()
+        else:
+            section = False
+            out.append(line)
+    return "\n".join(out)
+
+
+def signature_text(name: str, func: Any) -> str:
+    """``name(param: type = default, ...) -> type``, annotations as written in the source."""
+    signature = inspect.signature(func)
+    params: list[str] = []
+    for param in signature.parameters.values():
+        text = param.name
+        if param.kind is param.KEYWORD_ONLY and "*" not in params:
+            params.append("*")
+        if param.annotation is not param.empty:
+            text += f": {param.annotation}"
+        if param.default is not param.empty:
+            text += f" = {param.default!r}"
+        params.append(text)
+    returns = signature.return_annotation
+    arrow = f" -> {returns}" if returns is not signature.empty else ""
+    return f"{name}({', '.join(params)}){arrow}"
+
+
+def api_page() -> str:
+    """The Markdown of the Python API page, from ``nnspec.__all__`` and its docstrings."""
+    import dataclasses
+
+    import nnspec
+    from nnspec import api
+
+    out = [
+        HEADER.format(source="nnspec/api.py"),
+        "# Python API",
+        "",
+        rst_to_markdown(inspect.getdoc(api) or ""),
+        "",
+    ]
+    for name in nnspec.__all__:
+        if name.startswith("_"):
+            continue
+        obj = getattr(nnspec, name)
+        doc = rst_to_markdown(inspect.getdoc(obj) or "")
+        if inspect.isfunction(obj):
+            out += [f"## `nnspec.{name}` {{#{name.lower()}}}", "", "```text"]
+            out += [signature_text(name, obj), "```", "", doc, ""]
+        elif inspect.isclass(obj):
+            out += [f"## `nnspec.{name}` {{#{name.lower()}}}", "", doc, ""]
+            if dataclasses.is_dataclass(obj):
+                out += ["| field | type |", "| --- | --- |"]
+                for item in dataclasses.fields(obj):
+                    out.append(f"| `{item.name}` | {cell(f'`{item.type}`')} |")
+                out.append("")
+            members = [
+                (member, value)
+                for member, value in vars(obj).items()
+                if not member.startswith("_") and (callable(value) or isinstance(value, property))
+            ]
+            for member, value in members:
+                target = value.fget if isinstance(value, property) else value
+                kind = "property" if isinstance(value, property) else "method"
+                first = (inspect.getdoc(target) or "").split("\n\n")[0]
+                out += [f"- `{member}` ({kind}): {rst_to_markdown(' '.join(first.split()))}"]
+            if members:
+                out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -846,6 +938,7 @@ def render_all() -> dict[Path, str]:
         raise KeyError(f"models on no reference page: {names}; add them to PAGES")
     pages = {DOCS / "reference" / page.file: render_page(page) for page in PAGES}
     pages[DOCS / "cli.md"] = cli_page()
+    pages[DOCS / "api.md"] = api_page()
     return pages
 
 

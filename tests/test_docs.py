@@ -13,9 +13,10 @@ Rules for the fenced blocks of ``docs/**/*.md`` (every block must have one of th
   ``pip install`` checks that every extra it names is defined in ``pyproject.toml``.
 * ``python``: run as a script in the same folder; must exit 0 (the tutorials' claims are
   ``assert`` statements).
-* ``text``: right after a ``bash`` or ``python`` block it is that block's output: every line of
-  it must appear in what the block printed (whitespace runs count as one space). Elsewhere it
-  is an illustration (a formula) and is not checked.
+* ``text``: right after a ``bash`` or ``python`` block (nothing but blank lines between them)
+  it is that block's output: every line of it must appear in what the block printed
+  (whitespace runs count as one space). Elsewhere it is an illustration (a formula, a
+  signature) and is not checked.
 * ``json``: must parse.
 * ``mermaid``: a model graph; it must be exactly what ``nnspec diagram`` draws for the spec of
   the nearest ``yaml`` block before it.
@@ -59,6 +60,7 @@ class Block:
     language: str
     title: str | None
     text: str
+    adjacent: bool  # only blank lines between this block and the one before it
 
     def where(self) -> str:
         """``page:line`` for messages."""
@@ -69,12 +71,15 @@ def blocks(page: Path) -> list[Block]:
     """The fenced blocks of ``page``, in order."""
     source = page.read_text()
     found = []
+    previous_end = None
     for match in FENCE.finditer(source):
         info = match["info"].strip()
         language = info.split()[0] if info else ""
         title = re.search(r'title="([^"]+)"', info)
         line = source.count("\n", 0, match.start()) + 1
-        found.append(Block(page, line, language, title and title[1], match["body"]))
+        adjacent = previous_end is not None and not source[previous_end : match.start()].strip()
+        found.append(Block(page, line, language, title and title[1], match["body"], adjacent))
+        previous_end = match.end()
     return found
 
 
@@ -113,6 +118,7 @@ def test_the_site_has_its_pages():
         "policies.md",
         "backends.md",
         "cli.md",
+        "api.md",
         "tutorials/pad-zeroing.md",
         "tutorials/glove-special-tokens.md",
         "tutorials/memn2n-temporal.md",
@@ -160,6 +166,15 @@ def test_cli_reference_covers_every_command_and_option():
         for param in command.params:
             for flag in param.opts:
                 assert f"`{flag}`" in page, f"nnspec {name} {flag} is not documented"
+
+
+def test_api_reference_covers_every_public_name():
+    import nnspec
+
+    page = (DOCS / "api.md").read_text()
+    for name in nnspec.__all__:
+        if not name.startswith("_"):
+            assert f"## `nnspec.{name}`" in page, f"nnspec.{name} is not documented"
 
 
 def test_reference_examples_are_valid_values():
@@ -287,7 +302,7 @@ def run_page(page: Path, workdir: Path) -> None:
             script.write_text(block.text)
             command = [sys.executable, script.name]
         else:
-            if block.language == "text" and output is not None:
+            if block.language == "text" and block.adjacent and output is not None:
                 printed = normalized(output)
                 for line in block.text.splitlines():
                     if line.strip():
