@@ -595,6 +595,21 @@ def test_predict_tokenizes_as_prepare_did_and_both_backends_agree(
     oov = index["<oov>"]
     assert oov == VOCAB - 4 and index["sport3"] < oov and index["space4"] < oov
     assert rows[5] == [index.get(token, oov) for token in tokens]
+    # The same texts from a file: one per line, a CSV column, a JSON-lines field.
+    files = scripts.root / "predict_inputs"
+    files.mkdir()
+    (files / "texts.txt").write_text("\n".join(texts) + "\n")
+    with (files / "texts.csv").open("w", newline="") as file:
+        csv.writer(file).writerows([["id", "body"], *[[i, t] for i, t in enumerate(texts)]])
+    (files / "texts.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
+    for name, column in (("texts.txt", []), ("texts.csv", ["--text-column", "body"])):
+        command = [sys.executable, predict["keras"], run_dir, "--input", files / name, *column]
+        assert run([*command, "--ids"], files).stdout == ids.stdout, name
+    command = [sys.executable, predict["torch"], run_dir, "--input", files / "texts.jsonl"]
+    assert run([*command, "--text-column", "body", "--ids"], files).stdout == ids.stdout
+    missing = run([*command, "--ids"], files)
+    assert missing.returncode == 2
+    assert "texts.jsonl has no column 'text' (it has body)" in missing.stderr
 
     # The same run's weights give the same probabilities through either backend's model.
     results = {}
