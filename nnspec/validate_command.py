@@ -39,7 +39,7 @@ def is_spec_file(path: Path) -> bool:
     reports the error). Used by ``--only-specs``, so that pre-commit hooks and folder-wide runs
     skip a project's other YAML files."""
     try:
-        data = path.read_bytes()
+        data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
     except OSError:
         return True
     if path.suffix == ".json":

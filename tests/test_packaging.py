@@ -164,6 +164,7 @@ def test_demo_help_is_whole_sentences():
 def test_spec_files_are_told_from_other_yaml(tmp_path):
     cases = {
         "spec.yaml": "# comment\nnnspec: 1\nname: x\n",
+        "bom.yaml": "\ufeffnnspec: 1\n",
         "flow.yaml": "{nnspec: 1, name: x}\n",
         "quoted.yml": '"nnspec": 1\n',
         "spec.json": '{"name": "x", "nnspec": 1}',
@@ -175,7 +176,7 @@ def test_spec_files_are_told_from_other_yaml(tmp_path):
     for name, text in cases.items():
         (tmp_path / name).write_text(text)
     found = sorted(n for n in cases if is_spec_file(tmp_path / n))
-    assert found == ["broken.json", "flow.yaml", "quoted.yml", "spec.json", "spec.yaml"]
+    assert found == ["bom.yaml", "broken.json", "flow.yaml", "quoted.yml", "spec.json", "spec.yaml"]
 
 
 def test_only_specs_skips_other_yaml(tmp_path, monkeypatch):
