@@ -44,4 +44,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The module's names, the lazily imported API included."""
     return sorted({*globals(), *__all__})

@@ -9,9 +9,12 @@ failure, every check that can still run on the parts that did validate runs too:
   selections inside the table, special tokens, pretrained vectors: format, packaged names and
   their dimension); a table that does not still gets the ``pretrained`` checks if that part
   validates;
-- when the schema errors lie only outside what shapes depend on (``training``, ``name``,
-  ``description``), the graph is resolved with those parts stood in for, and its errors (unknown
-  layers and tables, shape mismatches, cycles ...) are reported;
+- when the schema errors lie only where no shape depends on them (the ``training``, ``name``
+  and ``description`` sections, unknown keys, and fields such as a layer's ``activation`` or
+  initializers, or a table's ``trainable`` or ``pretrained``), the graph is resolved with those
+  parts stood in for, and its errors (unknown layers and tables, shape mismatches, cycles ...)
+  are reported; an error in a layer's type or size, an input or a table's size stops it, as the
+  shapes after it could not be trusted;
 - when the schema passes and only rules across fields fail, the graph is resolved as well.
 
 The problems are deduplicated and ordered by position. A spec that validates gets exactly what
@@ -21,6 +24,7 @@ ever add errors to a spec that is already invalid.
 
 from __future__ import annotations
 
+import copy
 import types
 from collections.abc import Iterable, Iterator
 from pathlib import Path as FsPath
@@ -30,6 +34,7 @@ from pydantic import ValidationError
 
 from nnspec.compiler import compile_spec, ir, problems_of
 from nnspec.spec import Document, Problem, Spec, SpecError
+from nnspec.spec.errors import Path as FieldPath
 from nnspec.spec.loader import load_file, load_text
 from nnspec.spec.models import EmbeddingTableSpec, PretrainedSpec
 from nnspec.spec.validate import (
@@ -37,6 +42,7 @@ from nnspec.spec.validate import (
     _selection_problems,
     hint_budget,
     parse,
+    walk_location,
 )
 
 # Top-level sections the graph and its shapes do not depend on, with stand-ins used to resolve
@@ -46,6 +52,33 @@ SHAPE_FREE_SECTIONS: dict[str, Any] = {
     "description": "",
     "training": {"loss": "mse"},
 }
+
+# Values standing in for the required ones of those fields (the others have defaults).
+REQUIRED_STAND_INS: dict[str, Any] = {"rate": 0.0}
+
+# Fields of layers and tables that no shape depends on: an invalid value is dropped (the
+# default stands in) to resolve the graph anyway.
+SHAPE_FREE_FIELDS = frozenset(
+    {
+        "activation",
+        "use_bias",
+        "rate",
+        "dropout",
+        "epsilon",
+        "momentum",
+        "initializer",
+        "kernel_initializer",
+        "bias_initializer",
+        "recurrent_initializer",
+        "special_tokens_initializer",
+        "kernel_constraint",
+        "bias_constraint",
+        "constraint",
+        "trainable",
+        "pretrained",
+        "scale",
+    }
+)
 
 
 def check_document(doc: Document) -> tuple[ir.Program | None, list[Problem]]:
@@ -108,16 +141,63 @@ def _further_problems(doc: Document) -> Iterator[Problem]:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         yield from _table_problems(data, doc)
-        failing = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
-        if failing and failing <= set(SHAPE_FREE_SECTIONS):
-            stand_in = {**data, **{k: SHAPE_FREE_SECTIONS[k] for k in failing}}
-            try:
-                spec = Spec.model_validate(stand_in)
-            except ValidationError:
-                return
-            yield from _graph_problems(spec, doc, skip=failing)
+        repaired = _shape_neutral_stand_in(data, exc)
+        if repaired is None:
+            return
+        stand_in, skip = repaired
+        try:
+            spec = Spec.model_validate(stand_in)
+        except ValidationError:
+            return
+        yield from _graph_problems(spec, doc, skip=skip)
         return
-    yield from _graph_problems(spec, doc, skip=set())
+    yield from _graph_problems(spec, doc, skip=[])
+
+
+def _shape_neutral_stand_in(
+    data: dict[str, Any], exc: ValidationError
+) -> tuple[dict[str, Any], list[FieldPath]] | None:
+    """``data`` with every schema error repaired in a way no shape depends on, and the paths
+    repaired (graph errors there are not reported); ``None`` when an error is in something
+    shapes depend on (a layer's type or size, an input, a table's dim ...).
+
+    Repairs: a section in :data:`SHAPE_FREE_SECTIONS` is stood in for; an unknown key is
+    dropped; a bad value of a field in :data:`SHAPE_FREE_FIELDS` of a layer or table is dropped
+    (its default takes its place)."""
+    stand_in = copy.deepcopy(data)
+    skip: list[FieldPath] = []
+    for err in exc.errors(include_url=False):
+        path, _ = walk_location(tuple(err["loc"]))
+        if not path:
+            return None
+        if path[0] in SHAPE_FREE_SECTIONS:
+            stand_in[str(path[0])] = SHAPE_FREE_SECTIONS[str(path[0])]
+            skip.append(path[:1])
+            continue
+        if err["type"] == "extra_forbidden":
+            cut = path
+        elif path[:2] == ("model", "layers") and len(path) >= 4 and path[3] in SHAPE_FREE_FIELDS:
+            cut = path[:4]
+        elif path[0] == "embeddings" and len(path) >= 3 and path[2] in SHAPE_FREE_FIELDS:
+            cut = path[:3]
+        else:
+            return None
+        parent: Any = stand_in
+        for key in cut[:-1]:
+            if isinstance(parent, dict):
+                parent = parent.get(key)
+            elif isinstance(parent, list) and isinstance(key, int) and 0 <= key < len(parent):
+                parent = parent[key]
+            else:
+                return None
+        if not isinstance(parent, dict):
+            return None
+        if cut[-1] in REQUIRED_STAND_INS and err["type"] != "extra_forbidden":
+            parent[cut[-1]] = REQUIRED_STAND_INS[str(cut[-1])]
+        else:
+            parent.pop(cut[-1], None)
+        skip.append(cut)
+    return stand_in, skip
 
 
 def _table_problems(data: dict[str, Any], doc: Document) -> Iterator[Problem]:
@@ -159,8 +239,9 @@ def _table_problems(data: dict[str, Any], doc: Document) -> Iterator[Problem]:
                 yield problem
 
 
-def _graph_problems(spec: Spec, doc: Document, skip: set[str]) -> Iterator[Problem]:
-    """The compiler's graph and shape errors for ``spec``, except those inside ``skip``."""
+def _graph_problems(spec: Spec, doc: Document, skip: list[FieldPath]) -> Iterator[Problem]:
+    """The compiler's graph and shape errors for ``spec``, except those inside a ``skip``
+    path."""
     from nnspec.compiler.resolve import resolve
 
     # Pretrained vectors do not change a shape, and theirs are errors of their own.
@@ -172,5 +253,6 @@ def _graph_problems(spec: Spec, doc: Document, skip: set[str]) -> Iterator[Probl
         # say); its errors are reported, and a resolver tripping over them adds nothing.
         return
     for error in resolved.errors:
-        if not error.path or error.path[0] not in skip:
-            yield doc.problem(error.path, error.message)
+        path = tuple(error.path)
+        if not any(path[: len(cut)] == cut for cut in skip):
+            yield doc.problem(path, error.message)

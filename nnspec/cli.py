@@ -78,6 +78,7 @@ def _hide_flag_types() -> None:
         return
 
     def display_type_rich(self: Any, ctx: Any) -> str | None:
+        """No type for a flag; typer's own for every other option."""
         if getattr(self, "is_flag", False) and not getattr(self, "count", False):
             return None
         return shown(self, ctx)

@@ -156,3 +156,35 @@ def test_cli_reports_all_stages_in_one_run(tmp_path):
         result = CliRunner().invoke(app, [command, str(spec)])
         assert result.exit_code == 1
         assert result.output.count(str(spec)) == 7, result.output
+
+
+def test_graph_errors_reported_past_errors_no_shape_depends_on():
+    text = """\
+nnspec: 1
+name: m2
+inputs:
+  tokens: {length: 20}
+embeddings:
+  words: {vocab_size: 100, dim: 8, padding: {index: 0}, trainable: maybe, colour: red}
+model:
+  layers:
+    - {type: embedding, table: words}
+    - {type: dense, units: 4, activation: softmx, kernel_initializer: {type: nope}}
+    - {type: dropout, rate: 3}
+    - {type: add, inputs: [dense, missing_one]}
+    - {type: dense, units: 3, activation: softmax}
+training: {loss: sparse_categorical_crossentropy, optimizer: {type: adamm}}
+"""
+    found = lines(text)
+    assert [line.split(": ")[0] + ": " + line.split(": ")[1] for line in found] == [
+        "s.yaml:6:68: embeddings.words.trainable",
+        "s.yaml:6:75: embeddings.words.colour",
+        "s.yaml:10:43: model.layers.1.activation",
+        "s.yaml:10:71: model.layers.1.kernel_initializer",
+        "s.yaml:11:29: model.layers.2.rate",
+        "s.yaml:12:35: model.layers.3.inputs.1",
+        "s.yaml:14:62: training.optimizer",
+    ]
+    assert found[5] == "s.yaml:12:35: model.layers.3.inputs.1: unknown layer or input 'missing_one'"
+    # An error in something shapes depend on (a layer's size) stops the graph checks.
+    assert not any("missing_one" in line for line in lines(text.replace("units: 4,", "units: -4,")))
