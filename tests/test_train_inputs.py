@@ -239,6 +239,11 @@ CASES: dict[str, tuple[Callable[[Path], list[str | Path]], str]] = {
         lambda folder: ["--data", npz(folder, "data.npz", **good_arrays()), "--resume"],
         "--resume needs --out, the folder of the run to continue",
     ),
+    "a single label": (changed(labels=np.array(1)), "data.npz: labels is a single value"),
+    "validation split of 1": (
+        lambda folder: ["--data", npz(folder, "d.npz", **good_arrays()), "--validation-split", "1"],
+        "--validation-split must be at least 0 and below 1, not 1.0",
+    ),
     "zero batch size": (
         lambda folder: ["--data", npz(folder, "data.npz", **good_arrays()), "--batch-size", "0"],
         "--batch-size must be at least 1",

@@ -298,6 +298,9 @@ def pick(arrays: dict[str, np.ndarray], prefix: str, where: Path) -> dict[str, n
         has = ", ".join(arrays) or "none"
         fail(f"{where} has no array {', '.join(missing)} (it has {has})")
     picked = {name: arrays[prefix + name] for name in names}
+    for name, array in picked.items():
+        if array.ndim == 0:
+            fail(f"{where}: {prefix}{name} is a single value, not an array of examples")
     for name in INPUT_SHAPES:
         check_ids(picked[name], name, prefix, where)
     check_labels(picked["labels"], prefix + "labels", where)
@@ -448,6 +451,8 @@ def start(argv: list[str] | None = None) -> tuple[argparse.Namespace, Data]:
     for flag in ("epochs", "batch_size"):
         if getattr(args, flag) < 1:
             fail(f"--{flag.replace('_', '-')} must be at least 1")
+    if not 0 <= args.validation_split < 1:
+        fail(f"--validation-split must be at least 0 and below 1, not {args.validation_split}")
     args.out = run_folder(args, first_process())
     data = read_data(args)
     if args.monitor.startswith("val_") and data.val is None:
@@ -872,7 +877,7 @@ def main(
     def gradients(inputs, labels, weight):
         """Gradients of ``weight`` times the batch's mean loss, and the batch's metric sums."""
         with tf.GradientTape() as tape:
-            y_pred = model(inputs, training=True)  # (B, 4)
+            y_pred = model(inputs, training=True, logits=True)  # (B, 4)
             y_pred = tf.cast(y_pred, "float32")
             loss = loss_fn(labels, y_pred)
             scaled = tf.math.multiply_no_nan(loss, weight) * loss_scale
@@ -923,7 +928,7 @@ def main(
     @tf.function
     def evaluate_step(inputs, labels):
         """The metric sums of a validation batch."""
-        y_pred = tf.cast(model(inputs, training=False), "float32")
+        y_pred = tf.cast(model(inputs, training=False, logits=True), "float32")
         return batch_sums(labels, y_pred, loss_fn(labels, y_pred))
 
     def evaluate():

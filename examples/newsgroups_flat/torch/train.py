@@ -294,6 +294,9 @@ def pick(arrays: dict[str, np.ndarray], prefix: str, where: Path) -> dict[str, n
         has = ", ".join(arrays) or "none"
         fail(f"{where} has no array {', '.join(missing)} (it has {has})")
     picked = {name: arrays[prefix + name] for name in names}
+    for name, array in picked.items():
+        if array.ndim == 0:
+            fail(f"{where}: {prefix}{name} is a single value, not an array of examples")
     for name in INPUT_SHAPES:
         check_ids(picked[name], name, prefix, where)
     check_labels(picked["labels"], prefix + "labels", where)
@@ -444,6 +447,8 @@ def start(argv: list[str] | None = None) -> tuple[argparse.Namespace, Data]:
     for flag in ("epochs", "batch_size"):
         if getattr(args, flag) < 1:
             fail(f"--{flag.replace('_', '-')} must be at least 1")
+    if not 0 <= args.validation_split < 1:
+        fail(f"--validation-split must be at least 0 and below 1, not {args.validation_split}")
     args.out = run_folder(args, first_process())
     data = read_data(args)
     if args.monitor.startswith("val_") and data.val is None:
@@ -704,7 +709,7 @@ def evaluate(
     for batch in batches(dataset, BatchSampler(indices, batch_size, drop_last=False), False):
         inputs, labels = to_device(batch, device)
         with autocast:
-            y_pred = model(**inputs).float()
+            y_pred = model(**inputs, logits=True).float()
         sums += batch_sums(labels, y_pred, loss_fn(labels, y_pred))
     return means(sums, prefix="val_")
 
@@ -884,7 +889,7 @@ def main(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
-                y_pred = model(**inputs)  # (B, 20)
+                y_pred = model(**inputs, logits=True)  # (B, 20)
             loss = loss_fn(labels, y_pred.float())
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
