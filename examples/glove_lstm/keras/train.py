@@ -875,7 +875,7 @@ def main(
     def gradients(inputs, labels, weight):
         """Gradients of ``weight`` times the batch's mean loss, and the batch's metric sums."""
         with tf.GradientTape() as tape:
-            y_pred = model(inputs, training=True, logits=True)  # (B, 4)
+            y_pred = model(inputs, training=True)  # (B, 4)
             y_pred = tf.cast(y_pred, "float32")
             loss = loss_fn(labels, y_pred)
             scaled = tf.math.multiply_no_nan(loss, weight) * loss_scale
@@ -926,7 +926,7 @@ def main(
     @tf.function
     def evaluate_step(inputs, labels):
         """The metric sums of a validation batch."""
-        y_pred = tf.cast(model(inputs, training=False, logits=True), "float32")
+        y_pred = tf.cast(model(inputs, training=False), "float32")
         return batch_sums(labels, y_pred, loss_fn(labels, y_pred))
 
     def evaluate():

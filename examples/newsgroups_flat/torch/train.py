@@ -709,7 +709,7 @@ def evaluate(
     for batch in batches(dataset, BatchSampler(indices, batch_size, drop_last=False), False):
         inputs, labels = to_device(batch, device)
         with autocast:
-            y_pred = model(**inputs, logits=True).float()
+            y_pred = model(**inputs).float()
         sums += batch_sums(labels, y_pred, loss_fn(labels, y_pred))
     return means(sums, prefix="val_")
 
@@ -889,7 +889,7 @@ def main(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
-                y_pred = model(**inputs, logits=True)  # (B, 20)
+                y_pred = model(**inputs)  # (B, 20)
             loss = loss_fn(labels, y_pred.float())
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
