@@ -249,8 +249,9 @@ def read_arrays(path: Path, flag: str) -> dict[str, np.ndarray]:
     files = sorted(path.glob("*.npy")) if path.is_dir() else []
     if path.is_dir() and not files:
         fail(f"{flag} {path}: the folder has no .npy files")
-    if not path.is_dir() and file_kind(path) != "a zip file":
-        fail(f"{flag} {path} is {file_kind(path)}, not an .npz file (a zip of .npy arrays)")
+    kind = "a folder" if path.is_dir() else file_kind(path)
+    if kind not in ("a folder", "a zip file"):
+        fail(f"{flag} {path} is {kind}, not an .npz file (a zip of .npy arrays)")
     try:
         if files:
             return {file.stem: np.load(file) for file in files}
@@ -265,7 +266,8 @@ def read_arrays(path: Path, flag: str) -> dict[str, np.ndarray]:
 
 
 def file_kind(path: Path) -> str:
-    """What a file that is not an ``.npz`` seems to be, for error messages."""
+    """What a file is, by its first bytes: ``a zip file`` (as an ``.npz`` is), or what it
+    seems to be instead, for error messages."""
     with path.open("rb") as file:
         head = file.read(512)
     if not head:
