@@ -15,7 +15,7 @@ from benchmarks.specs import EXAMPLES, POLICIES, POLICY_GOALS, POLICY_LABELS
 from nnspec import __version__
 
 EXAMPLE_GOAL = 1.05
-CLI_GOAL_S = 0.5
+CLI_GOAL_S = 0.3
 NOT_AVAILABLE = "not available"
 
 

@@ -412,7 +412,11 @@ def parity(
         raise _usage_error(f"unknown dtype {dtype!r}; use float32, float64 or both")
     program, _ = _compile(file)
     if not installed():
-        err.print("no backend is installed (see the nnspec extras): nothing to compare")
+        from nnspec import backends
+        from nnspec.extras import backends_hint
+
+        hint = backends_hint(sorted(backends.available()))
+        err.print(f"no backend is installed: nothing to compare ({hint})")
         raise typer.Exit(1)
     ok = True
     for d in dtypes:
@@ -442,7 +446,13 @@ def print_report(report) -> None:
     for column in columns:
         table.add_column(column, justify="right")
     table.add_column("Tolerance", justify="right")
-    for what, name, against, cells in report.rows():
+    rows = list(report.rows())
+    # float32 training: each tolerance is derived from both backends' own float32 rounding
+    # (their distance to the float64 run of the same recipe), shown beside it.
+    derived = any(c.rounding for *_, cells in rows for c in cells.values())
+    if derived:
+        table.add_column("Own rounding (base + other)", justify="right")
+    for what, name, against, cells in rows:
         row = [what, name]
         for column in columns:
             c = cells.get(column)
@@ -452,8 +462,13 @@ def print_report(report) -> None:
                 row.append("")
             else:
                 row.append(f"{c.diff:.2e}" if c.ok else f"[red]FAIL {c.diff:.2e}[/]")
-        tolerances = dict.fromkeys(f"{c.tolerance:.0e}" for c in cells.values())
+        tolerances = dict.fromkeys(f"{c.tolerance:.3g}" for c in cells.values())
         row.append(" / ".join(tolerances))
+        if derived:
+            own = [
+                f"{c.rounding[0]:.2e} + {c.rounding[1]:.2e}" for c in cells.values() if c.rounding
+            ]
+            row.append(" / ".join(own))
         table.add_row(*row)
     # Never squeezed to the terminal: a wrapped or truncated number would misread.
     natural = Measurement.get(out, out.options.update_width(10_000), table).maximum

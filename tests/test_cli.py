@@ -169,12 +169,15 @@ def test_parity_command_reports_every_backend_against_the_reference_and_each_oth
     lines = result.output.splitlines()
     headers = [line for line in lines if "Compared" in line]
     assert len(headers) == 2, result.output
-    for header in headers:  # one column per backend, and the reference
+    own = ["Own rounding (base + other)"]  # float32: the derived tolerances' two terms
+    for header, extra in zip(headers, (own, []), strict=True):  # float32, then float64
         cells = [cell.strip() for cell in header.split("┃") if cell.strip()]
-        assert cells == ["Compared", "Tensor", REFERENCE, *names, "Tolerance"], header
+        assert cells == ["Compared", "Tensor", REFERENCE, *names, "Tolerance", *extra], header
     table = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
     outputs = [row for row in table if row[0] == "outputs"]
-    assert len(outputs) == 2 and all(row[2] == "base" and "" not in row for row in outputs)
+    width = 4 + len(names)  # Compared, Tensor, the reference, each backend, Tolerance
+    assert len(outputs) == 2
+    assert all(row[2] == "base" and "" not in row[:width] for row in outputs)
     rows = [line for line in lines if "training" in line]
     names_ = ("losses", "words.embeddings", "dense.kernel", "dense.bias")
     for name in names_:  # once per dtype: every weight of every backend
@@ -204,6 +207,23 @@ def test_parity_report_has_one_column_per_backend_whatever_their_number():
     assert rows[0] == ["outputs", "out", "base", "1.00e-17", "1.00e-17", "1.00e-17", "1e-12"]
     assert rows[1] == ["training", "w", "", "base", "2.00e-16", "FAIL 3.00e-03", "1e-09"]
     assert "first, second, third and the reference DISAGREE in float64" in text
+
+
+def test_parity_report_shows_what_a_derived_tolerance_is_made_of():
+    from nnspec.cli import out, print_report
+    from nnspec.parity import Comparison, ParityReport
+
+    report = ParityReport(("first", "second"), "float32")
+    rounding = (1.03e-4, 4.09e-4)
+    tolerance = rounding[0] + rounding[1] + 1e-9
+    report.comparisons.append(
+        Comparison("training", "w", 5.1e-4, tolerance, "second", "first", rounding)
+    )
+    with out.capture() as captured:
+        print_report(report)
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in captured.get().splitlines()]
+    rows = [row for row in rows if row]
+    assert rows[0] == ["training", "w", "", "base", "5.10e-04", "0.000512", "1.03e-04 + 4.09e-04"]
 
 
 def test_validate_starts_light(tmp_path):

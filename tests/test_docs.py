@@ -196,7 +196,8 @@ def test_nothing_refers_to_documents_outside_the_repository():
     texts = [p.read_text() for p in PAGES] + [(ROOT / "mkdocs.yml").read_text()]
     texts += [p.read_text() for p in DOCS.rglob("*.py")]
     for text in texts:
-        for word in ("DESIGN", "FACTS.md", "../shared", "shared/"):
+        # Spelled in pieces, so that this file does not name them either.
+        for word in ("DESIG" + "N", "FACT" + "S.md", "../" + "shared", "share" + "d/"):
             assert word not in text
 
 
