@@ -677,7 +677,8 @@ def prepare_language_model(
     _check_pad(settings)
     if settings is not None:
         memory = _agree("memory", memory, settings.shape[0], settings)
-        sentence_length = _agree("sentence_length", sentence_length, settings.shape[1], settings)
+        width = settings.shape[1] if len(settings.shape) > 1 else 1  # [M]: one word per memory
+        sentence_length = _agree("sentence_length", sentence_length, width, settings)
         vocab_size = _agree("vocab_size", vocab_size, settings.vocab_size, settings)
         input_name = settings.input_name
     memory = memory or 16
@@ -710,6 +711,8 @@ def prepare_language_model(
         prefix = "" if name == "train" else f"{name}_"
         flat, _ = lookup(token_lists, vocab)
         memories, labels = language_model_windows(flat, memory, sentence_length)
+        if settings is not None:  # the spec's input shape: (N, M) for one word per memory
+            memories = memories.reshape(len(memories), *settings.shape)
         arrays[prefix + input_name] = memories
         arrays[prefix + "labels"] = labels.astype(np.int32)
         stats[name] = _stats(name, len(labels), token_lists, flat, vocab)
@@ -732,7 +735,7 @@ def prepare_language_model(
         vocabulary=vocab,
         task="language-model",
         input_name=input_name,
-        input_shape=(memory, sentence_length),
+        input_shape=tuple(settings.shape) if settings is not None else (memory, sentence_length),
         splits=stats,
         arrays={k: (v.shape, str(v.dtype)) for k, v in arrays.items()},
         warnings=tuple(_vocabulary_warnings(vocab)),

@@ -320,10 +320,17 @@ def sentences(op: ir.MemoryNetwork, ids: np.ndarray, table: np.ndarray) -> np.nd
 
 
 def memory_network(
-    op: ir.MemoryNetwork, state: State, memories: np.ndarray, question: np.ndarray | None = None
+    op: ir.MemoryNetwork,
+    state: State,
+    memories: np.ndarray,
+    question: np.ndarray | None = None,
+    linear: bool = False,
 ) -> np.ndarray:
-    """:class:`ir.MemoryNetwork` (arXiv 1503.08895), hop by hop."""
+    """:class:`ir.MemoryNetwork` (arXiv 1503.08895), hop by hop; ``linear``: in linear-start
+    mode (each hop's attention without softmax). Dropout is inference's identity."""
     dtype = state[op.hops[0].A].dtype
+    if op.word_memories:
+        memories = memories[..., None]  # (B, M, 1)
     if op.query == "embedded":
         assert question is not None
         b = op.hops[0].A if op.tying == "adjacent" else op.query_embedding
@@ -341,7 +348,8 @@ def memory_network(
             m = m + state[hop.TA]
         if hop.TC is not None:
             c = c + state[hop.TC]
-        p = softmax(_masked_add(np.einsum("bmd,bd->bm", m, u), padded))
+        scores = np.einsum("bmd,bd->bm", m, u)
+        p = np.where(padded, 0.0, scores) if linear else softmax(_masked_add(scores, padded))
         o = np.einsum("bm,bmd->bd", p, c)
         u = (u @ state[op.linear_map] if op.linear_map else u) + o
         if op.relu_half:  # the first d // 2 units stay linear
@@ -362,6 +370,7 @@ class Args:
     state: State
     xs: list[np.ndarray]
     mask: np.ndarray | None
+    linear_start: bool = False
 
 
 def _embedding(op: ir.EmbeddingLookup, a: Args) -> np.ndarray:
@@ -395,7 +404,9 @@ OPS: dict[type, Callable[[Any, Args], np.ndarray]] = {
     ir.Merge: lambda op, a: merge(op, a.xs),
     ir.SelfAttention: lambda op, a: attention(op, a.state, a.xs[0], a.mask),
     ir.TransformerBlock: lambda op, a: transformer_block(op, a.state, a.xs[0], a.mask),
-    ir.MemoryNetwork: lambda op, a: memory_network(op, a.state, *a.xs),
+    ir.MemoryNetwork: lambda op, a: memory_network(
+        op, a.state, a.xs[0], a.xs[1] if len(a.xs) > 1 else None, a.linear_start
+    ),
 }
 """The rule of each op type, called as ``rule(op, args)``; an op missing here raises
 ``NotImplementedError``."""
@@ -414,9 +425,14 @@ def canonical(program: ir.Program, state: State, dtype: str = "float64") -> dict
 
 
 def values(
-    program: ir.Program, state: State, inputs: Mapping[str, np.ndarray], dtype: str = "float64"
+    program: ir.Program,
+    state: State,
+    inputs: Mapping[str, np.ndarray],
+    dtype: str = "float64",
+    linear_start: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Every node's value (and the inputs), by name, in inference mode."""
+    """Every node's value (and the inputs), by name, in inference mode (with ``linear_start``:
+    memory networks in linear-start mode)."""
     weights = canonical(program, state, dtype)
     result: dict[str, np.ndarray] = {name: np.asarray(ids) for name, ids in inputs.items()}
     for node in program.nodes:
@@ -425,7 +441,10 @@ def values(
             raise NotImplementedError(f"the reference has no rule for op {type(node.op).__name__}")
         read = program.read_mask(node)
         mask = None if read is None else result[read.input] != read.pad_index
-        y = rule(node.op, Args(program, weights, [result[name] for name in node.inputs], mask))
+        xs = [result[name] for name in node.inputs]
+        y = rule(node.op, Args(program, weights, xs, mask, linear_start))
+        if program.output_activation is not None and node.name == program.outputs[0]:
+            y = activation(program.output_activation, y)  # the node computed the logits
         y = np.asarray(y, dtype=dtype)
         if y.shape[1:] != tuple(node.shape[1:]):
             raise AssertionError(f"node {node.name!r}: shape {y.shape}, IR says {node.shape}")
@@ -434,7 +453,11 @@ def values(
 
 
 def forward(
-    program: ir.Program, state: State, inputs: Mapping[str, np.ndarray], dtype: str = "float64"
+    program: ir.Program,
+    state: State,
+    inputs: Mapping[str, np.ndarray],
+    dtype: str = "float64",
+    linear_start: bool = False,
 ) -> np.ndarray:
     """The program's (first) output for ``inputs`` under the canonical weights ``state``."""
-    return values(program, state, inputs, dtype)[program.outputs[0]]
+    return values(program, state, inputs, dtype, linear_start)[program.outputs[0]]

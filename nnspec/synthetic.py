@@ -54,6 +54,7 @@ def _language_model_data(
     op = ops[0]
     text = markov_text(op.vocab_size, n + 1, seed)
     memories, labels = language_model_windows(text, op.memory_size, op.sentence_length)
+    memories = memories.reshape(len(memories), *program.inputs[0].dims)  # (N, M) word memories
     return {program.inputs[0].name: memories[:n]}, labels[:n]
 
 

@@ -33,6 +33,7 @@ ALLOWED_IMPORTS = {
     "os",
     "pathlib",
     "random",
+    "re",
     "safetensors",
     "shutil",
     "sys",

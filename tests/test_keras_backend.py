@@ -136,7 +136,7 @@ def test_generated_code_is_stable_parses_and_lints(variant, tmp):
     name = variant.split("-")[0]
     files = BACKEND.generate(with_training(EXAMPLES[name](), **VARIANTS[variant]))
     assert files == BACKEND.generate(with_training(EXAMPLES[name](), **VARIANTS[variant]))
-    assert set(files) == {"model.py", "train.py"}
+    assert set(files) == {"model.py", "train.py", "predict.py"}
     out = tmp / f"lint_{variant}"
     write_tree(files, out)
     head = header(EXAMPLES[name](), "keras")

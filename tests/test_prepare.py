@@ -285,7 +285,7 @@ def test_generated_train_script_reads_the_file(tmp_path):
         module_spec.loader.exec_module(train)
     finally:
         sys.path.pop(0)
-    data = train.read_arrays(tmp_path / "d.npz")
+    data = train.read_arrays(tmp_path / "d.npz", "--data")
     for prefix in ("", "val_"):
         picked = train.pick(data, prefix, tmp_path / "d.npz")
         assert picked["tokens"].shape == (6, 1100)

@@ -199,3 +199,36 @@ def test_schema_names_have_the_identifier_pattern():
     assert inputs["propertyNames"]["allOf"][0]["pattern"] == pattern
     assert inputs["additionalProperties"] == {"$ref": "#/$defs/InputSpec"}
     assert schema["properties"]["embeddings"]["propertyNames"]["allOf"][0]["pattern"] == pattern
+
+
+@pytest.mark.parametrize(
+    ("layer", "limit"),
+    [
+        ("{type: lstm, units: 4, num_layers: N}", 16),
+        ("{type: transformer_encoder, heads: 2, ff_dim: 8, num_layers: N}", 64),
+    ],
+)
+def test_stack_depth_limits_hold(layer, limit):
+    """The documented upper bounds of repeated layers are enforced, not only documented."""
+    text = (
+        "nnspec: 1\nname: t\ninputs: {tokens: {length: 4}}\n"
+        "embeddings: {w: {vocab_size: 10, dim: 4}}\n"
+        "model:\n  layers:\n    - {type: embedding, table: w}\n    - LAYER\n"
+        "    - {type: global_average_pool}\n    - {type: dense, units: 2, activation: softmax}\n"
+        "training: {loss: sparse_categorical_crossentropy}\n"
+    )
+    load_string(text.replace("LAYER", layer.replace("N", str(limit))), "t.yaml")
+    with pytest.raises(SpecError, match=f"less than or equal to {limit}"):
+        load_string(text.replace("LAYER", layer.replace("N", str(limit + 1))), "t.yaml")
+
+
+def test_memory_hops_limit_holds():
+    text = (
+        "nnspec: 1\nname: t\ninputs: {m: {shape: [3, 2]}}\n"
+        "model:\n  layers:\n    - {type: memory_network, vocab_size: 5, dim: 4, hops: H,"
+        " query: constant}\n"
+        "training: {loss: sparse_categorical_crossentropy}\n"
+    )
+    load_string(text.replace("H", "16"), "t.yaml")
+    with pytest.raises(SpecError, match="less than or equal to 16"):
+        load_string(text.replace("H", "17"), "t.yaml")

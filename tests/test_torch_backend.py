@@ -48,6 +48,7 @@ ALLOWED_IMPORTS = {
     "os",
     "pathlib",
     "random",
+    "re",
     "safetensors",
     "shutil",
     "sys",
@@ -161,7 +162,7 @@ def with_training(program: ir.Program, **changes: object) -> ir.Program:
 def test_generated_source_parses_and_is_stable(gen: Generated) -> None:
     again = BACKEND.generate(gen.program)
     assert again == gen.files
-    assert set(gen.files) == {"model.py", "train.py"}
+    assert set(gen.files) == {"model.py", "train.py", "predict.py"}
     for source in gen.files.values():
         ast.parse(source)
         assert format_source(source) == source

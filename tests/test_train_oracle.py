@@ -94,7 +94,6 @@ training:
   optimizer: OPTIMIZER
 """
 VOCAB, LENGTH, CLASSES, TRAINABLE_ROWS = 30, 6, 3, range(1, 20)  # row 0 is the pad: frozen
-EPSILON = 1e-7  # the loss clips probabilities to [EPSILON, 1 - EPSILON] (Keras' default)
 DROPOUT = 0.25
 
 
@@ -250,9 +249,9 @@ class TorchModel:
         for p in self.params:
             p.grad = None
         with self.autocast():
-            probs = self.model(tokens=torch.from_numpy(ids.astype(np.int64)))
-        probs = probs.to(self.params[0].dtype)
-        losses = hand_losses(torch, probs, torch.from_numpy(labels.astype(np.int64)))
+            logits = self.model(tokens=torch.from_numpy(ids.astype(np.int64)), logits=True)
+        logits = logits.to(self.params[0].dtype)
+        losses = hand_losses(torch, logits, torch.from_numpy(labels.astype(np.int64)))
         (losses.mean() * scale).backward()
         for p in self.params:
             p.grad /= scale  # unscale (exact: a power of 2)
@@ -270,8 +269,8 @@ class TorchModel:
         torch = self.torch
         self.model.eval()
         with torch.no_grad(), self.autocast():
-            probs = self.model(tokens=torch.from_numpy(ids.astype(np.int64)))
-        losses = hand_losses(torch, probs.to(self.params[0].dtype), torch.from_numpy(labels))
+            logits = self.model(tokens=torch.from_numpy(ids.astype(np.int64)), logits=True)
+        losses = hand_losses(torch, logits.to(self.params[0].dtype), torch.from_numpy(labels))
         return losses.double().numpy()
 
     def state(self) -> dict[str, np.ndarray]:
@@ -326,8 +325,8 @@ class KerasModel:
         examples' losses."""
         tf = self.tf
         with tf.GradientTape() as tape:
-            probs = tf.cast(self.model({"tokens": tf.constant(ids)}, training=True), self.dtype)
-            losses = hand_losses(tf, probs, tf.constant(labels))
+            logits = self.model({"tokens": tf.constant(ids)}, training=True, logits=True)
+            losses = hand_losses(tf, tf.cast(logits, self.dtype), tf.constant(labels))
             scaled = tf.reduce_mean(losses) * scale
         grads = tape.gradient(scaled, self.variables)
         for p, g in zip(self.params, grads, strict=True):
@@ -346,22 +345,31 @@ class KerasModel:
     def evaluate(self, ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The losses of a validation set's examples, dropout off."""
         tf = self.tf
-        probs = tf.cast(self.model({"tokens": tf.constant(ids)}, training=False), self.dtype)
-        return hand_losses(tf, probs, tf.constant(labels)).numpy().astype(np.float64)
+        logits = self.model({"tokens": tf.constant(ids)}, training=False, logits=True)
+        return (
+            hand_losses(tf, tf.cast(logits, self.dtype), tf.constant(labels))
+            .numpy()
+            .astype(np.float64)
+        )
 
     def state(self) -> dict[str, np.ndarray]:
         """Canonical weights, float64."""
         return {k: v.astype(np.float64) for k, v in self.model.canonical_state().items()}
 
 
-def hand_losses(fw, probs, labels):
-    """Sparse categorical cross-entropy on probabilities, per example:
-    ``-log(clip(p[label], EPSILON, 1 - EPSILON))``, with ``fw`` torch or TensorFlow."""
+def hand_losses(fw, logits, labels):
+    """Sparse categorical cross-entropy of a softmax output from its logits, per example, as
+    the IR says (exact, no clipping): ``logsumexp(z) - z[label]``, with the maximum taken out
+    first; ``fw`` torch or TensorFlow."""
     if fw.__name__ == "torch":
-        picked = probs.gather(1, labels.long().reshape(-1, 1))[:, 0]
-        return -fw.log(picked.clamp(EPSILON, 1 - EPSILON))
-    picked = fw.gather(probs, fw.cast(labels, "int32"), batch_dims=1)
-    return -fw.math.log(fw.clip_by_value(picked, EPSILON, 1 - EPSILON))
+        top = logits.max(dim=1, keepdim=True).values.detach()
+        shifted = logits - top
+        picked = shifted.gather(1, labels.long().reshape(-1, 1))[:, 0]
+        return fw.log(fw.exp(shifted).sum(dim=1)) - picked
+    top = fw.stop_gradient(fw.reduce_max(logits, axis=1, keepdims=True))
+    shifted = logits - top
+    picked = fw.gather(shifted, fw.cast(labels, "int32"), batch_dims=1)
+    return fw.math.log(fw.reduce_sum(fw.exp(shifted), axis=1)) - picked
 
 
 def clip_gradients(torch, grads: list, max_norm: float) -> None:

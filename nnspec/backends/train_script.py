@@ -108,6 +108,9 @@ def train_context(program: ir.Program, backend: str) -> dict[str, object]:
         "d": {key: repr(value) for key, value in defaults.items()},
         "pretrained": pretrained_literal(program),
         "start_up_source": start_up_source() if backend == "keras" else "",
+        "linear_start": any(
+            isinstance(node.op, ir.MemoryNetwork) and node.op.linear_start for node in program.nodes
+        ),
     }
 
 
@@ -129,15 +132,19 @@ def input_vocab_sizes(program: ir.Program) -> dict[str, int]:
     return {inp.name: sizes[inp.name] for inp in program.inputs if inp.name in sizes}
 
 
-def render_train_script(env: jinja2.Environment, program: ir.Program, backend: str) -> str:
+def render_train_script(
+    env: jinja2.Environment, program: ir.Program, backend: str, logits: str = ""
+) -> str:
     """``train.py`` for ``program``: ``env``'s ``train.py.j2`` rendered and formatted.
 
     ``env`` finds the backend's templates; the shared ``train_common.py.j2`` is found beside them.
+    ``logits``: the keyword that asks the model for the logits its loss takes (a program with
+    an output activation), else ``""``.
     """
     shared = jinja2.PackageLoader("nnspec.backends", "templates")
     loader = jinja2.ChoiceLoader([env.loader, shared]) if env.loader else shared
     template = env.overlay(loader=loader).get_template("train.py.j2")
-    return format_source(template.render(train_context(program, backend)))
+    return format_source(template.render(train_context(program, backend), logits=logits))
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -6,10 +6,12 @@ The compiler never imports a framework. Its passes run in order: :func:`resolve.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path as FsPath
+from typing import Any
 
 from nnspec import __version__
 from nnspec.compiler import ir
@@ -25,10 +27,30 @@ __all__ = ["compile_file", "compile_spec", "problems_of", "spec_hash"]
 # hash while at the default, like an unset `pretrained` (see `_canonical_json`), so that specs
 # written before them keep their hash and generated files.
 LATER_LAYER_FIELDS: dict[str, dict[str, object]] = {
-    "memory_network": {"relu_half": False, "dropout": 0.0, "linear_start": False},
+    "memory_network": {
+        "relu_half": False,
+        "dropout": 0.0,
+        "linear_start": False,
+        "temporal_initializer": None,
+        "linear_map_initializer": None,
+        "output_initializer": None,
+    },
+    "dense": {"kernel_constraint": None, "bias_constraint": None},
+    "conv1d": {
+        "bias_initializer": {"type": "zeros"},
+        "kernel_constraint": None,
+        "bias_constraint": None,
+    },
+    "lstm": {"recurrent_initializer": None, "bias_initializer": {"type": "zeros"}},
+    "gru": {"recurrent_initializer": None, "bias_initializer": {"type": "zeros"}},
 }
 # Embedding-table options added later, likewise.
-LATER_TABLE_FIELDS: dict[str, object] = {"pretrained": None, "shared_offset": None}
+LATER_TABLE_FIELDS: dict[str, object] = {
+    "pretrained": None,
+    "shared_offset": None,
+    "special_tokens_initializer": None,
+    "constraint": None,
+}
 
 
 def spec_hash(spec: Spec) -> str:
@@ -87,6 +109,37 @@ def class_name(name: str) -> str:
     return camel if camel.endswith("Model") else f"{camel}Model"
 
 
+# Output activations whose cross-entropy is computed from the logits instead, by loss.
+_FROM_LOGITS: dict[str, ir.Activation] = {
+    "sparse_categorical_crossentropy": "softmax",
+    "categorical_crossentropy": "softmax",
+    "binary_crossentropy": "sigmoid",
+}
+
+
+def _loss_from_logits(
+    nodes: tuple[ir.Node, ...], outputs: list[str], training: ir.Training
+) -> tuple[tuple[ir.Node, ...], ir.Training, ir.Activation | None]:
+    """A softmax (sigmoid) output trained with categorical (binary) cross-entropy: its node
+    computes the logits, the model applies the activation as :attr:`ir.Program.output_activation`,
+    and the loss takes the logits (exact log-softmax, no clipping), as stock Keras does inside
+    its cross-entropy of a softmax output. Unchanged for anything else (several outputs, an
+    output layer tied elsewhere, other losses)."""
+    activation = _FROM_LOGITS.get(training.loss)
+    if training.from_logits or activation is None or len(outputs) != 1:
+        return nodes, training, None
+    index = next(i for i, node in enumerate(nodes) if node.name == outputs[0])
+    node = nodes[index]
+    if getattr(node.op, "activation", None) != activation:
+        return nodes, training, None
+    if sum(n.layer_name == node.layer_name for n in nodes) != 1:
+        return nodes, training, None
+    op: Any = node.op  # an op with an activation: Dense, Conv1D, MemoryNetwork
+    logits = dataclasses.replace(node, op=dataclasses.replace(op, activation="linear"))
+    nodes = (*nodes[:index], logits, *nodes[index + 1 :])
+    return nodes, dataclasses.replace(training, from_logits=True), activation
+
+
 def compile_spec(spec: Spec, doc: Document) -> ir.Program:
     """Compile a validated spec. Raises :class:`SpecError` (located) on compile errors and lint
     errors; lint warnings are kept on ``Program.diagnostics``. The program is checked by
@@ -131,6 +184,9 @@ def compile_spec(spec: Spec, doc: Document) -> ir.Program:
         early_stopping=early,
         validation_split=t.validation_split,
     )
+    nodes, training, output_activation = _loss_from_logits(
+        tuple(resolved.nodes), resolved.outputs, training
+    )
     program = ir.Program(
         name=spec.name,
         class_name=class_name(spec.name),
@@ -138,12 +194,13 @@ def compile_spec(spec: Spec, doc: Document) -> ir.Program:
         version=__version__,
         inputs=tuple(resolved.inputs),
         tables=tuple(resolved.tables),
-        nodes=tuple(resolved.nodes),
+        nodes=nodes,
         outputs=tuple(resolved.outputs),
         weights=tuple(resolved.weights),
         training=training,
         diagnostics=tuple(diagnostics),
         repeats=tuple(resolved.repeats),
+        output_activation=output_activation,
     )
     ir.validate(program)
     return program

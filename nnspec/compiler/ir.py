@@ -53,6 +53,45 @@ class Initializer:
     high: float = 0.05
     mean: float = 0.0
     std: float = 0.05
+    # Set on PyTorch's default bounds: ``high == -low == 1 / math.sqrt(fan)`` (``torch_default``).
+    fan: int | None = None
+
+
+CONSTRAINT_EPSILON = 1e-7
+"""Keras' ``backend.epsilon()``: added to the norms that the norm constraints divide by."""
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """A projection applied to a weight after each optimizer step (Keras' ``variable.constraint``,
+    which its optimizers apply after the update), on the canonical layout.
+
+    With ``n = sqrt(sum(w ** 2, axis=axes, keepdims=True))`` and ``eps`` =
+    :data:`CONSTRAINT_EPSILON`:
+
+    * ``non_neg``: ``max(w, 0)``;
+    * ``value_clip``: ``min(max(w, min_value), max_value)`` (a ``None`` bound is left out);
+    * ``max_norm``: ``w * (clip(n, 0, max_value) / (eps + n))``;
+    * ``unit_norm``: ``w / (eps + n)``;
+    * ``min_max_norm``: ``w * ((rate * clip(n, min_value, max_value) + (1 - rate) * n) /
+      (eps + n))``.
+
+    ``axes`` are non-negative axes of the canonical shape. Only the rows that train are
+    constrained (a partially trainable table's frozen rows never change; its constraint has no
+    norm over axis 0); zero rows stay 0.0 (every constraint maps a zero row to itself, and a
+    ``value_clip`` of a table with zero rows keeps 0.0 in range).
+    """
+
+    kind: Literal["non_neg", "value_clip", "max_norm", "unit_norm", "min_max_norm"]
+    axes: tuple[int, ...] = (0,)
+    min_value: float | None = None
+    max_value: float | None = None
+    rate: float = 1.0
+
+    @property
+    def norm(self) -> bool:
+        """Whether the constraint rescales by norms along ``axes``."""
+        return self.kind in ("max_norm", "unit_norm", "min_max_norm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +112,11 @@ class Weight:
             and are kept at 0.0 by receiving a zero gradient.
         state: a non-trainable statistic updated by the forward pass in training (batch-norm
             moving mean / variance); counted as frozen.
+        row_initializers: ``((start, stop), initializer)`` pairs: half-open row ranges drawn
+            from their own initializer instead of ``initializer`` (a table's special-token
+            rows); the whole weight is drawn first, then these rows, then zero rows are set.
+        constraint: the projection applied after each optimizer step, if any (only on weights
+            that train).
     """
 
     name: str
@@ -82,6 +126,8 @@ class Weight:
     trainable_rows: tuple[tuple[int, int], ...] = ()
     zero_rows: tuple[int, ...] = ()
     state: bool = False
+    row_initializers: tuple[tuple[tuple[int, int], Initializer], ...] = ()
+    constraint: Constraint | None = None
 
     @property
     def size(self) -> int:
@@ -569,7 +615,14 @@ class MemoryNetwork:
       ``-1e9`` added); ``o = sum_i p_i c_i``; ``u_{k+1} = u_k H + o`` with ``H`` ``[d, d]``
       (``linear_map``) else ``u_k + o``. With ``relu_half`` (§5), ReLU is then applied to the
       last ``d - d // 2`` units of ``u_{k+1}`` (the first ``d // 2`` stay linear), after every
-      hop, the last included.
+      hop, the last included. With ``dropout``, inverted dropout is then applied to
+      ``u_{k+1}`` in training.
+    * Linear start (``linear_start``): the model starts in linear mode, where each hop's ``p``
+      is ``u_k . m_i`` itself (no softmax; 0 at padded memories), until training switches it
+      to the softmax for good (the generated ``train.py``, when the validation loss stops
+      falling). Inference and parity use the softmax unless linear mode is asked for.
+    * With ``word_memories`` the memories input is ``(B, M)``: one word per memory, as
+      ``(B, M, 1)`` (``sentence_length`` 1).
     * Output logits ``u_{K+1} W`` with ``W`` ``[d, vocab_out]``: under adjacent tying ``W`` is
       the transpose of the last hop's ``C`` (``output`` is ``None``), else its own weight.
       ``activation`` (``softmax`` or ``linear``) is applied to the logits.
@@ -591,6 +644,9 @@ class MemoryNetwork:
     pad_index: int | None = None
     activation: Activation = "softmax"
     relu_half: bool = False
+    dropout: float = 0.0
+    linear_start: bool = False
+    word_memories: bool = False
     op: Literal["memory_network"] = "memory_network"
     reads_mask: ClassVar[bool] = False
 
@@ -789,6 +845,11 @@ class Program:
         training: the training section.
         diagnostics: lint findings.
         repeats: the spec layers unrolled into repeats of one op.
+        output_activation: the activation the model applies to its output node, which computes
+            logits (``None``: the output node's value is the output). Set by the compiler for a
+            softmax (sigmoid) output under categorical (binary) cross-entropy: training then
+            computes the loss from the logits (``training.from_logits``), exactly, while the
+            model still returns probabilities.
     """
 
     name: str
@@ -803,6 +864,7 @@ class Program:
     training: Training
     diagnostics: tuple[Diagnostic, ...] = field(default=())
     repeats: tuple[Repeat, ...] = field(default=())
+    output_activation: Activation | None = None
 
     # Programs compare and hash by identity: backends cache per-program work keyed on them.
 
@@ -900,7 +962,9 @@ def validate(program: Program) -> None:
     * weights: every weight has an owner (a table, its learned positions, or an op); row-wise
       trainability only on embedding tables, with sorted, disjoint, in-range rows apart from
       the zero rows; zero rows only on embedding tables (exactly the pad row) and on a memory
-      network's word tables (exactly its pad row); learned positions train whole;
+      network's word tables (exactly its pad row); learned positions train whole; a constraint
+      only on a weight that trains, with distinct axes of its shape (never axis 0 when only
+      some rows train); initializer rows in range;
     * ops: an embedding looks up an existing table in a model input; rotary needs an even
       head_dim; batch-norm statistics are state weights; memory-network hops have ``TA`` and
       ``TC`` all or none, and an embedded query has a table (``query_embedding`` or adjacent
@@ -1067,3 +1131,27 @@ def validate(program: Program) -> None:
             )
         else:
             check(not w.trainable_rows, where, "trainable rows need trainable == 'rows'")
+        for (start, stop), _ in w.row_initializers:
+            check(0 <= start < stop <= w.shape[0], where, "initializer rows must be in range")
+        c = w.constraint
+        if c is not None:
+            check(
+                w.trainable != "none" and not w.state,
+                where,
+                "a constraint needs a weight that trains",
+            )
+            check(
+                not c.norm
+                or (
+                    bool(c.axes)
+                    and all(0 <= a < len(w.shape) for a in c.axes)
+                    and len(set(c.axes)) == len(c.axes)
+                ),
+                where,
+                f"constraint axes {c.axes} must be distinct axes of {w.shape}",
+            )
+            check(
+                w.trainable != "rows" or not c.norm or 0 not in c.axes,
+                where,
+                "a partially trainable weight's norms cannot span its rows (axis 0)",
+            )

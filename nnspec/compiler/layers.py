@@ -7,13 +7,22 @@ layers and Transformer encoders become several).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from nnspec.compiler import ir
-from nnspec.compiler.resolved import CompileProblem, LayerRef, Resolved, initializer
+from nnspec.compiler.resolved import (
+    TORCH_EMBEDDING,
+    CompileProblem,
+    LayerRef,
+    Resolved,
+    constraint,
+    initializer,
+    torch_uniform,
+)
 from nnspec.spec import models as m
 from nnspec.spec.validate import did_you_mean
 
@@ -41,11 +50,28 @@ class Context:
         path = self.ref.path if field is None else (*self.ref.path, field)
         return CompileProblem(path, message)
 
-    def weight(self, name: str, shape: tuple[int, ...], init: ir.Initializer, **kw) -> str:
-        """Create canonical weight ``<owner>.<name>`` on the owner's first use."""
+    def weight(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        init: ir.Initializer,
+        constrained: tuple[m.Constraint | None, str] | None = None,
+        **kw,
+    ) -> str:
+        """Create canonical weight ``<owner>.<name>`` on the owner's first use; ``constrained``
+        is its spec constraint and the field saying it (layers sharing weights are configured
+        alike, constraints included)."""
         full = f"{self.owner}.{name}"
+        spec, field = constrained if constrained is not None else (None, "")
         if self.first_use:
             self.resolved.add_weight(ir.Weight(full, self.resolved.shape(shape), init, **kw))
+        if spec is not None:
+            weights = self.resolved.weights
+            index = next(i for i in range(len(weights) - 1, -1, -1) if weights[i].name == full)
+            projection, problem = constraint(spec, weights[index])
+            if problem is not None:
+                raise self.fail(problem, field)
+            weights[index] = dataclasses.replace(weights[index], constraint=projection)
         return full
 
     def shape_of(self, i: int = 0) -> ir.Shape:
@@ -153,18 +179,38 @@ def flatten(ctx: Context) -> list[ir.Node]:
     return [ctx.node(ir.Flatten(), (None, math.prod(shape[1:])), None)]  # type: ignore[arg-type]
 
 
+def _kernel_and_bias(
+    ctx: Context, layer: m.DenseLayer | m.Conv1DLayer, shape: tuple[int, ...], fan_in: int
+) -> tuple[str, str | None]:
+    """The kernel (canonical ``shape``) and bias of a dense or convolution layer, with their
+    initializers and constraints; ``torch_default`` is ``nn.Linear``'s and ``nn.Conv1d``'s
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for both."""
+    torch = torch_uniform(fan_in)
+    kernel = ctx.weight(
+        "kernel",
+        shape,
+        initializer(layer.kernel_initializer, torch),
+        (layer.kernel_constraint, "kernel_constraint"),
+    )
+    if not layer.use_bias:
+        if layer.bias_constraint is not None:
+            raise ctx.fail("the layer has no bias (`use_bias: false`)", "bias_constraint")
+        return kernel, None
+    bias = ctx.weight(
+        "bias",
+        (shape[-1],),
+        initializer(layer.bias_initializer, torch),
+        (layer.bias_constraint, "bias_constraint"),
+    )
+    return kernel, bias
+
+
 def dense(ctx: Context) -> list[ir.Node]:
     layer: m.DenseLayer = ctx.layer  # type: ignore[assignment]
     _one_input(ctx)
     shape = ctx.shape_of()
-    kernel = ctx.weight(
-        "kernel", (_size(shape[-1]), layer.units), initializer(layer.kernel_initializer)
-    )
-    bias = (
-        ctx.weight("bias", (layer.units,), initializer(layer.bias_initializer))
-        if layer.use_bias
-        else None
-    )
+    fan_in = _size(shape[-1])
+    kernel, bias = _kernel_and_bias(ctx, layer, (fan_in, layer.units), fan_in)  # nn.Linear's
     node = ctx.node(
         ir.Dense(layer.units, layer.activation, kernel, bias),
         (*shape[:-1], layer.units),
@@ -216,12 +262,8 @@ def conv1d(ctx: Context) -> list[ir.Node]:
         raise ctx.fail(
             f"the window spans {span} steps but the input has only {length}", "kernel_size"
         )
-    kernel = ctx.weight(
-        "kernel",
-        (layer.kernel_size, channels, layer.filters),
-        initializer(layer.kernel_initializer),
-    )
-    bias = ctx.weight("bias", (layer.filters,), ZEROS) if layer.use_bias else None
+    shape = (layer.kernel_size, channels, layer.filters)
+    kernel, bias = _kernel_and_bias(ctx, layer, shape, channels * layer.kernel_size)
     op = ir.Conv1D(
         layer.filters,
         layer.kernel_size,
@@ -268,7 +310,14 @@ def recurrent(ctx: Context) -> list[ir.Node]:
     nodes: list[ir.Node] = []
     previous = ctx.ref.inputs[0]
     in_features = features
-    init = initializer(layer.kernel_initializer)
+    torch = torch_uniform(units)  # nn.LSTM's and nn.GRU's, for every weight
+    init = initializer(layer.kernel_initializer, torch)
+    recurrent_init = (
+        init
+        if layer.recurrent_initializer is None
+        else initializer(layer.recurrent_initializer, torch)
+    )
+    bias_init = initializer(layer.bias_initializer, torch)
     for i in range(layer.num_layers):
         last = i == layer.num_layers - 1
         name = ctx.ref.name if last else f"{ctx.ref.name}_layer{i}"
@@ -288,9 +337,9 @@ def recurrent(ctx: Context) -> list[ir.Node]:
                 ctx.resolved.weights.extend(
                     [
                         ir.Weight(names.kernel, (n_in, gates * units), init),
-                        ir.Weight(names.recurrent_kernel, (units, gates * units), init),
-                        ir.Weight(names.input_bias, (gates * units,), ZEROS),
-                        ir.Weight(names.recurrent_bias, (gates * units,), ZEROS),
+                        ir.Weight(names.recurrent_kernel, (units, gates * units), recurrent_init),
+                        ir.Weight(names.input_bias, (gates * units,), bias_init),
+                        ir.Weight(names.recurrent_bias, (gates * units,), bias_init),
                     ]
                 )
             return names
@@ -496,15 +545,15 @@ def memory_network(ctx: Context) -> list[ir.Node]:
         raise ctx.fail(f"memory_network reads the model inputs of its {what} (`inputs`)", "inputs")
     memories = ctx.sources[0]
     assert isinstance(memories, ir.Input)
-    if len(memories.dims) != 2:
+    if len(memories.dims) not in (1, 2):
         raise ctx.fail(
-            f"memories input {memories.name!r} must have shape [memory_size, sentence_length], "
-            f"got {list(memories.dims)}",
+            f"memories input {memories.name!r} must have shape [memory_size, sentence_length] "
+            f"or [memory_size] (one word per memory), got {list(memories.dims)}",
             "inputs",
         )
     if expected == 2 and len(ctx.sources[1].dims) != 1:  # type: ignore[union-attr]
         raise ctx.fail("the question input must be a sequence of ids (`length`)", "inputs")
-    memory_size, sentence = memories.dims
+    memory_size, sentence = (*memories.dims, 1)[:2]
     out_size = layer.output_size or layer.vocab_size
     if layer.tying == "adjacent" and out_size != layer.vocab_size:
         raise ctx.fail(
@@ -516,14 +565,32 @@ def memory_network(ctx: Context) -> list[ir.Node]:
     if pad is not None and pad >= layer.vocab_size:
         raise ctx.fail(f"pad index {pad} is outside the vocabulary ({layer.vocab_size})", "padding")
     zero = (pad,) if pad is not None else ()
-    init = initializer(layer.initializer)
+    linear = layer.linear_map if layer.linear_map is not None else layer.tying == "layerwise"
+    for field, unused in (
+        ("temporal_initializer", not layer.temporal),
+        ("linear_map_initializer", not linear),
+        ("output_initializer", layer.tying == "adjacent"),
+    ):
+        if unused and getattr(layer, field) is not None:
+            what = {
+                "temporal_initializer": "has no temporal tables (`temporal: false`)",
+                "linear_map_initializer": "has no map H between hops",
+                "output_initializer": "uses the last C as its output matrix (adjacent tying)",
+            }[field]
+            raise ctx.fail(f"the memory network {what}", field)
+    init = initializer(layer.initializer, TORCH_EMBEDDING)  # the tables as nn.Embedding
+    temporal_init = _or_default(layer.temporal_initializer, init, TORCH_EMBEDDING)
+    torch = torch_uniform(layer.dim)  # H and W as nn.Linear without bias
+    matrix_init = initializer(layer.initializer, torch)
+    linear_init = _or_default(layer.linear_map_initializer, matrix_init, torch)
+    output_init = _or_default(layer.output_initializer, matrix_init, torch)
     words = (layer.vocab_size, layer.dim)
     slots = (memory_size, layer.dim)
     hops = []
     if layer.tying == "adjacent":
         a = [ctx.weight(f"A{k + 1}", words, init, zero_rows=zero) for k in range(layer.hops + 1)]
         t = (
-            [ctx.weight(f"T{k + 1}", slots, init) for k in range(layer.hops + 1)]
+            [ctx.weight(f"T{k + 1}", slots, temporal_init) for k in range(layer.hops + 1)]
             if layer.temporal
             else None
         )
@@ -534,15 +601,14 @@ def memory_network(ctx: Context) -> list[ir.Node]:
         hop = ir.MemoryHop(
             ctx.weight("A", words, init, zero_rows=zero),
             ctx.weight("C", words, init, zero_rows=zero),
-            ctx.weight("TA", slots, init) if layer.temporal else None,
-            ctx.weight("TC", slots, init) if layer.temporal else None,
+            ctx.weight("TA", slots, temporal_init) if layer.temporal else None,
+            ctx.weight("TC", slots, temporal_init) if layer.temporal else None,
         )
         hops = [hop] * layer.hops
         query_embedding = (
             ctx.weight("B", words, init, zero_rows=zero) if layer.query == "embedded" else None
         )
-        output = ctx.weight("W", (layer.dim, out_size), init)
-    linear = layer.linear_map if layer.linear_map is not None else layer.tying == "layerwise"
+        output = ctx.weight("W", (layer.dim, out_size), output_init)
     op = ir.MemoryNetwork(
         tuple(hops),
         layer.dim,
@@ -553,15 +619,27 @@ def memory_network(ctx: Context) -> list[ir.Node]:
         layer.query,
         query_embedding=query_embedding,
         query_value=layer.query_value,
-        linear_map=ctx.weight("H", (layer.dim, layer.dim), init) if linear else None,
+        linear_map=ctx.weight("H", (layer.dim, layer.dim), linear_init) if linear else None,
         output=output,
         output_size=out_size,
         position_encoding=layer.sentence_encoding == "memn2n_pe",
         pad_index=pad,
         activation=layer.activation,
         relu_half=layer.relu_half,
+        dropout=layer.dropout,
+        linear_start=layer.linear_start,
+        word_memories=len(memories.dims) == 1,
     )
     return [ctx.node(op, (None, out_size), None)]
+
+
+def _or_default(
+    spec: m.UniformInit | m.NormalInit | m.NamedInit | None,
+    default: ir.Initializer,
+    torch: ir.Initializer,
+) -> ir.Initializer:
+    """``spec`` in IR form (``torch`` for ``torch_default``), or ``default`` when unset."""
+    return default if spec is None else initializer(spec, torch)
 
 
 def _carry_rotary(ctx: Context, node: ir.Node) -> None:

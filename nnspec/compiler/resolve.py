@@ -7,12 +7,20 @@ inferred node by node by :mod:`nnspec.compiler.layers`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Literal
 
 from nnspec.compiler import ir
 from nnspec.compiler.layers import build_node
-from nnspec.compiler.resolved import CompileProblem, LayerRef, Resolved, initializer
+from nnspec.compiler.resolved import (
+    TORCH_EMBEDDING,
+    CompileProblem,
+    LayerRef,
+    Resolved,
+    constraint,
+    initializer,
+)
 from nnspec.spec import models as m
 from nnspec.spec.errors import Path
 from nnspec.spec.validate import did_you_mean, hint_budget
@@ -45,7 +53,7 @@ def _table_weight(name: str, spec: m.EmbeddingTableSpec) -> ir.Weight:
     pad = spec.padding.index if spec.padding else None
     zero_rows = (pad,) if pad is not None else ()
     shape = (spec.vocab_size, spec.dim)
-    init = initializer(spec.initializer)
+    init = initializer(spec.initializer, TORCH_EMBEDDING)
     wname = f"{name}.embeddings"
     if spec.trainable is True:
         return ir.Weight(wname, shape, init, "all", zero_rows=zero_rows)
@@ -65,6 +73,24 @@ def _table_weight(name: str, spec: m.EmbeddingTableSpec) -> ir.Weight:
     if rows == ((0, spec.vocab_size),):
         return ir.Weight(wname, shape, init, "all", zero_rows=zero_rows)
     return ir.Weight(wname, shape, init, "rows", trainable_rows=rows, zero_rows=zero_rows)
+
+
+def _weight_policies(
+    name: str, spec: m.EmbeddingTableSpec, weight: ir.Weight, r: Resolved
+) -> ir.Weight:
+    """``weight`` (the table's) with its special rows' initializer and its constraint (a problem
+    with the constraint goes to ``r.errors``)."""
+    if spec.special_tokens_initializer is not None and not spec.special_tokens:
+        where = ("embeddings", name, "special_tokens_initializer")
+        r.errors.append(CompileProblem(where, "the table has no `special_tokens`"))
+    elif spec.special_tokens_initializer is not None:
+        first = spec.vocab_size - len(spec.special_tokens)
+        init = initializer(spec.special_tokens_initializer, TORCH_EMBEDDING)
+        weight = dataclasses.replace(weight, row_initializers=(((first, spec.vocab_size), init),))
+    projection, problem = constraint(spec.constraint, weight)
+    if problem is not None:
+        r.errors.append(CompileProblem(("embeddings", name, "constraint"), problem))
+    return dataclasses.replace(weight, constraint=projection)
 
 
 def _shared_offset(name: str, spec: m.EmbeddingTableSpec, r: Resolved) -> ir.SharedOffset | None:
@@ -121,7 +147,9 @@ def _positional(
     if isinstance(pos, m.SinusoidalPositional):
         return ir.SinusoidalPositional(max_length=max_length, base=pos.base)
     wname = f"{name}.positional"
-    r.add_weight(ir.Weight(wname, (max_length, spec.dim), initializer(pos.initializer)))
+    r.add_weight(
+        ir.Weight(wname, (max_length, spec.dim), initializer(pos.initializer, TORCH_EMBEDDING))
+    )
     return ir.LearnedPositional(max_length=max_length, weight=wname)
 
 
@@ -397,7 +425,7 @@ def _resolve(spec: m.Spec) -> Resolved:
     _memory_network_defaults(spec, refs)
     lengths = _table_lengths(spec, refs)
     for name, table in spec.embeddings.items():
-        r.add_weight(_table_weight(name, table))
+        r.add_weight(_weight_policies(name, table, _table_weight(name, table), r))
         r.tables.append(
             ir.EmbeddingTable(
                 name=name,

@@ -90,9 +90,23 @@ class NormalInit(StrictModel):
 
 
 class NamedInit(StrictModel):
-    """An initializer without parameters (Glorot and He use fan_in/fan_out of ``[in, out]``)."""
+    """An initializer without parameters (Glorot and He use fan_in/fan_out of ``[in, out]``).
 
-    type: Literal["zeros", "ones", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal"]
+    ``torch_default`` is PyTorch's own initialisation of the weight's layer: ``nn.Linear`` and
+    ``nn.Conv1d`` ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for kernel and bias, ``nn.Embedding``
+    ``N(0, 1)`` for tables, ``nn.LSTM``/``nn.GRU`` ``U(-1/sqrt(units), 1/sqrt(units))`` for
+    every weight; a memory network's tables as ``nn.Embedding``, its H and W as ``nn.Linear``.
+    (LayerNorm's ones and zeros are PyTorch's already.)"""
+
+    type: Literal[
+        "zeros",
+        "ones",
+        "glorot_uniform",
+        "glorot_normal",
+        "he_uniform",
+        "he_normal",
+        "torch_default",
+    ]
 
 
 def _init_shorthand(value: Any) -> Any:
@@ -107,6 +121,125 @@ Initializer = Annotated[
         description="An initializer: a name (`glorot_uniform`) or a mapping with `type`.",
     ),
 ]
+
+
+def _no_torch_default(value: Any) -> Any:
+    if isinstance(value, NamedInit) and value.type == "torch_default":
+        raise ValueError(
+            "`torch_default` names a PyTorch layer's initialisation: this weight "
+            "has no PyTorch layer, give an initializer"
+        )
+    return value
+
+
+PlainInitializer = Annotated[Initializer, AfterValidator(_no_torch_default)]
+"""An initializer of a weight that no PyTorch layer holds (``torch_default`` is refused)."""
+OptionalInitializer = Annotated[
+    UniformInit | NormalInit | NamedInit | None,
+    BeforeValidator(_init_shorthand),
+    Field(discriminator="type"),
+]
+"""An initializer, or ``None`` for a default that another field decides."""
+
+
+# ----------------------------------------------------------------------------- constraints
+
+Axis = Annotated[
+    int | list[int],
+    Field(
+        description="Axis (or axes) of the canonical weight along which norms are taken: 0 for "
+        "each output unit's incoming weights of an `[in, out]` kernel, 1 for each row of a "
+        "`[vocab, dim]` table; negative counts from the end."
+    ),
+]
+
+
+class NonNegConstraint(StrictModel):
+    """Keras' ``NonNeg``: ``w = max(w, 0)`` after each optimizer step."""
+
+    type: Literal["non_neg"]
+
+
+class ValueClipConstraint(StrictModel):
+    """Clip every value to ``[min_value, max_value]`` after each optimizer step (either bound
+    may be left out)."""
+
+    type: Literal["value_clip"]
+    min_value: float | None = Field(None, description="Lower bound.", allow_inf_nan=False)
+    max_value: float | None = Field(None, description="Upper bound.", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ValueClipConstraint:
+        if self.min_value is None and self.max_value is None:
+            raise ValueError("give `min_value`, `max_value` or both")
+        if None not in (self.min_value, self.max_value) and self.min_value > self.max_value:  # type: ignore[operator]
+            raise ValueError("`min_value` must not exceed `max_value`")
+        return self
+
+
+class MaxNormConstraint(StrictModel):
+    """Keras' ``MaxNorm``: ``w * clip(n, 0, max_value) / (1e-7 + n)`` with ``n`` the L2 norms
+    along ``axis`` (kept as size-1 axes)."""
+
+    type: Literal["max_norm"]
+    max_value: float = Field(2.0, gt=0, description="Largest norm.", allow_inf_nan=False)
+    axis: Axis = 0
+
+
+class UnitNormConstraint(StrictModel):
+    """Keras' ``UnitNorm``: ``w / (1e-7 + n)`` with ``n`` the L2 norms along ``axis``."""
+
+    type: Literal["unit_norm"]
+    axis: Axis = 0
+
+
+class MinMaxNormConstraint(StrictModel):
+    """Keras' ``MinMaxNorm``: ``w * (rate * clip(n, min_value, max_value) + (1 - rate) * n) /
+    (1e-7 + n)`` with ``n`` the L2 norms along ``axis``."""
+
+    type: Literal["min_max_norm"]
+    min_value: float = Field(0.0, ge=0, description="Smallest norm.", allow_inf_nan=False)
+    max_value: float = Field(1.0, gt=0, description="Largest norm.", allow_inf_nan=False)
+    rate: float = Field(
+        1.0, gt=0, le=1, description="How far each step moves the norms into the range (1: all)."
+    )
+    axis: Axis = 0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> MinMaxNormConstraint:
+        if self.min_value > self.max_value:
+            raise ValueError("`min_value` must not exceed `max_value`")
+        return self
+
+
+def _constraint_shorthand(value: Any) -> Any:
+    return {"type": value} if isinstance(value, str) else value
+
+
+Constraint = Annotated[
+    NonNegConstraint
+    | ValueClipConstraint
+    | MaxNormConstraint
+    | UnitNormConstraint
+    | MinMaxNormConstraint,
+    BeforeValidator(_constraint_shorthand),
+    Field(
+        discriminator="type",
+        description="A constraint applied to the weight after each optimizer step, as Keras "
+        "applies `variable.constraint`: a name (`non_neg`, `unit_norm`) or a mapping with `type`.",
+    ),
+]
+OptionalConstraint = Annotated[
+    NonNegConstraint
+    | ValueClipConstraint
+    | MaxNormConstraint
+    | UnitNormConstraint
+    | MinMaxNormConstraint
+    | None,
+    BeforeValidator(_constraint_shorthand),
+    Field(discriminator="type"),
+]
+"""A constraint, or ``None`` for none."""
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -186,7 +319,7 @@ class SharedOffsetSpec(RowSelection):
         "ordinary words), besides `ids`, `ranges` and `special_tokens`.",
     )
     trainable: bool = Field(True, description="Whether the offset trains.")
-    initializer: Initializer = Field(
+    initializer: PlainInitializer = Field(
         default=NamedInit(type="zeros"),
         description="Initializer of the offset (zeros: the table's own vectors at the start).",
     )
@@ -319,6 +452,16 @@ class EmbeddingTableSpec(StrictModel):
         default=UniformInit(type="uniform"),
         description="Initializer of the rows (Keras' default: uniform ±0.05).",
     )
+    special_tokens_initializer: OptionalInitializer = Field(
+        None,
+        description="Initializer of the special tokens' rows (e.g. `zeros`); defaults to "
+        "`initializer`.",
+    )
+    constraint: OptionalConstraint = Field(
+        None,
+        description="Constraint on the `[vocab, dim]` table after each optimizer step (Keras' "
+        "`embeddings_constraint`); only the rows that train change (axis 1: per row).",
+    )
     padding: Padding | None = Field(None, description="Pad zeroing; omit for none.")
     special_tokens: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list,
@@ -391,6 +534,12 @@ class DenseLayer(LayerBase):
     bias_initializer: Initializer = Field(
         default=NamedInit(type="zeros"), description="Initializer of the bias."
     )
+    kernel_constraint: OptionalConstraint = Field(
+        None, description="Constraint on the `[in, out]` kernel after each optimizer step."
+    )
+    bias_constraint: OptionalConstraint = Field(
+        None, description="Constraint on the `[out]` bias after each optimizer step."
+    )
 
 
 class DropoutLayer(LayerBase):
@@ -420,7 +569,7 @@ class AttentionPoolLayer(LayerBase):
 
     type: Literal["attention_pool"]
     scale: bool = Field(True, description="Divide the scores by sqrt(D), as dot-product attention.")
-    initializer: Initializer = Field(
+    initializer: PlainInitializer = Field(
         default=NamedInit(type="glorot_uniform"),
         description="Initializer of the `[D]` query (Glorot: fan_in = fan_out = D).",
     )
@@ -444,6 +593,17 @@ class Conv1DLayer(LayerBase):
         default=NamedInit(type="glorot_uniform"),
         description="Initializer of the `[kernel_size, in, filters]` kernel.",
     )
+    bias_initializer: Initializer = Field(
+        default=NamedInit(type="zeros"), description="Initializer of the bias."
+    )
+    kernel_constraint: OptionalConstraint = Field(
+        None,
+        description="Constraint on the `[kernel_size, in, filters]` kernel after each optimizer "
+        "step (axis `[0, 1]`: per filter).",
+    )
+    bias_constraint: OptionalConstraint = Field(
+        None, description="Constraint on the `[filters]` bias after each optimizer step."
+    )
 
 
 class Pool1DLayer(LayerBase):
@@ -462,11 +622,18 @@ class RecurrentLayer(LayerBase):
     return_sequences: bool = Field(False, description="Output every step, not the final state.")
     bidirectional: bool = Field(False, description="Also run the sequence backwards.")
     merge: Literal["concat", "sum"] = Field("concat", description="How directions combine.")
-    num_layers: PositiveInt = Field(1, le=16, description="Stacked layers.")
+    num_layers: int = Field(1, gt=0, le=16, description="Stacked layers.")
     dropout: Probability = Field(0.0, description="Dropout between stacked layers.")
     kernel_initializer: Initializer = Field(
         default=NamedInit(type="glorot_uniform"),
         description="Initializer of the input and recurrent kernels.",
+    )
+    recurrent_initializer: OptionalInitializer = Field(
+        None, description="Initializer of the recurrent kernels; defaults to `kernel_initializer`."
+    )
+    bias_initializer: Initializer = Field(
+        default=NamedInit(type="zeros"),
+        description="Initializer of the input and recurrent biases (PyTorch's b_ih and b_hh).",
     )
 
 
@@ -533,7 +700,7 @@ class TransformerEncoderLayer(LayerBase):
     type: Literal["transformer_encoder"]
     heads: PositiveInt = Field(description="Attention heads; must divide the input width.")
     ff_dim: PositiveInt = Field(description="Width of the feed-forward layer.")
-    num_layers: PositiveInt = Field(1, le=64, description="Stacked blocks.")
+    num_layers: int = Field(1, gt=0, le=64, description="Stacked blocks.")
     dropout: Probability = Field(0.1, description="Dropout on sub-layer outputs and attention.")
     activation: Literal["relu", "gelu"] = Field("relu", description="Feed-forward activation.")
     norm_first: bool = Field(False, description="Pre-norm blocks (post-norm by default).")
@@ -542,13 +709,14 @@ class TransformerEncoderLayer(LayerBase):
 
 
 class MemoryNetworkLayer(LayerBase):
-    """End-To-End Memory Network hops (arXiv 1503.08895) over memories ``[M, S]`` of word ids and
-    an optional question; outputs a distribution over ``output_size`` answers."""
+    """End-To-End Memory Network hops (arXiv 1503.08895) over memories of word ids, ``[M, S]``
+    sentences or ``[M]`` single words (a language model's previous words), and an optional
+    question; outputs a distribution over ``output_size`` answers."""
 
     type: Literal["memory_network"]
     vocab_size: PositiveInt = Field(description="Word ids 0 .. vocab_size-1 in memories.")
     dim: PositiveInt = Field(description="Embedding size d.")
-    hops: PositiveInt = Field(3, le=16, description="Memory hops K.")
+    hops: int = Field(3, gt=0, le=16, description="Memory hops K.")
     tying: Literal["adjacent", "layerwise"] = Field(
         "adjacent", description="Weight tying between hops (paper §2.2)."
     )
@@ -570,6 +738,18 @@ class MemoryNetworkLayer(LayerBase):
         description="ReLU on half of each hop's new state u_(k+1) (§5, the language models): "
         "the last d - d//2 units; the first d//2 stay linear (the authors' code, lindim).",
     )
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Dropout on each hop's new state u_(k+1) in training (after relu_half).",
+    )
+    linear_start: bool = Field(
+        False,
+        description="Linear start (§4.2): train first without the softmax of each hop's "
+        "attention (p = m_i . u, 0 at padded memories); the generated train.py restores it once "
+        "the validation loss stops falling.",
+    )
     output_size: PositiveInt | None = Field(
         None, description="Number of answers; defaults to vocab_size."
     )
@@ -581,7 +761,19 @@ class MemoryNetworkLayer(LayerBase):
     )
     initializer: Initializer = Field(
         default=NormalInit(type="normal", std=0.1),
-        description="Initializer of every embedding and matrix (the paper: N(0, 0.1)).",
+        description="Initializer of every embedding and matrix (the paper: N(0, 0.1)) that "
+        "no field below names.",
+    )
+    temporal_initializer: OptionalInitializer = Field(
+        None, description="Initializer of the temporal tables T_A / T_C; defaults to `initializer`."
+    )
+    linear_map_initializer: OptionalInitializer = Field(
+        None, description="Initializer of the map H between hops; defaults to `initializer`."
+    )
+    output_initializer: OptionalInitializer = Field(
+        None,
+        description="Initializer of the output matrix W (layer-wise tying); defaults to "
+        "`initializer`.",
     )
 
 

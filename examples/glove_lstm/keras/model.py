@@ -209,17 +209,17 @@ class GloveLstmModel(keras.Model):
             name="lstm",
         )
         self.dropout = keras.layers.Dropout(0.3, dtype=self.dtype_policy, name="dropout")
-        self.dense = keras.layers.Dense(
-            4, activation="softmax", dtype=self.dtype_policy, name="dense"
-        )
+        self.dense = keras.layers.Dense(4, dtype=self.dtype_policy, name="dense")
 
-    def call(self, inputs, training=False):
-        """The output for ``inputs``, a dict of integer id tensors by input name."""
+    def call(self, inputs, training=False, logits=False):
+        """The output for ``inputs``, a dict of integer id tensors by input name: the
+        softmax of the logits, or (``logits``) the logits the loss takes."""
         tokens = inputs["tokens"]  # (B, 60)
         x = self.glove(tokens)  # (B, 60, 50)
         x = self.lstm(x, mask=ops.not_equal(tokens, 0))  # (B, 96)
         x = self.dropout(x, training=training)  # (B, 96)
-        return self.dense(x)  # (B, 4)
+        x = self.dense(x)  # (B, 4)
+        return x if logits else ops.softmax(x, axis=-1)
 
     def variable(self, path):
         """The variable at ``path``: attributes, list indices and dict keys from the model."""
@@ -281,14 +281,13 @@ def build_model(dtype="float32"):
 
 
 def loss_fn(y_true, y_pred):
-    """Sparse categorical cross-entropy of class ids ``y_true`` under probabilities ``y_pred``.
+    """Sparse categorical cross-entropy of class ids ``y_true`` under logits ``y_pred``.
 
-    The batch mean of ``-log(clip(y_pred[y_true], eps, 1 - eps))``, with ``eps = 1e-07``, computed
-    in ``y_pred``'s dtype.
+    The batch mean of ``-log_softmax(y_pred)[y_true]``, computed in ``y_pred``'s dtype.
     """
     y_true = ops.cast(ops.reshape(y_true, (-1, 1)), "int32")
-    p = ops.take_along_axis(y_pred, y_true, axis=-1)
-    return -ops.mean(ops.log(ops.clip(p, 1e-07, 1 - 1e-07)))
+    log_p = ops.log_softmax(y_pred, axis=-1)
+    return -ops.mean(ops.take_along_axis(log_p, y_true, axis=-1))
 
 
 class TorchAdam(keras.optimizers.Optimizer):

@@ -171,15 +171,16 @@ class GloveLstmModel(nn.Module):
         nn.init.xavier_uniform_(self.dense.weight)
         nn.init.zeros_(self.dense.bias)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Map token ids to ``dense`` ``(B, 4)``."""
+    def forward(self, tokens: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        """Map token ids to ``dense`` ``(B, 4)``: the softmax of its logits, or
+        with ``logits`` the logits themselves (what ``loss_fn`` takes)."""
         tokens_mask = tokens != 0  # (B, L), False at pads
         glove_lookup = self.glove(tokens)  # (B, 60, 50)
         _, lstm = packed_rnn(self.lstm, glove_lookup, tokens_mask)  # final hidden state (2, B, 48)
         lstm = torch.cat([lstm[0], lstm[1]], dim=-1)  # (B, 96)
         dropout = self.dropout(lstm)
-        dense = torch.softmax(self.dense(dropout), dim=-1)  # (B, 4)
-        return dense
+        dense = self.dense(dropout)  # (B, 4)
+        return dense if logits else torch.softmax(dense, dim=-1)
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays, under their canonical names and in canonical layouts."""
@@ -245,11 +246,8 @@ def build_model(dtype: str = "float32") -> GloveLstmModel:
 
 
 def loss_fn(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of class ids ``(B,)`` and probabilities ``(B, C)``.
-
-    Probabilities are clipped to ``[1e-07, 1 - 1e-07]``.
-    """
-    return F.nll_loss(torch.log(y_pred.clamp(1e-07, 1 - 1e-07)), y_true.long().reshape(-1))
+    """Cross-entropy of class ids ``(B,)`` and logits ``(B, C)``."""
+    return F.cross_entropy(y_pred, y_true.long().reshape(-1))
 
 
 def make_optimizer(model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:

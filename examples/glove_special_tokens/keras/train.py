@@ -105,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--lr", type=float, default=LEARNING_RATE, help="peak learning rate")
     train.add_argument(
         "--schedule",
-        choices=("constant", "step", "cosine"),
+        choices=("constant", "step", "cosine", "plateau"),
         default="constant",
         help="learning-rate schedule after the warm-up",
     )
@@ -113,6 +113,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--step-every", type=int, default=10, help="step schedule: epochs per decay")
     train.add_argument("--gamma", type=float, default=0.1, help="step schedule: decay factor")
     train.add_argument("--min-lr", type=float, default=0.0, help="cosine schedule: final rate")
+    train.add_argument(
+        "--plateau-factor",
+        type=float,
+        default=1.5,
+        help="plateau schedule: divide the rate by this when the validation loss stops improving",
+    )
+    train.add_argument(
+        "--plateau-patience",
+        type=int,
+        default=0,
+        help="plateau schedule: epochs without improvement tolerated before dividing",
+    )
     train.add_argument(
         "--clip-norm",
         type=float,
@@ -546,8 +558,11 @@ def improved(value: float, best: float | None, monitor: str, min_delta: float) -
     return value < best - min_delta
 
 
-def learning_rate(step: int, steps_per_epoch: int, args: argparse.Namespace) -> float:
-    """The learning rate of optimizer step ``step`` (from 0): linear warm-up, then the schedule."""
+def learning_rate(step: int, steps_per_epoch: int, args: argparse.Namespace, scale: float) -> float:
+    """The learning rate of optimizer step ``step`` (from 0): linear warm-up, then the schedule;
+    ``scale`` is what the plateau schedule has divided the rate by so far (its inverse)."""
+    if args.schedule == "plateau":
+        return args.lr * scale * min(1.0, (step + 1) / max(1, args.warmup_steps))
     if step < args.warmup_steps:
         return args.lr * (step + 1) / args.warmup_steps
     if args.schedule == "step":
@@ -585,6 +600,17 @@ def end_epoch(
             board.scalars(
                 epoch, {f"epoch/{name}": value for name, value in {"lr": lr, **logs}.items()}
             )
+    watched = "val_loss" if "val_loss" in logs else "loss"
+    if improved(logs[watched], progress["loss_best"], "loss", 0.0):
+        progress |= {"loss_best": logs[watched], "loss_wait": 0}
+    else:
+        progress["loss_wait"] += 1
+        if args.schedule == "plateau" and progress["loss_wait"] > args.plateau_patience:
+            progress |= {"lr_scale": progress["lr_scale"] / args.plateau_factor, "loss_wait": 0}
+            if report:
+                print(
+                    f"{watched} stopped improving: learning rate divided by {args.plateau_factor}"
+                )
     if improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
         progress |= {"best": logs[args.monitor], "best_epoch": epoch, "wait": 0}
         return True
@@ -855,6 +881,9 @@ def main(
         "wait": 0,  # epochs since it last improved
         "stopped": False,  # by early stopping
         "history": [],  # the metrics of every epoch
+        "loss_best": None,  # the best (validation) loss so far, for the plateau schedule
+        "loss_wait": 0,  # epochs since it last improved
+        "lr_scale": 1.0,  # the plateau schedule's factor on --lr so far
     }
     sums = tf.zeros(3)  # see batch_sums
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
@@ -879,7 +908,7 @@ def main(
     def gradients(inputs, labels, weight):
         """Gradients of ``weight`` times the batch's mean loss, and the batch's metric sums."""
         with tf.GradientTape() as tape:
-            y_pred = model(inputs, training=True)  # (B, 4)
+            y_pred = model(inputs, training=True, logits=True)  # (B, 4)
             y_pred = tf.cast(y_pred, "float32")
             loss = loss_fn(labels, y_pred)
             scaled = tf.math.multiply_no_nan(loss, weight) * loss_scale
@@ -930,7 +959,7 @@ def main(
     @tf.function
     def evaluate_step(inputs, labels):
         """The metric sums of a validation batch."""
-        y_pred = tf.cast(model(inputs, training=False), "float32")
+        y_pred = tf.cast(model(inputs, training=False, logits=True), "float32")
         return batch_sums(labels, y_pred, loss_fn(labels, y_pred))
 
     def evaluate():
@@ -953,7 +982,7 @@ def main(
         )
 
     step = progress["step"]
-    lr = learning_rate(step, steps_per_epoch, args)
+    lr = learning_rate(step, steps_per_epoch, args, progress["lr_scale"])
     max_steps = math.inf if args.max_steps is None else args.max_steps
     while progress["epoch"] <= args.epochs and not progress["stopped"] and step < max_steps:
         epoch = progress["epoch"]
@@ -973,7 +1002,7 @@ def main(
         )
         started_at = time.perf_counter()
         while progress["batch"] < steps_per_epoch and step < max_steps:
-            lr = learning_rate(step, steps_per_epoch, args)
+            lr = learning_rate(step, steps_per_epoch, args, progress["lr_scale"])
             optimizer.learning_rate = lr
             sums += train_step(iterator)
             step += 1

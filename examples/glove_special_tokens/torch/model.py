@@ -145,15 +145,16 @@ class GloveSpecialTokensModel(nn.Module):
         nn.init.xavier_uniform_(self.dense_1.weight)
         nn.init.zeros_(self.dense_1.bias)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Map token ids to ``dense_1`` ``(B, 4)``."""
+    def forward(self, tokens: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        """Map token ids to ``dense_1`` ``(B, 4)``: the softmax of its logits, or
+        with ``logits`` the logits themselves (what ``loss_fn`` takes)."""
         tokens_mask = tokens != 0  # (B, L), False at pads
         glove_lookup = self.glove(tokens)  # (B, 200, 50)
         global_average_pool = unpadded_mean(glove_lookup, tokens_mask)  # (B, 50)
         dense = torch.relu(self.dense(global_average_pool))  # (B, 64)
         dropout = self.dropout(dense)
-        dense_1 = torch.softmax(self.dense_1(dropout), dim=-1)  # (B, 4)
-        return dense_1
+        dense_1 = self.dense_1(dropout)  # (B, 4)
+        return dense_1 if logits else torch.softmax(dense_1, dim=-1)
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays, under their canonical names and in canonical layouts."""
@@ -219,11 +220,8 @@ def build_model(dtype: str = "float32") -> GloveSpecialTokensModel:
 
 
 def loss_fn(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of class ids ``(B,)`` and probabilities ``(B, C)``.
-
-    Probabilities are clipped to ``[1e-07, 1 - 1e-07]``.
-    """
-    return F.nll_loss(torch.log(y_pred.clamp(1e-07, 1 - 1e-07)), y_true.long().reshape(-1))
+    """Cross-entropy of class ids ``(B,)`` and logits ``(B, C)``."""
+    return F.cross_entropy(y_pred, y_true.long().reshape(-1))
 
 
 def make_optimizer(model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:

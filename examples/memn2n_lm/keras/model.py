@@ -166,7 +166,7 @@ class Memn2nLmModel(keras.Model):
             query_value=0.1,
             output_size=60,
             pad_index=0,
-            activation="softmax",
+            activation="linear",
             embeddings_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.1),
             temporal_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.1),
             linear_map_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.1),
@@ -175,10 +175,12 @@ class Memn2nLmModel(keras.Model):
             name="memory_network",
         )
 
-    def call(self, inputs, training=False):
-        """The output for ``inputs``, a dict of integer id tensors by input name."""
+    def call(self, inputs, training=False, logits=False):
+        """The output for ``inputs``, a dict of integer id tensors by input name: the
+        softmax of the logits, or (``logits``) the logits the loss takes."""
         context = inputs["context"]  # (B, 16, 1)
-        return self.memory_network(context)  # (B, 60)
+        x = self.memory_network(context)  # (B, 60)
+        return x if logits else ops.softmax(x, axis=-1)
 
     def variable(self, path):
         """The variable at ``path``: attributes, list indices and dict keys from the model."""
@@ -241,14 +243,13 @@ def build_model(dtype="float32"):
 
 
 def loss_fn(y_true, y_pred):
-    """Sparse categorical cross-entropy of class ids ``y_true`` under probabilities ``y_pred``.
+    """Sparse categorical cross-entropy of class ids ``y_true`` under logits ``y_pred``.
 
-    The batch mean of ``-log(clip(y_pred[y_true], eps, 1 - eps))``, with ``eps = 1e-07``, computed
-    in ``y_pred``'s dtype.
+    The batch mean of ``-log_softmax(y_pred)[y_true]``, computed in ``y_pred``'s dtype.
     """
     y_true = ops.cast(ops.reshape(y_true, (-1, 1)), "int32")
-    p = ops.take_along_axis(y_pred, y_true, axis=-1)
-    return -ops.mean(ops.log(ops.clip(p, 1e-07, 1 - 1e-07)))
+    log_p = ops.log_softmax(y_pred, axis=-1)
+    return -ops.mean(ops.take_along_axis(log_p, y_true, axis=-1))
 
 
 class TorchAdam(keras.optimizers.Optimizer):

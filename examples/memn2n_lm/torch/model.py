@@ -60,7 +60,7 @@ class MemoryNetwork(nn.Module):
         return embedding(ids).sum(dim=-2)
 
     def forward(self, memories: torch.Tensor) -> torch.Tensor:
-        """Answer probabilities ``(B, 60)`` from the memories."""
+        """Answer scores ``(B, 60)`` from the memories."""
         dtype = self.embeddings[0].weight.dtype
         padded = (memories == 0).all(dim=-1)  # (B, M): memories of padding only
         bias = torch.zeros_like(padded, dtype=dtype).masked_fill(padded, -1e9)  # (B, M)
@@ -73,7 +73,7 @@ class MemoryNetwork(nn.Module):
             p = torch.softmax(scores + bias, dim=-1)  # (B, M)
             o = torch.bmm(p.unsqueeze(1), c).squeeze(1)  # (B, d): sum_i p_i c_i
             u = self.linear_map(u) + o  # u_(k+1) = u_k H + o
-        return torch.softmax(self.output(u), dim=-1)
+        return self.output(u)
 
 
 class Memn2nLmModel(nn.Module):
@@ -100,10 +100,11 @@ class Memn2nLmModel(nn.Module):
         nn.init.normal_(self.memory_network.linear_map.weight, mean=0.0, std=0.1)
         nn.init.normal_(self.memory_network.output.weight, mean=0.0, std=0.1)
 
-    def forward(self, context: torch.Tensor) -> torch.Tensor:
-        """Map token ids to ``memory_network`` ``(B, 60)``."""
+    def forward(self, context: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        """Map token ids to ``memory_network`` ``(B, 60)``: the softmax of its logits, or
+        with ``logits`` the logits themselves (what ``loss_fn`` takes)."""
         memory_network = self.memory_network(context)  # (B, 60)
-        return memory_network
+        return memory_network if logits else torch.softmax(memory_network, dim=-1)
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays, under their canonical names and in canonical layouts."""
@@ -162,11 +163,8 @@ def build_model(dtype: str = "float32") -> Memn2nLmModel:
 
 
 def loss_fn(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of class ids ``(B,)`` and probabilities ``(B, C)``.
-
-    Probabilities are clipped to ``[1e-07, 1 - 1e-07]``.
-    """
-    return F.nll_loss(torch.log(y_pred.clamp(1e-07, 1 - 1e-07)), y_true.long().reshape(-1))
+    """Cross-entropy of class ids ``(B,)`` and logits ``(B, C)``."""
+    return F.cross_entropy(y_pred, y_true.long().reshape(-1))
 
 
 def make_optimizer(model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:

@@ -103,18 +103,18 @@ class NewsgroupsFlatModel(keras.Model):
             25, activation="relu", dtype=self.dtype_policy, name="dense"
         )
         self.dropout = keras.layers.Dropout(0.3, dtype=self.dtype_policy, name="dropout")
-        self.dense_1 = keras.layers.Dense(
-            20, activation="softmax", dtype=self.dtype_policy, name="dense_1"
-        )
+        self.dense_1 = keras.layers.Dense(20, dtype=self.dtype_policy, name="dense_1")
 
-    def call(self, inputs, training=False):
-        """The output for ``inputs``, a dict of integer id tensors by input name."""
+    def call(self, inputs, training=False, logits=False):
+        """The output for ``inputs``, a dict of integer id tensors by input name: the
+        softmax of the logits, or (``logits``) the logits the loss takes."""
         tokens = inputs["tokens"]  # (B, 1100)
         x = self.words(tokens)  # (B, 1100, 300)
         x = self.flatten(x)  # (B, 330000)
         x = self.dense(x)  # (B, 25)
         x = self.dropout(x, training=training)  # (B, 25)
-        return self.dense_1(x)  # (B, 20)
+        x = self.dense_1(x)  # (B, 20)
+        return x if logits else ops.softmax(x, axis=-1)
 
     def variable(self, path):
         """The variable at ``path``: attributes, list indices and dict keys from the model."""
@@ -174,14 +174,13 @@ def build_model(dtype="float32"):
 
 
 def loss_fn(y_true, y_pred):
-    """Sparse categorical cross-entropy of class ids ``y_true`` under probabilities ``y_pred``.
+    """Sparse categorical cross-entropy of class ids ``y_true`` under logits ``y_pred``.
 
-    The batch mean of ``-log(clip(y_pred[y_true], eps, 1 - eps))``, with ``eps = 1e-07``, computed
-    in ``y_pred``'s dtype.
+    The batch mean of ``-log_softmax(y_pred)[y_true]``, computed in ``y_pred``'s dtype.
     """
     y_true = ops.cast(ops.reshape(y_true, (-1, 1)), "int32")
-    p = ops.take_along_axis(y_pred, y_true, axis=-1)
-    return -ops.mean(ops.log(ops.clip(p, 1e-07, 1 - 1e-07)))
+    log_p = ops.log_softmax(y_pred, axis=-1)
+    return -ops.mean(ops.take_along_axis(log_p, y_true, axis=-1))
 
 
 class TorchAdam(keras.optimizers.Optimizer):

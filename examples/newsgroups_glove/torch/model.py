@@ -136,14 +136,15 @@ class NewsgroupsGloveModel(nn.Module):
         nn.init.xavier_uniform_(self.dense_1.weight)
         nn.init.zeros_(self.dense_1.bias)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Map token ids to ``dense_1`` ``(B, 20)``."""
+    def forward(self, tokens: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        """Map token ids to ``dense_1`` ``(B, 20)``: the softmax of its logits, or
+        with ``logits`` the logits themselves (what ``loss_fn`` takes)."""
         words_lookup = self.words(tokens)  # (B, 1100, 50)
         flatten = words_lookup.flatten(1)  # (B, 55000)
         dense = torch.relu(self.dense(flatten))  # (B, 25)
         dropout = self.dropout(dense)
-        dense_1 = torch.softmax(self.dense_1(dropout), dim=-1)  # (B, 20)
-        return dense_1
+        dense_1 = self.dense_1(dropout)  # (B, 20)
+        return dense_1 if logits else torch.softmax(dense_1, dim=-1)
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays, under their canonical names and in canonical layouts."""
@@ -209,11 +210,8 @@ def build_model(dtype: str = "float32") -> NewsgroupsGloveModel:
 
 
 def loss_fn(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of class ids ``(B,)`` and probabilities ``(B, C)``.
-
-    Probabilities are clipped to ``[1e-07, 1 - 1e-07]``.
-    """
-    return F.nll_loss(torch.log(y_pred.clamp(1e-07, 1 - 1e-07)), y_true.long().reshape(-1))
+    """Cross-entropy of class ids ``(B,)`` and logits ``(B, C)``."""
+    return F.cross_entropy(y_pred, y_true.long().reshape(-1))
 
 
 def make_optimizer(model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:

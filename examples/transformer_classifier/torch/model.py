@@ -208,8 +208,9 @@ class TransformerClassifierModel(nn.Module):
         nn.init.xavier_uniform_(self.dense.weight)
         nn.init.zeros_(self.dense.bias)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Map token ids to ``dense`` ``(B, 4)``."""
+    def forward(self, tokens: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        """Map token ids to ``dense`` ``(B, 4)``: the softmax of its logits, or
+        with ``logits`` the logits themselves (what ``loss_fn`` takes)."""
         tokens_mask = tokens != 0  # (B, L), False at pads
         words_lookup = self.words_positions(self.words(tokens) * 8.0)  # (B, 64, 64)
         words_lookup = words_lookup * tokens_mask.unsqueeze(-1)  # 0.0 at padding
@@ -218,8 +219,8 @@ class TransformerClassifierModel(nn.Module):
             transformer_encoder = block(transformer_encoder, tokens_mask)  # (B, 64, 64)
         layer_norm = self.layer_norm(transformer_encoder)  # (B, 64, 64)
         global_average_pool = masked_mean(layer_norm, tokens_mask)  # (B, 64)
-        dense = torch.softmax(self.dense(global_average_pool), dim=-1)  # (B, 4)
-        return dense
+        dense = self.dense(global_average_pool)  # (B, 4)
+        return dense if logits else torch.softmax(dense, dim=-1)
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays, under their canonical names and in canonical layouts."""
@@ -278,11 +279,8 @@ def build_model(dtype: str = "float32") -> TransformerClassifierModel:
 
 
 def loss_fn(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of class ids ``(B,)`` and probabilities ``(B, C)``.
-
-    Probabilities are clipped to ``[1e-07, 1 - 1e-07]``.
-    """
-    return F.nll_loss(torch.log(y_pred.clamp(1e-07, 1 - 1e-07)), y_true.long().reshape(-1))
+    """Cross-entropy of class ids ``(B,)`` and logits ``(B, C)``."""
+    return F.cross_entropy(y_pred, y_true.long().reshape(-1))
 
 
 def make_optimizer(model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:

@@ -89,6 +89,36 @@ def initializer(init: ir.Initializer) -> str:
     )
 
 
+def weight_initializer(g: KerasGenerator, weight: ir.Weight) -> str:
+    """The Keras initializer of ``weight``: its ``initializer``, and its rows with initializers of
+    their own redrawn by the ``RowsInitializer`` helper."""
+    if not weight.row_initializers:
+        return initializer(weight.initializer)
+    rows = ", ".join(
+        f"({start}, {stop}, {initializer(init)})" for (start, stop), init in weight.row_initializers
+    )
+    return f"{g.helper('RowsInitializer')}({initializer(weight.initializer)}, [{rows}])"
+
+
+def constraint(g: KerasGenerator, c: ir.Constraint) -> str:
+    """A Keras constraint for ``c`` (its axes are the canonical ones, which are Keras')."""
+    axis = str(c.axes[0]) if len(c.axes) == 1 else repr(list(c.axes))
+    if c.kind == "non_neg":
+        return "keras.constraints.NonNeg()"
+    if c.kind == "value_clip":
+        limits = (("min_value", c.min_value), ("max_value", c.max_value))
+        bounds = [f"{k}={v!r}" for k, v in limits if v is not None]
+        return f"{g.helper('ValueClip')}({', '.join(bounds)})"
+    if c.kind == "max_norm":
+        return f"keras.constraints.MaxNorm(max_value={c.max_value!r}, axis={axis})"
+    if c.kind == "unit_norm":
+        return f"keras.constraints.UnitNorm(axis={axis})"
+    return (
+        f"keras.constraints.MinMaxNorm(min_value={c.min_value!r}, max_value={c.max_value!r}, "
+        f"rate={c.rate!r}, axis={axis})"
+    )
+
+
 def shared_initializer(program: ir.Program, weights: list[str], role: str, node: ir.Node) -> str:
     """The one initializer that Keras draws ``weights`` with (they must agree)."""
     kinds = {program.weight(name).initializer for name in weights}

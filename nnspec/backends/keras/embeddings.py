@@ -10,10 +10,12 @@ from nnspec.backends.keras.code import (
     OPS,
     Emitted,
     WeightCode,
+    constraint,
     docstring,
     indent,
     initializer,
     variable,
+    weight_initializer,
 )
 from nnspec.compiler import ir
 
@@ -36,6 +38,7 @@ class TableKind:
     positional: Literal["sinusoidal", "learned"] | None
     mask: Literal["end", "lookup"] | None
     offset: Literal["trainable", "frozen"] | None = None
+    constrained: bool = False
 
     @classmethod
     def of(cls, program: ir.Program, table: ir.EmbeddingTable) -> TableKind:
@@ -57,6 +60,7 @@ class TableKind:
             positional=None if positional is None else positional.kind,
             mask=mask,
             offset=None if table.offset is None else _offset_kind(program, table.offset),
+            constrained=weight.constraint is not None,
         )
 
     @property
@@ -74,6 +78,7 @@ class TableKind:
         name = f"{storage}{'Padded' if self.pad else ''}{'Scaled' if self.scaled else ''}"
         name += {None: "", "trainable": "SharedOffset", "frozen": "FixedOffset"}[self.offset]
         name += f"Embedding{suffix[self.positional]}"
+        name = f"Constrained{name}" if self.constrained else name
         if self.pad and self.positional and self.mask != "end":
             name += "AtPads"
         return name
@@ -88,6 +93,7 @@ class TableKind:
         params += ["max_length"] if self.positional else []
         params += ["base"] if self.positional == "sinusoidal" else []
         params += ["embeddings_initializer"]
+        params += ["embeddings_constraint"] if self.constrained else []
         params += ["offset_initializer"] if self.offset else []
         params += ["positions_initializer"] if self.positional == "learned" else []
         return params
@@ -132,6 +138,12 @@ class TableKind:
                 + ("trainable" if self.offset == "trainable" else "non-trainable")
                 + " ``[dim]`` vector added to the rows of the ids in the half-open "
                 "``offset_rows`` ranges only (``selected`` is 1.0 there, 0.0 elsewhere)."
+            )
+        if self.constrained:
+            text += (
+                "\n\n``embeddings_constraint`` is applied to the "
+                + ("trainable rows" if self.storage == "rows" else "table")
+                + " after each optimizer step."
             )
         if self.positional == "sinusoidal":
             text += (
@@ -199,7 +211,9 @@ def emit_table(g: KerasGenerator, table: ir.EmbeddingTable) -> Emitted:
     out = Emitted()
     if kind.plain:
         args = [str(table.vocab_size), str(table.dim)]
-        args.append(f"embeddings_initializer={initializer(weight.initializer)}")
+        args.append(f"embeddings_initializer={weight_initializer(g, weight)}")
+        if weight.constraint is not None:
+            args.append(f"embeddings_constraint={constraint(g, weight.constraint)}")
         if kind.storage == "none":
             args.append("trainable=False")
         out.weights.append(variable(weight, f"{attr}.embeddings"))
@@ -218,7 +232,9 @@ def emit_table(g: KerasGenerator, table: ir.EmbeddingTable) -> Emitted:
         args = []
         for param in kind.params():
             if param == "embeddings_initializer":
-                value = initializer(weight.initializer)
+                value = weight_initializer(g, weight)
+            elif param == "embeddings_constraint" and weight.constraint is not None:
+                value = constraint(g, weight.constraint)
             elif param == "offset_initializer" and table.offset is not None:
                 offset = program.weight(table.offset.weight)
                 value = initializer(offset.initializer)

@@ -33,11 +33,16 @@ from nnspec.backends.keras import (  # noqa: F401
 )
 from nnspec.backends.keras.code import OPS, Emitted, WeightCode, docstring, shape, with_args
 from nnspec.backends.keras.naming import MODEL_ATTRIBUTES, assign_names, compute_mask
+from nnspec.backends.predict_script import render_predict_script
 from nnspec.backends.pretrained_files import pretrained_files
 from nnspec.backends.train_script import render_train_script
 from nnspec.compiler import ir
 
 __all__ = ["MODEL_ATTRIBUTES", "KerasBackend", "KerasGenerator"]
+
+
+# The activation ``call`` applies to the logits of an output trained from its logits.
+OUTPUT_ACTIVATIONS = {"softmax": "ops.softmax({}, axis=-1)", "sigmoid": "ops.sigmoid({})"}
 
 
 class KerasGenerator:
@@ -270,6 +275,9 @@ class KerasGenerator:
             items = ", ".join(f"{o!r}: {n.values[o]}" for o in program.outputs)
             return [*call, f"return {{{items}}}"]
         target = n.values[program.outputs[0]]
+        activation = OUTPUT_ACTIVATIONS.get(program.output_activation or "")
+        if activation is not None:  # the output node computed logits
+            return [*call, f"return {target} if logits else {activation.format(target)}"]
         last = call[-1]
         if last.startswith(f"{target} = ") and program.outputs[0] == program.nodes[-1].name:
             return [*call[:-1], f"return {last[len(target) + 3 :]}"]
@@ -303,7 +311,10 @@ class KerasGenerator:
         )
         return {
             "model.py": format_source(self.env.get_template("model.py.j2").render(context)),
-            "train.py": render_train_script(self.env, program, "keras"),
+            "train.py": render_train_script(
+                self.env, program, "keras", "logits" if program.output_activation else ""
+            ),
+            "predict.py": render_predict_script(program, "keras"),
             **pretrained_files(program, "keras"),
         }
 

@@ -10,6 +10,7 @@ from nnspec.backends.keras.code import (
     OPS,
     Emitted,
     activation_arg,
+    constraint,
     initializer_args,
     layer,
     variable,
@@ -58,6 +59,10 @@ def _kernel_layer(
             "bias_initializer": ([] if bias is None else [bias], "'zeros'"),
         },
     )
+    for weight, param in zip(owned, ("kernel", "bias"), strict=False):
+        c = program.weight(weight).constraint
+        if c is not None:
+            args.append(f"{param}_constraint={constraint(g, c)}")
     if not trains:
         args.append("trainable=False")
     attr = g.names.layer(node)

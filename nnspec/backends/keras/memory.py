@@ -104,6 +104,7 @@ def _source(g: KerasGenerator, cls: str, op: ir.MemoryNetwork, layout: _Layout) 
         + ("u @ linear_map" if op.linear_map else "u")
         + " + sum_i p_i c_i`` with the ``C`` encodings"
         + (", then ReLU on its last ``dim - dim // 2`` units" if relu_half else "")
+        + (", then dropout in training" if op.dropout else "")
         + ". The logits are ``u @ "
         + ("tables[answer_table].T" if layout.answer else "answer")
         + "``, then ``activation``."
@@ -117,7 +118,9 @@ def _source(g: KerasGenerator, cls: str, op: ir.MemoryNetwork, layout: _Layout) 
     params += ["question_table"] if layout.question else ["query_value"]
     params += ["answer_table"] if layout.answer else ["output_size"]
     params += ["pad_index"] if pad else []
-    params += ["activation", "embeddings_initializer"]
+    params += ["activation"]
+    params += ["dropout"] if op.dropout else []
+    params += ["embeddings_initializer"]
     params += ["temporal_initializer"] if temporal else []
     params += ["linear_map_initializer"] if op.linear_map else []
     params += [] if layout.answer else ["answer_initializer"]
@@ -167,6 +170,8 @@ def emit_memory_network(g: KerasGenerator, node: ir.Node) -> Emitted:
     if op.pad_index is not None:
         args["pad_index"] = str(op.pad_index)
     args["activation"] = repr(op.activation)
+    if op.dropout:
+        args["dropout"] = repr(op.dropout)
     args["embeddings_initializer"] = init(list(layout.words), "word table")
     if layout.temporal:
         args["temporal_initializer"] = init(list(layout.temporal), "temporal encoding")
@@ -185,7 +190,7 @@ def emit_memory_network(g: KerasGenerator, node: ir.Node) -> Emitted:
     constructor = f"{cls}({', '.join(f'{k}={v}' for k, v in args.items())}, "
     out = Emitted(
         init=[f"self.{attr} = {constructor}dtype=self.dtype_policy, name={attr!r})"],
-        call=f"self.{attr}({n.args(node)})",
+        call=f"self.{attr}({n.args(node)}{', training=training' if op.dropout else ''})",
     )
     g.add_helper(cls, _source(g, cls, op, layout))
     for name in layout.words + layout.temporal:

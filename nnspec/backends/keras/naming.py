@@ -47,8 +47,9 @@ MODEL_ATTRIBUTES = frozenset(
     from_config get_build_config get_compile_config get_config get_layer get_metrics_result
     get_quantization_layer_structure get_state_tree get_weights history input input_dtype
     input_spec inputs jit_compile layers load_canonical load_canonical_state load_own_variables
-    load_weights loss losses make_predict_function make_test_function make_train_function metrics
-    metrics_names metrics_variables name non_trainable_variables non_trainable_weights optimizer
+    load_weights logits loss losses make_predict_function make_test_function make_train_function
+    metrics metrics_names metrics_variables name non_trainable_variables non_trainable_weights
+    optimizer
     output outputs path predict predict_function predict_on_batch predict_step quantization_mode
     quantize quantized_build quantized_call rematerialized_call reset_metrics run_eagerly save
     save_canonical save_own_variables save_weights set_state_tree set_weights stateless_call

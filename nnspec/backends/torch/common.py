@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -44,6 +45,7 @@ class WeightCode:
         rows: the ``(start, stop)`` rows of that tensor holding it, when it holds several.
         layout: how the tensor's layout differs from the canonical one (see ``LAYOUTS``).
         reset: statements drawing fresh initial values (padding rows included, as 0.0).
+        constrain: statements applying the weight's constraint (``apply_constraints``).
     """
 
     weight: ir.Weight
@@ -51,6 +53,7 @@ class WeightCode:
     rows: tuple[int, int] | None
     layout: str
     reset: list[str]
+    constrain: list[str] = field(default_factory=list)
 
     def relative_path(self) -> str:
         """``path`` as a dotted path from the model (or the group member) holding it."""
@@ -139,6 +142,10 @@ def init(target: str, weight: ir.Weight, torch_fans: bool, out: Emitted) -> str:
     if kind == "ones":
         return f"nn.init.ones_({target})"
     if kind == "uniform":
+        if spec.fan is not None:  # PyTorch's default bound
+            out.imports.add("math")
+            bound = f"1 / math.sqrt({spec.fan})"
+            return f"nn.init.uniform_({target}, -{bound}, {bound})"
         return f"nn.init.uniform_({target}, {spec.low!r}, {spec.high!r})"
     if kind == "normal":
         return f"nn.init.normal_({target}, mean={spec.mean!r}, std={spec.std!r})"
@@ -171,6 +178,56 @@ def init(target: str, weight: ir.Weight, torch_fans: bool, out: Emitted) -> str:
     raise ValueError(f"unknown initializer {kind!r} for weight {weight.name!r}")
 
 
+def draw(target: str, weight: ir.Weight, torch_fans: bool, out: Emitted) -> list[str]:
+    """Statements drawing ``target`` (a tensor in canonical row order) from ``weight``'s
+    initializer, then its rows with initializers of their own, then its zero rows."""
+    lines = [init(target, weight, torch_fans, out)]
+    for (start, stop), row_init in weight.row_initializers:
+        rows = dataclasses.replace(weight, initializer=row_init)
+        lines.append(init(f"{target}[{start}:{stop}]", rows, False, out))
+    if weight.zero_rows:
+        lines.append(f"{target}[{row_index(weight.zero_rows)}] = 0.0")
+    return lines
+
+
+# Canonical axis -> the torch tensor's axis, by layout (the layouts a constraint can be on).
+_AXES = {"": lambda a, rank: a, "rows": lambda a, rank: a, "T": lambda a, rank: 1 - a}
+_AXES["conv"] = lambda a, rank: rank - 1 - a
+
+
+def constrain(weight: ir.Weight, tensor: str, layout: str, out: Emitted) -> list[str]:
+    """The statement applying ``weight``'s constraint (:class:`ir.Constraint`) to ``tensor``,
+    which holds its trainable values in layout ``layout``; none without a constraint."""
+    c = weight.constraint
+    if c is None:
+        return []
+    if layout not in _AXES:
+        raise ValueError(f"weight {weight.name!r}: no constraint on a {layout!r} layout")
+    where = weight.name + (", the rows that train" if layout == "rows" else "")
+    if c.kind == "non_neg":
+        return [f"{tensor}.clamp_(min=0.0)  # {where}"]
+    if c.kind == "value_clip":
+        bounds = [
+            f"{k}={v!r}" for k, v in (("min", c.min_value), ("max", c.max_value)) if v is not None
+        ]
+        return [f"{tensor}.clamp_({', '.join(bounds)})  # {where}"]
+    dims = sorted(_AXES[layout](a, len(weight.shape)) for a in c.axes)
+    dim = str(dims[0]) if len(dims) == 1 else repr(tuple(dims))
+    axes = ", ".join(map(str, c.axes))
+    comment = f"# {where}: norms over canonical axis {axes}"
+    if len(c.axes) > 1:
+        comment = f"# {where}: norms over canonical axes ({axes})"
+    out.helpers.add(f"{c.kind}_")
+    if c.kind == "max_norm":
+        return [comment, f"max_norm_({tensor}, {c.max_value!r}, dim={dim})"]
+    if c.kind == "unit_norm":
+        return [comment, f"unit_norm_({tensor}, dim={dim})"]
+    return [
+        comment,
+        f"min_max_norm_({tensor}, {c.min_value!r}, {c.max_value!r}, rate={c.rate!r}, dim={dim})",
+    ]
+
+
 def parameter(
     weight: ir.Weight,
     param: str,
@@ -200,14 +257,18 @@ def parameter(
         layout = "T"
     target = f"{param}{part}"
     fans = transposed if torch_fans is None else torch_fans
-    reset = [init(target, weight, fans, out)]
-    if weight.zero_rows:
-        reset.append(f"{target}[{row_index(weight.zero_rows)}] = 0.0")
+    reset = draw(target, weight, fans, out)
     if weight.trainable == "none":
         line = f"{param}.requires_grad_(False)"
         if line not in out.init:
             out.init.append(line)
-    return WeightCode(weight=weight, path=param, rows=rows, layout=layout, reset=reset)
+    code = WeightCode(weight=weight, path=param, rows=rows, layout=layout, reset=reset)
+    if part:
+        if weight.constraint is not None:
+            raise ValueError(f"weight {weight.name!r}: no constraint on part of a tensor")
+    else:
+        code.constrain = constrain(weight, param, layout, out)
+    return code
 
 
 def buffer(weight: ir.Weight, name: str, out: Emitted) -> WeightCode:

@@ -28,6 +28,7 @@ from nnspec.backends.base import (
     header,
     template_env,
 )
+from nnspec.backends.predict_script import render_predict_script
 from nnspec.backends.pretrained_files import pretrained_files
 
 # Importing the ops_* modules registers their emit functions in TRANSFORMS.
@@ -50,6 +51,9 @@ from nnspec.backends.torch.naming import (
 from nnspec.backends.torch.repeats import Group, recurrent_stacks, repeated_groups
 from nnspec.backends.train_script import render_train_script
 from nnspec.compiler import ir
+
+# The activation forward() applies to the logits of an output trained from its logits.
+OUTPUT_ACTIVATIONS = {"softmax": "torch.softmax({}, dim=-1)", "sigmoid": "torch.sigmoid({})"}
 
 
 class TorchGenerator:
@@ -180,14 +184,21 @@ class TorchGenerator:
         ]
         outputs = [n.values[name] for name in program.outputs]
         loss_doc, loss_body = training_code.loss(program.training, imports)
-        optimizer_doc, optimizer_body = training_code.optimizer(program.training.optimizer)
+        constraints = [line for part in parts for code in part.weights for line in code.constrain]
+        optimizer_doc, optimizer_body = training_code.optimizer(
+            program.training.optimizer, constrained=bool(constraints)
+        )
         renamed = [inp for inp in program.inputs if n.values[inp.name] != inp.name]
+        flag = f"{n.logits}: bool = False" if n.logits else ""
         if renamed:
-            signature = "**inputs: torch.Tensor"
+            signature = ", ".join(filter(None, [flag, "**inputs: torch.Tensor"]))
             unpack = [f"{n.values[inp.name]} = inputs[{inp.name!r}]" for inp in program.inputs]
         else:
-            signature = ", ".join(f"{inp.name}: torch.Tensor" for inp in program.inputs)
+            signature = ", ".join(
+                filter(None, [*(f"{inp.name}: torch.Tensor" for inp in program.inputs), flag])
+            )
             unpack = []
+        activation = OUTPUT_ACTIVATIONS.get(program.output_activation or "")
         output_shapes = ", ".join(
             f"``{name}`` ``{shape_comment(program.node(name).shape)}``" for name in program.outputs
         )
@@ -212,9 +223,15 @@ class TorchGenerator:
             "layouts": layouts,
             "init": [line for part in parts for line in part.init],
             "reset": reset,
+            "constraints": constraints,
             "signature": signature,
+            "logits": n.logits,
             "forward": _fit(unpack + masks + [line for part in parts for line in part.forward], 8),
-            "returns": ", ".join(outputs),
+            "returns": (
+                f"{outputs[0]} if {n.logits} else {activation.format(outputs[0])}"
+                if activation
+                else ", ".join(outputs)
+            ),
             "returns_type": "torch.Tensor" if len(outputs) == 1 else "tuple[torch.Tensor, ...]",
             "output_shapes": output_shapes,
             "loss_doc": loss_doc,
@@ -306,9 +323,12 @@ class TorchBackend(Backend):
     def generate(self, program: ir.Program) -> dict[str, str]:
         """Render ``model.py``, ``train.py`` and, with pretrained vectors, ``pretrained.py``."""
         self.check(program)
+        generator = TorchGenerator(program)
+        env = template_env(__package__)
         return {
-            "model.py": TorchGenerator(program).model_source(self.name),
-            "train.py": render_train_script(template_env(__package__), program, self.name),
+            "model.py": generator.model_source(self.name),
+            "train.py": render_train_script(env, program, self.name, generator.names.logits),
+            "predict.py": render_predict_script(program, self.name),
             **pretrained_files(program, self.name),
         }
 

@@ -160,6 +160,8 @@ class Names:
         values: local variable in ``forward`` of each model input and node.
         masks: the padding masks ``forward`` computes, in order, with their local variables.
         loops: the loop variable of each group of repeated layers, by its last node's name.
+        logits: the keyword of ``forward`` that asks for the logits (a program with an
+            :attr:`~nnspec.compiler.ir.Program.output_activation`), else ``""``.
     """
 
     tables: dict[str, str]
@@ -168,6 +170,7 @@ class Names:
     values: dict[str, str]
     masks: dict[ir.Mask, str]
     loops: dict[str, str] = field(default_factory=dict)
+    logits: str = ""
 
     def layer(self, node: ir.Node) -> str:
         """The expression reaching the submodule computing ``node`` (``self.<attribute>``)."""
@@ -231,6 +234,7 @@ def assign_names(
 
     local = Namespace(MODULE_NAMES | constants)
     values = {inp.name: local.claim(inp.name) for inp in program.inputs}
+    logits = local.claim("logits") if program.output_activation else ""
     masks: dict[ir.Mask, str] = {}
     for node in program.nodes:
         if isinstance(node.op, ir.EmbeddingLookup):
@@ -243,4 +247,4 @@ def assign_names(
         if node.name not in skipped:
             values[node.name] = local.claim(node.name)
     loop_names = {last: local.claim("block") for last in loops}
-    return Names(tables, positions, layers, values, masks, loop_names)
+    return Names(tables, positions, layers, values, masks, loop_names, logits)

@@ -12,10 +12,11 @@ from nnspec.backends.torch.common import (
     WeightCode,
     activation,
     buffer,
+    constrain,
+    draw,
     init,
     op_of,
     parameter,
-    row_index,
     shape_comment,
 )
 from nnspec.backends.torch.naming import input_mask, zero_mask
@@ -73,13 +74,12 @@ def _emit_table(gen: TorchGenerator, table: ir.EmbeddingTable, out: Emitted) -> 
             f"self.{attr} = PartiallyTrainableEmbedding({vocab}, {dim}, "
             f"trainable_rows={list(weight.trainable_rows)!r}, {zero_row}dtype=dtype)"
         )
-        reset = [f"table = {init(f'torch.empty({vocab}, {dim})', weight, False, out)}"]
-        if weight.zero_rows:
-            reset.append(f"table[{row_index(weight.zero_rows)}] = 0.0")
+        reset = draw("table", weight, False, out)
+        reset[0] = f"table = {init(f'torch.empty({vocab}, {dim})', weight, False, out)}"
         reset.append(f"self.{attr}.load_weight(table)")
-        out.weights.append(
-            WeightCode(weight, f"self.{attr}.weight", rows=None, layout="rows", reset=reset)
-        )
+        code = WeightCode(weight, f"self.{attr}.weight", rows=None, layout="rows", reset=reset)
+        code.constrain = constrain(weight, f"self.{attr}.trainable", "rows", out)
+        out.weights.append(code)
     else:
         padding = ""
         if weight.zero_rows:  # the pad row only (ir.validate)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -82,6 +83,18 @@ def gradients(
     return grads
 
 
+def logits_flag(model: Any) -> dict[str, bool]:
+    """The keyword asking a model trained from its logits for them (what its ``loss_fn``
+    takes): ``forward``'s boolean keyword ``logits`` (``logits_`` ... if an input took the
+    name); none for other models."""
+    flags = [
+        name
+        for name, p in inspect.signature(model.forward).parameters.items()
+        if name.rstrip("_") == "logits" and p.annotation in (bool, "bool")
+    ]
+    return {flags[0]: True} if flags else {}
+
+
 def training_mode(model: Any) -> None:
     """Batch normalization in training mode, every other module (dropout) in eval mode."""
     model.eval()
@@ -105,7 +118,8 @@ def train(
     try:
         for inputs, labels in batches:
             optimizer.zero_grad(set_to_none=True)
-            loss = module.loss_fn(torch.tensor(np.asarray(labels)), model(**_tensors(inputs)))
+            outputs = model(**_tensors(inputs), **logits_flag(model))
+            loss = module.loss_fn(torch.tensor(np.asarray(labels)), outputs)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())

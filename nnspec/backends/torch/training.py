@@ -68,8 +68,9 @@ def loss(training: ir.Training, imports: set[str]) -> tuple[str, list[str]]:
     raise ValueError(f"unknown loss {training.loss!r}")
 
 
-def optimizer(opt: ir.Optimizer) -> tuple[str, list[str]]:
-    """Docstring and body of ``make_optimizer(model, lr=None)``."""
+def optimizer(opt: ir.Optimizer, constrained: bool = False) -> tuple[str, list[str]]:
+    """Docstring and body of ``make_optimizer(model, lr=None)``; with ``constrained``, each step
+    ends with ``model.apply_constraints()`` (a step post-hook)."""
     lr = f"{opt.lr!r} if lr is None else lr"
     if opt.kind == "sgd":
         args = [f"lr={lr}"]
@@ -102,12 +103,27 @@ def optimizer(opt: ir.Optimizer) -> tuple[str, list[str]]:
             "# for CPU and CUDA tensors only.",
             'fused = all(p.device.type in ("cpu", "cuda") for p in params)',
         ]
-    if opt.clip_norm is None:
+    if opt.clip_norm is None and not constrained:
         return docstring(summary, detail), [*body, f"return {call}"]
+    body.append(f"optimizer = {call}")
+    if constrained:
+        detail += (
+            " After each step the model applies its weight constraints, as Keras applies each "
+            "variable's constraint after its update."
+        )
+        body += [
+            "",
+            "def apply_constraints(*_: object) -> None:",
+            '    """Project the constrained weights back after the step."""',
+            "    model.apply_constraints()",
+            "",
+            "optimizer.register_step_post_hook(apply_constraints)",
+        ]
+    if opt.clip_norm is None:
+        return docstring(summary, detail), [*body, "return optimizer"]
     detail += f" Gradients are clipped to a global norm of {opt.clip_norm!r} before each step."
     return docstring(summary, detail), [
         *body,
-        f"optimizer = {call}",
         "",
         "def clip_gradients(optimizer: torch.optim.Optimizer, *_: object) -> None:",
         f'    """Scale the gradients down to a global norm of at most {opt.clip_norm!r}."""',
