@@ -694,7 +694,7 @@ def demo(
     data and prints the parity report. Needs both frameworks: pip install 'nnspec[all]'.
     """
     from nnspec import backends, demo
-    from nnspec.builtin_examples import example_names, examples_dir
+    from nnspec.builtin_examples import example_names
     from nnspec.extras import backends_hint, missing_modules
 
     known = example_names()
@@ -709,8 +709,6 @@ def demo(
             markup=False,
         )
         raise typer.Exit(1)
-    # The examples of a wheel are inside the package (nnspec.builtin_examples).
-    demo.EXAMPLES_DIR = examples_dir()
     if not demo.run_demo(example, workdir, epochs, out):
         raise typer.Exit(1)
 

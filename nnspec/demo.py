@@ -11,25 +11,19 @@ from pathlib import Path
 from rich.console import Console
 
 from nnspec import backends
+from nnspec.builtin_examples import example_names, example_spec
 from nnspec.compiler import compile_file, problems_of
 from nnspec.spec import SpecError
 from nnspec.synthetic import write_npz
 from nnspec.writer import write_files
-
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-
-
-def example_spec(name: str) -> Path:
-    """The spec file of the built-in example ``name``."""
-    return EXAMPLES_DIR / name / "spec.yaml"
 
 
 def run_demo(example: str, workdir: Path, epochs: int, console: Console) -> bool:
     """Run the demo; returns whether every step succeeded and the backends agree."""
     spec_path = example_spec(example)
     if not spec_path.exists():
-        known = sorted(p.parent.name for p in EXAMPLES_DIR.glob("*/spec.yaml"))
-        console.print(f"unknown example {example!r}; built-in: {', '.join(known)}", markup=False)
+        known = ", ".join(example_names())
+        console.print(f"unknown example {example!r}; built-in: {known}", markup=False)
         return False
     console.rule(f"1. validate {spec_path}")
     try:
@@ -58,8 +52,9 @@ def run_demo(example: str, workdir: Path, epochs: int, console: Console) -> bool
     for name in names:
         console.print(f"[bold]{name}[/]: python train.py --epochs {epochs}")
         start = time.perf_counter()
-        cmd = ["train.py", "--data", str(data.resolve()), "--epochs", str(epochs), "--out", "run"]
-        cmd.append("--force")  # the previous demo's run, if any, is replaced
+        run = (workdir / name / "run").resolve()  # train.py prints it as it saves: absolute
+        cmd = ["train.py", "--data", str(data.resolve()), "--epochs", str(epochs)]
+        cmd += ["--out", str(run), "--force"]  # the previous demo's run, if any, is replaced
         if _run_quietly(cmd, workdir / name) != 0:
             console.print(f"{name}: training failed", markup=False)
             return False

@@ -139,8 +139,11 @@ def spec_settings(path: str | Path, input_name: str | None = None) -> SpecSettin
             "tokens; one vocabulary cannot match them all"
         )
     vocab_size, pad, specials, ids, memory_network = readers.pop()
-    if memory_network and len(inp.dims) != 2:
-        raise PrepareError(f"{path}: input {input_name!r} of a memory network needs a 2-D shape")
+    if memory_network and len(inp.dims) not in (1, 2):
+        raise PrepareError(
+            f"{path}: input {input_name!r} of a memory network needs the shape [memories] or "
+            "[memories, sentence_length]"
+        )
     if not memory_network and len(inp.dims) != 1:
         raise PrepareError(f"{path}: input {input_name!r} must be a sequence (`length: N`)")
     post = False

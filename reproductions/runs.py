@@ -77,9 +77,10 @@ def train(
 ) -> Run:
     """Compile and train ``run`` on ``data`` (extra ``flags`` and environment ``env``); its
     output streams to ``<folder>/train.log``."""
-    script = compile_spec(run.spec, run.folder / "code", backend)
-    out = run.folder / "out"
+    script = compile_spec(run.spec, run.folder / "code", backend).resolve()
+    out = (run.folder / "out").resolve()
     command = [sys.executable, str(script), "--data", str(data.resolve()), "--out", str(out)]
+    command += ["--force"]  # a run of the same name replaces the last one
     command += flags
     env = os.environ | {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"} | (env or {})
     print(f"[{run.name}] {' '.join(command[1:])}", flush=True)

@@ -631,6 +631,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")  # draw to files only
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metrics = [m for m in ("loss", "accuracy") if m in history[0]]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
@@ -641,6 +642,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
             values = [row[f"val_{metric}"] for row in history]
             ax.plot(epochs, values, marker="o", label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
