@@ -5,12 +5,14 @@ with Keras' formulas, in float64 to 1e-12, while the constraints bind."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from nnspec import backends
 from nnspec.compiler import compile_file, compile_spec, ir
@@ -473,3 +475,59 @@ def test_ir_validate_checks_constraints_and_row_initializers(changes, invariant)
         ir.InvalidProgram, match="weight 'words.embeddings': " + re.escape(invariant)
     ):
         ir.validate(dataclasses.replace(program, weights=weights))
+
+
+ODD_VALUES = [
+    "non_neg",
+    "max_norm",
+    "nonneg",
+    "",
+    0,
+    1.5,
+    True,
+    None,
+    [],
+    ["non_neg"],
+    {},
+    {"type": "max_norm", "axis": []},
+    {"type": "max_norm", "axis": "0"},
+    {"type": "max_norm", "axis": [0, "a"]},
+    {"type": "max_norm", "axis": [0, 0]},
+    {"type": "max_norm", "axis": 2**40},
+    {"type": "max_norm", "axis": True},
+    {"type": "max_norm", "max_value": 1e308, "axis": -1},
+    {"type": "unit_norm", "axis": [-1, -2]},
+    {"type": "min_max_norm", "rate": 0},
+    {"type": "min_max_norm", "rate": 1.5},
+    {"type": "min_max_norm", "min_value": -1},
+    {"type": "value_clip", "min_value": 1, "max_value": 0},
+    {"type": "value_clip", "min_value": "0"},
+    {"type": "value_clip", "max_value": -1e-300},
+    {"type": "non_neg", "axis": 0},
+]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES, ids=repr)
+@pytest.mark.parametrize(
+    "where",
+    [
+        "embeddings.words.constraint",
+        "model.layers.1.kernel_constraint",
+        "model.layers.1.bias_constraint",
+        "model.layers.4.kernel_constraint",
+    ],
+)
+def test_odd_constraints_compile_or_give_located_errors(where, value):
+    """Whatever a constraint field holds, the spec compiles or gives located errors."""
+    spec = yaml.safe_load(CONSTRAINED)
+    target = spec
+    *parents, key = [int(p) if p.isdigit() else p for p in where.split(".")]
+    for part in parents:
+        target = target[part]
+    target[key] = value
+    try:
+        program = compile_text(json.dumps(spec))
+    except SpecError as exc:
+        assert exc.problems and all(p.line >= 1 for p in exc.problems)
+        return
+    assert isinstance(program, ir.Program)
