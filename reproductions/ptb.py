@@ -166,11 +166,11 @@ def closer(runs: list[Run], n_train: int, n_full: int) -> str:
     run = runs[0]
     rate = n_train * len(run.history) / run.seconds  # examples/s, validation time included
     hours = 100 * n_full / rate / 3600
+    used = "all of them" if n_train >= n_full else f"this run used {n_train:,}"
     return (
-        f"To get closer: all {n_full:,} training words (this run used {n_train:,}; its"
-        " validation perplexity stops improving within 3 epochs, so the subset, not the model,"
-        " is the limit), the paper's 100 epochs of SGD with learning-rate annealing, its linear"
-        " start and ReLU on half of each layer's units (neither can be said in a spec yet)."
+        f"To get closer: all {n_full:,} training words ({used}) and the paper's 100 epochs of"
+        " SGD with learning-rate annealing, linear start and ReLU on half of each hop's units"
+        " (the `paper` run's spec and flags)."
         f" At this run's {rate:,.0f} examples/s, 100 full epochs would take about {hours:,.0f} h"
         " on this CPU: a job for train.py on a GPU (`--device cuda`), not measured here."
     )

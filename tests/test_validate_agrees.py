@@ -452,7 +452,8 @@ def test_names_like_torch_framework_names_are_renamed_in_torch_code(tmp_path: Pa
     pytest.importorskip("torch")
     program = _compile(TORCH_NAMES)
     source = backends.get("torch").generate(program)["model.py"]
-    assert "def forward(self, **inputs: torch.Tensor)" in source
+    # The spec trains a softmax from its logits: forward also takes `logits`.
+    assert "def forward(self, logits: bool = False, **inputs: torch.Tensor)" in source
     assert 'F_ = inputs["F"]' in source and 'Mapping_ = inputs["Mapping"]' in source
     assert "self.state_dict_ = " not in source  # an embedding lookup is no submodule
     assert "self.modules_ = nn.Embedding(" in source and "self.pairwise = nn.GRU(" in source

@@ -35,6 +35,7 @@ functions (numpy in, numpy out):
 from __future__ import annotations
 
 import importlib
+import keyword
 import subprocess
 import sys
 from abc import ABC, abstractmethod
@@ -84,6 +85,37 @@ class Backend(ABC):
     def runtime(self) -> ModuleType:
         """The parity-harness adapter (imports the framework)."""
         return importlib.import_module(f"{type(self).__module__.rsplit('.', 1)[0]}.runtime")
+
+
+class Namespace:
+    """Hands out unique Python names, appending ``_`` to any name that is taken, reserved or a
+    keyword. A private name (``_x``) gets ``private_prefix`` in front (Keras does not track
+    layers held in private attributes), or without one, with ``private_ok`` false, a trailing
+    ``_`` (``_x_``, which ``torch.nn.Module`` treats as public)."""
+
+    def __init__(
+        self, reserved: frozenset[str], private_ok: bool = True, private_prefix: str = ""
+    ) -> None:
+        self.taken = set(reserved)
+        self.private_ok = private_ok
+        self.private_prefix = private_prefix
+
+    def free(self, name: str) -> bool:
+        """Whether ``name`` can be handed out as it is."""
+        return not (
+            name in self.taken
+            or keyword.iskeyword(name)
+            or (not self.private_ok and name.startswith("_") and not name.endswith("_"))
+        )
+
+    def claim(self, name: str) -> str:
+        """``name``, or ``name`` followed by enough underscores to be free; now taken."""
+        if self.private_prefix and name.startswith("_"):
+            name = f"{self.private_prefix}{name}"
+        while not self.free(name):
+            name += "_"
+        self.taken.add(name)
+        return name
 
 
 F = TypeVar("F", bound=Callable[..., object])

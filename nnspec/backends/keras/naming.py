@@ -3,9 +3,9 @@ and the padding masks ``call`` computes."""
 
 from __future__ import annotations
 
-import keyword
 from dataclasses import dataclass
 
+from nnspec.backends.base import Namespace
 from nnspec.compiler import ir
 
 # Module-level names of the generated model.py, and the names `call` itself uses: no input or
@@ -61,22 +61,6 @@ MODEL_ATTRIBUTES = frozenset(
 )
 
 
-class Namespace:
-    """Hands out unique Python names, appending ``_`` to any name that is taken or reserved."""
-
-    def __init__(self, reserved: frozenset[str]) -> None:
-        self.taken = set(reserved)
-
-    def claim(self, name: str) -> str:
-        """``name``, or ``name`` followed by enough underscores to be free; now taken."""
-        if name.startswith("_"):  # Keras does not track layers in private attributes
-            name = f"layer{name}"
-        while name in self.taken or keyword.iskeyword(name):
-            name += "_"
-        self.taken.add(name)
-        return name
-
-
 @dataclass(frozen=True)
 class Names:
     """The Python names of one program's generated model.
@@ -124,7 +108,7 @@ def compute_mask(mask: ir.Mask, values: dict[str, str]) -> str:
 def assign_names(program: ir.Program) -> Names:
     """Assign every attribute and variable name of the generated model (once per generation:
     the generator keeps the result)."""
-    attrs = Namespace(MODEL_ATTRIBUTES)
+    attrs = Namespace(MODEL_ATTRIBUTES, private_prefix="layer")
     layer_attrs = {table.name: attrs.claim(table.name) for table in program.tables}
     for node in program.nodes:
         if not isinstance(node.op, ir.EmbeddingLookup) and node.layer_name not in layer_attrs:
@@ -135,7 +119,9 @@ def assign_names(program: ir.Program) -> Names:
     for i, node in enumerate(program.nodes):
         for name in node.inputs:
             uses.setdefault(name, []).append(i)
-    local = Namespace(MODULE_NAMES | {program.class_name})
+    # `call`'s own parameters: a program trained from its logits also takes `logits`.
+    flags = {"logits"} if program.output_activation else set()
+    local = Namespace(MODULE_NAMES | {program.class_name} | flags, private_prefix="layer")
     values = {inp.name: local.claim(inp.name) for inp in program.inputs}
 
     readers: dict[ir.Mask, int] = {}

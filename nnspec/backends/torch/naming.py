@@ -4,12 +4,12 @@ that would (``state_dict``, ``F``, ``masked_mean`` ...) gets ``_`` appended in t
 
 from __future__ import annotations
 
-import keyword
 import re
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nnspec.backends.base import Namespace
 from nnspec.compiler import ir
 
 
@@ -123,29 +123,6 @@ def is_layer(program: ir.Program, node: ir.Node) -> bool:
     if isinstance(node.op, ir.EmbeddingLookup):
         return False
     return isinstance(node.op, ir.Dropout) or bool(program.op_weights(node.op))
-
-
-class Namespace:
-    """Hands out unique Python names, appending ``_`` to any name that is taken or reserved."""
-
-    def __init__(self, reserved: frozenset[str], private_ok: bool = True) -> None:
-        self.taken = set(reserved)
-        self.private_ok = private_ok
-
-    def free(self, name: str) -> bool:
-        """Whether ``name`` can be handed out as it is."""
-        return not (
-            name in self.taken
-            or keyword.iskeyword(name)
-            or (not self.private_ok and name.startswith("_") and not name.endswith("_"))
-        )
-
-    def claim(self, name: str) -> str:
-        """``name``, or ``name`` followed by enough underscores to be free; now taken."""
-        while not self.free(name):
-            name += "_"
-        self.taken.add(name)
-        return name
 
 
 @dataclass(frozen=True)
