@@ -66,6 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, help="intra-op threads (default: the framework's)")
     parser.add_argument("--max-steps", type=int, help="stop each run after this many steps")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the report from the runs' folders as they are (epochs finished so far)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "reproductions" / "results" / "ptb")
     return parser.parse_args(argv)
 
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_steps is not None:
         flags += ["--max-steps", str(args.max_steps)]
     env = {} if args.threads is None else {"OMP_NUM_THREADS": str(args.threads)}
-    for name in names:
+    for name in [] if args.report_only else names:
         run_flags = [*flags, *RUN_FLAGS.get(name, [])]
         run = train(Run(name, SPECS[name], args.out / name), args.backend, data, run_flags, env)
         print(f"[{name}] {run.seconds:.0f} s", flush=True)
@@ -149,7 +154,10 @@ def test_perplexity(run: Run, backend: str, test: Path, batch: int = 1024) -> fl
 
     runtime = backends.get(backend).runtime()
     model = runtime.build(runtime.load_module(run.folder / "code" / "model.py"), "float32")
-    runtime.set_state(model, load_file(run.folder / "out" / "model.safetensors"))
+    weights = run.folder / "out" / "model.safetensors"
+    if not weights.exists():  # a run stopped early: its last finished epoch's checkpoint
+        weights = run.folder / "out" / "last.safetensors"
+    runtime.set_state(model, load_file(weights))
     with np.load(test) as arrays:
         (name,) = [key[4:] for key in arrays if key.startswith("val_") and key != "val_labels"]
         inputs, labels = arrays["val_" + name], arrays["val_labels"]
