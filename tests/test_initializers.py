@@ -279,3 +279,18 @@ def test_new_fields_at_their_defaults_keep_the_spec_hash():
 
     assert digest(same) == digest(base)
     assert digest(changed) != digest(base)
+
+
+def test_torch_default_reads_as_written_by_hand():
+    """PyTorch's bound appears as ``1 / sqrt(fan_in)`` in both backends' code, not a literal."""
+    program = compile_text(INITS)
+    torch_py = backends.get("torch").generate(program)["model.py"]
+    keras_py = backends.get("keras").generate(program)["model.py"]
+    assert "nn.init.uniform_(self.dense.weight, -1 / math.sqrt(48), 1 / math.sqrt(48))" in torch_py
+    assert "nn.init.normal_(self.words.weight, mean=0.0, std=1.0)" in torch_py
+    assert "nn.init.zeros_(self.words.weight[2997:3000])" in torch_py
+    assert (
+        "kernel_initializer=keras.initializers.RandomUniform(\n"
+        "                minval=-1 / np.sqrt(48), maxval=1 / np.sqrt(48)\n"
+    ) in keras_py
+    assert '[(2997, 3000, "zeros")]' in keras_py

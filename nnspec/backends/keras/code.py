@@ -74,6 +74,9 @@ def initializer(init: ir.Initializer) -> str:
     kind = init.kind
     if kind in ("zeros", "ones", "glorot_uniform", "he_uniform"):
         return repr(kind)
+    if kind == "uniform" and init.fan is not None:  # PyTorch's default bound
+        bound = f"1 / np.sqrt({init.fan})"
+        return f"keras.initializers.RandomUniform(minval=-{bound}, maxval={bound})"
     if kind == "uniform":
         return f"keras.initializers.RandomUniform(minval={init.low!r}, maxval={init.high!r})"
     if kind == "normal":
