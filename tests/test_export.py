@@ -294,3 +294,28 @@ def test_unpacked_rnn_is_packed_rnn(exported: Exported) -> None:
                     assert a.shape == b.shape
                     assert (a - b).abs().max().item() <= 1e-12, (cell, bidirectional, layers)
                 assert packed[0][2].abs().max().item() == 0.0  # the empty row
+
+
+def test_every_masked_recurrent_form_exports(tmp_path: Path) -> None:
+    """Masked LSTM and GRU layers, bidirectional, with sequences or final states and either
+    merge (``tests/ir_examples_arch.recurrent``), export to both PyTorch formats within the
+    tolerance of export.py's own check (their files read back against the model)."""
+    from tests import ir_examples_arch
+
+    program = ir_examples_arch.recurrent()
+    rng = np.random.default_rng(3)
+    state = {k: v.astype(np.float32) for k, v in random_state(program, rng).items()}
+    inputs, _ = random_batch(program, rng, 6)
+    np.savez(tmp_path / "batch.npz", **inputs)  # type: ignore[arg-type]  # numpy's stub
+    write_tree(TORCH.generate(program), tmp_path / "code")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    save_file(state, str(folder / "model.safetensors"))
+    record = {"spec": program.name, "spec_sha256": program.spec_hash}
+    (folder / "run.json").write_text(json.dumps(record))
+    script = tmp_path / "code" / "export.py"
+    result = run([sys.executable, str(script), str(folder), "--data", str(tmp_path / "batch.npz")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    diffs = re.findall(r"^(\w+): max abs diff (\S+) on 6 \+ 1 examples$", result.stdout, re.M)
+    assert sorted(f for f, _ in diffs) == ["onnx", "pt2"]
+    assert all(0.0 <= float(d) <= TOLERANCE for _, d in diffs)
