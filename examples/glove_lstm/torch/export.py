@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="examples the check runs on")
     parser.add_argument("--force", action="store_true", help="replace files exported before")
     args = parser.parse_args(argv)
-    args.format = args.format or list(FORMATS)
+    args.format = list(dict.fromkeys(args.format or FORMATS))  # each once, in the order given
     args.out = args.out or args.run / "export"
     if args.batch_size < 2:
         parser.error("--batch-size must be at least 2 (the check also runs one example alone)")
