@@ -4,8 +4,8 @@ Written from the docstrings of :mod:`nnspec.compiler.ir` alone, independent of e
 recurrent layers loop over time, convolutions over taps, memory networks over hops. It reads
 canonical weights, the same ``dict[str, numpy.ndarray]`` a backend runtime's ``get_state`` /
 ``set_state`` use (see :func:`nnspec.parity.random_state`), and computes in float64 by default
-(``dtype="float32"`` runs the same formulas in float32, so that float32 effects the IR implies,
-such as a ``-1e9`` mask swamping every score of an all-padding row, show here too).
+(``dtype="float32"`` runs the same formulas in float32, so that the backends' float32 round-off
+has a float32 reference to be compared with).
 
 Used by ``nnspec parity`` (every backend's outputs against :func:`forward`) and by the tests.
 Imports numpy only.
@@ -27,8 +27,6 @@ import numpy as np
 from nnspec.compiler import ir
 
 State = Mapping[str, np.ndarray]
-
-_MASKED = -1e9  # added to the scores of padded keys / memories
 
 
 # ----------------------------------------------------------------------------- elementwise
@@ -66,9 +64,14 @@ def activation(kind: str, x: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown activation {kind!r}")
 
 
-def _masked_add(scores: np.ndarray, padded: np.ndarray) -> np.ndarray:
-    """``scores + (-1e9 where padded)`` in the scores' dtype."""
-    return scores + np.where(padded, _MASKED, 0.0).astype(scores.dtype)
+def masked_softmax(scores: np.ndarray, padded: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of ``scores`` in which ``padded`` keys get weight exactly 0.0.
+
+    A row whose keys are all padded has nothing to attend to, so nothing is masked there: it is
+    ``softmax(scores)`` over all of its keys. The rule does not depend on the dtype.
+    """
+    keep = ~padded | padded.all(axis=-1, keepdims=True)
+    return softmax(np.where(keep, scores, -np.inf))
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -273,11 +276,10 @@ def attention(op: ir.SelfAttention, state: State, x: np.ndarray, mask: np.ndarra
         q, k = rotate(q, op.rotary.base), rotate(k, op.rotary.base)
     out = np.zeros_like(q)
     scale = x.dtype.type(math.sqrt(op.head_dim))
+    padded = np.zeros((batch, 1, length), dtype=bool) if mask is None else ~mask[:, None, :]
     for h in range(op.heads):
         scores = q[:, :, h] @ k[:, :, h].transpose(0, 2, 1) / scale  # (B, L queries, L keys)
-        if mask is not None:
-            scores = _masked_add(scores, ~mask[:, None, :])
-        out[:, :, h] = softmax(scores) @ v[:, :, h]
+        out[:, :, h] = masked_softmax(scores, padded) @ v[:, :, h]
     return out.reshape(batch, length, -1) @ state[w.output_kernel] + state[w.output_bias]
 
 
@@ -349,7 +351,7 @@ def memory_network(
         if hop.TC is not None:
             c = c + state[hop.TC]
         scores = np.einsum("bmd,bd->bm", m, u)
-        p = np.where(padded, 0.0, scores) if linear else softmax(_masked_add(scores, padded))
+        p = np.where(padded, 0.0, scores) if linear else masked_softmax(scores, padded)
         o = np.einsum("bm,bmd->bd", p, c)
         u = (u @ state[op.linear_map] if op.linear_map else u) + o
         if op.relu_half:  # the first d // 2 units stay linear

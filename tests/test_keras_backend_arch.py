@@ -242,7 +242,7 @@ def test_padded_batch_matches_the_unpadded_sequences(tmp):
 @pytest.mark.parametrize("layer", ["post", "pre", "attention"])
 def test_attention_and_transformer_blocks_match_the_reference(layer, tmp):
     """Post-norm block, pre-norm block with rotary attention and gelu, bare rotary attention
-    (base 500); padded keys get -1e9 added, so an all-padding row attends over every key."""
+    (base 500); padded keys get weight 0.0, and an all-padding row attends over every key."""
     program, model, state = loaded("transformer", tmp)
     op = program.node(layer).op
     x, valid = layer_input(program, np.random.default_rng(6), (4, 8, 8))

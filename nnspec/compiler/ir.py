@@ -530,10 +530,13 @@ class AttentionWeights:
 class SelfAttention:
     """Multi-head self-attention over ``(B, L, E)``.
 
-    ``scores = (q k^T) / sqrt(head_dim)`` per head; keys at padded positions (from the input's
-    mask) get ``-1e9`` added before the softmax; attention dropout at ``dropout`` in training;
-    output ``concat(heads) @ output_kernel + output_bias``. Queries at padded positions are
-    computed like any other. Rotary, if set, rotates q and k after projection.
+    ``scores = (q k^T) / sqrt(head_dim)`` per head; ``softmax(scores)`` over the keys gives
+    keys at padded positions (from the input's mask) weight exactly 0.0, except in a row whose
+    keys are all padded: nothing is masked there (the softmax runs over all of its keys). The
+    rule is exact in every dtype (backends mask by replacement, never by adding a large
+    negative number). Attention dropout at ``dropout`` in training; output
+    ``concat(heads) @ output_kernel + output_bias``. Queries at padded positions are computed
+    like any other. Rotary, if set, rotates q and k after projection.
     """
 
     heads: int
@@ -611,12 +614,13 @@ class MemoryNetwork:
       (0 beyond ``J``).
     * Query: ``u_1 = sum_j l_j * B[q_j]`` (``B`` is hop 1's ``A`` under adjacent tying, else
       the weight ``query_embedding``), or ``constant``: every unit ``query_value``.
-    * Each hop ``k``: ``p = softmax(u_k . m_i)`` over non-padded memories (padded ones get
-      ``-1e9`` added); ``o = sum_i p_i c_i``; ``u_{k+1} = u_k H + o`` with ``H`` ``[d, d]``
-      (``linear_map``) else ``u_k + o``. With ``relu_half`` (§5), ReLU is then applied to the
-      last ``d - d // 2`` units of ``u_{k+1}`` (the first ``d // 2`` stay linear), after every
-      hop, the last included. With ``dropout``, inverted dropout is then applied to
-      ``u_{k+1}`` in training.
+    * Each hop ``k``: ``p = softmax(u_k . m_i)`` over the non-padded memories (padded ones get
+      ``p_i`` exactly 0.0; in a row of padded memories only, nothing is masked, as in
+      :class:`SelfAttention`); ``o = sum_i p_i c_i``; ``u_{k+1} = u_k H + o`` with ``H``
+      ``[d, d]`` (``linear_map``) else ``u_k + o``. With ``relu_half`` (§5), ReLU is then
+      applied to the last ``d - d // 2`` units of ``u_{k+1}`` (the first ``d // 2`` stay
+      linear), after every hop, the last included. With ``dropout``, inverted dropout is then
+      applied to ``u_{k+1}`` in training.
     * Linear start (``linear_start``): the model starts in linear mode, where each hop's ``p``
       is ``u_k . m_i`` itself (no softmax; 0 at padded memories), until training switches it
       to the softmax for good (the generated ``train.py``, when the validation loss stops
@@ -845,6 +849,8 @@ class Program:
         training: the training section.
         diagnostics: lint findings.
         repeats: the spec layers unrolled into repeats of one op.
+        spec_json: the spec's canonical JSON form (``spec_hash`` is its sha256), written beside
+            the generated code as ``spec.json`` and copied into every run folder.
         output_activation: the activation the model applies to its output node, which computes
             logits (``None``: the output node's value is the output). Set by the compiler for a
             softmax (sigmoid) output under categorical (binary) cross-entropy: training then
@@ -865,6 +871,7 @@ class Program:
     diagnostics: tuple[Diagnostic, ...] = field(default=())
     repeats: tuple[Repeat, ...] = field(default=())
     output_activation: Activation | None = None
+    spec_json: str = field(default="", repr=False)
 
     # Programs compare and hash by identity: backends cache per-program work keyed on them.
 

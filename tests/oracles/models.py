@@ -31,8 +31,17 @@ import numpy as np
 
 Forward = Callable[[Any, dict[str, Any], dict[str, np.ndarray]], Any]
 
-# A padded key or memory gets this added to its attention score (the documented constant).
-MASKED_SCORE = -1e9
+# A padded key or memory has its attention score replaced by this (float64's lowest finite
+# number), so that its softmax weight is exactly 0.0.
+MASKED_SCORE = float(np.finfo(np.float64).min)
+
+
+def masked(ops: Any, scores: Any, padded: np.ndarray) -> Any:
+    """``scores`` with the keys where ``padded`` (broadcast, keys last) replaced by
+    :data:`MASKED_SCORE`; a row whose keys are all padded keeps every score (the documented
+    rule: it attends over all of its keys)."""
+    keep = ~padded | padded.all(axis=-1, keepdims=True)
+    return ops.where(keep, scores, ops.const(MASKED_SCORE))
 
 
 @dataclass
@@ -336,7 +345,7 @@ def attention(
     heads: int,
     rotary_base: float | None = None,
 ) -> Any:
-    """Multi-head self-attention over ``(B, L, E)``; padded keys get ``-1e9`` added; with
+    """Multi-head self-attention over ``(B, L, E)``; padded keys get weight 0.0; with
     ``rotary_base``, queries and keys are rotated after the projections."""
     batch, length, width = x.shape
     head_dim = width // heads
@@ -351,7 +360,7 @@ def attention(
     v = split_heads(dense(ops, w, f"{name}.value", x))
     scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / math.sqrt(head_dim)
     if key_mask is not None:
-        scores = scores + ops.const(np.where(key_mask, 0.0, MASKED_SCORE)[:, None, None, :])
+        scores = masked(ops, scores, ~key_mask[:, None, None, :])
     heads_out = ops.matmul(ops.softmax(scores, -1), v)  # (B, heads, L, head_dim)
     merged = ops.reshape(ops.transpose(heads_out, (0, 2, 1, 3)), (batch, length, width))
     return dense(ops, w, f"{name}.output", merged)
@@ -467,7 +476,6 @@ def memory_network(
         if pad is not None
         else np.zeros(memories.shape[:2], dtype=bool)
     )
-    bias = ops.const(np.where(empty, MASKED_SCORE, 0.0))  # (B, M)
     if question is None:
         u = ops.const(np.full((memories.shape[0], dim), query_value))
     else:
@@ -477,7 +485,7 @@ def memory_network(
         c = sentence_encoding(ops, table_c, memories, dim, pad, position_encoding)
         if temporal:
             m, c = m + temporal_a, c + temporal_c
-        scores = ops.sum(m * u[:, None, :], -1) + bias  # (B, M)
+        scores = masked(ops, ops.sum(m * u[:, None, :], -1), empty)  # (B, M)
         o = ops.sum(ops.softmax(scores, -1)[:, :, None] * c, 1)
         u = (ops.matmul(u, w[f"{name}.H"]) if linear_map else u) + o
     return ops.softmax(ops.matmul(u, output), -1)

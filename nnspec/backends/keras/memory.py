@@ -112,7 +112,8 @@ def _source(g: KerasGenerator, cls: str, op: ir.MemoryNetwork, layout: _Layout) 
     if pad:
         doc += (
             "\n\nThe pad id embeds to 0.0 (its rows are 0.0 and get no gradient) and a memory of "
-            "pad ids only gets no attention (``-1e9`` is added to its score)."
+            "pad ids only gets no attention (unless every memory of the row is one: then the "
+            "softmax runs over all of them)."
         )
     params = ["vocab_size", "dim", "memory_size", "hops"]
     params += ["question_table"] if layout.question else ["query_value"]

@@ -116,7 +116,7 @@ def _call(gen: TorchGenerator, node: ir.Node, layer: str) -> str:
 
 @TRANSFORMS.emits(ir.SelfAttention)
 def emit_self_attention(gen: TorchGenerator, node: ir.Node) -> Emitted:
-    """A ``MultiHeadSelfAttention`` layer (padded keys masked with -1e9)."""
+    """A ``MultiHeadSelfAttention`` layer (padded keys get weight 0.0)."""
     program = gen.program
     n = gen.names
     op = op_of(node, ir.SelfAttention)
