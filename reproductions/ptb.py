@@ -158,6 +158,11 @@ def test_perplexity(run: Run, backend: str, test: Path, batch: int = 1024) -> fl
     if not weights.exists():  # a run stopped early: its last finished epoch's checkpoint
         weights = run.folder / "out" / "last.safetensors"
     runtime.set_state(model, load_file(weights))
+    if still_linear(run, backend):  # scored as it was trained: its hops without softmax
+        layers = model.modules() if backend == "torch" else model.layers
+        for layer in layers:
+            if hasattr(layer, "linear_start"):
+                layer.linear_start = True
     with np.load(test) as arrays:
         (name,) = [key[4:] for key in arrays if key.startswith("val_") and key != "val_labels"]
         inputs, labels = arrays["val_" + name], arrays["val_labels"]
@@ -167,6 +172,23 @@ def test_perplexity(run: Run, backend: str, test: Path, batch: int = 1024) -> fl
         picked = probs[np.arange(len(probs)), labels[i : i + batch]]
         total -= np.log(np.clip(picked, 1e-7, 1.0)).astype(np.float64).sum()
     return math.exp(total / len(labels))
+
+
+def still_linear(run: Run, backend: str) -> bool:
+    """Whether ``run`` ended still in linear start (its last checkpoint's progress says so)."""
+    import json
+
+    import numpy as np
+
+    out = run.folder / "out"
+    if backend == "torch":
+        import torch
+
+        progress = torch.load(out / "last.pt", weights_only=False)["progress"]
+    else:
+        with np.load(out / "last.npz") as checkpoint:
+            progress = json.loads(str(checkpoint["progress"]))
+    return bool(progress.get("linear_start", False))
 
 
 def closer(runs: list[Run], n_train: int, n_full: int) -> str:

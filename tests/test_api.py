@@ -49,7 +49,7 @@ def test_compile_gives_the_files_compile_writes(tmp_path):
 
     spec = nnspec.load(LSTM)
     files = nnspec.compile(spec, "torch")
-    assert sorted(files) == ["model.py", "train.py"]
+    assert sorted(files) == ["export.py", "model.py", "predict.py", "spec.json", "train.py"]
     result = CliRunner().invoke(
         app, ["compile", str(LSTM), "--backend", "torch", "--out", str(tmp_path)]
     )

@@ -155,7 +155,7 @@ def test_no_pretrained_file_without_pretrained_tables():
     program = compile_text(SPEC.replace("    pretrained: {vectors: vectors.txt}\n", ""))
     for backend in BACKENDS:
         files = backends.get(backend).generate(program)
-        assert sorted(files) == ["model.py", "predict.py", "train.py"]
+        assert sorted(files) == ["export.py", "model.py", "predict.py", "spec.json", "train.py"]
         assert "PRETRAINED" not in files["train.py"] and "--vectors" not in files["train.py"]
 
 

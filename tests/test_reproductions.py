@@ -82,6 +82,8 @@ COUNTS = {
     ("newsgroups", "glove_tuned"): (19000 * 50 + flat_classifier(19000, 50), 0),
     ("ptb", "temporal"): (memn2n(10001, 150, 150, temporal=True), 0),
     ("ptb", "no_temporal"): (memn2n(10001, 150, 150, temporal=False), 0),
+    # The paper's recipe (relu_half, linear start, SGD) adds no parameters.
+    ("ptb", "paper"): (memn2n(10001, 150, 150, temporal=True), 0),
 }
 
 

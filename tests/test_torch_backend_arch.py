@@ -231,7 +231,7 @@ def test_generated_source_is_lint_clean(gen: Generated) -> None:
 
 HELPERS = {
     "conv_pool": set(),
-    "recurrent": {"packed_rnn", "swap_gru_gates", "masked_mean"},
+    "recurrent": {"packed_rnn", "unpacked_rnn", "swap_gru_gates", "masked_mean"},
     "graph_norms": {"masked_max"},
     "transformer": {
         "SinusoidalPositionalEncoding",

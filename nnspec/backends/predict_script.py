@@ -20,8 +20,9 @@ def predict_context(program: ir.Program, backend: str) -> dict[str, object]:
     from nnspec.backends.keras.startup import source as start_up_source  # see train_script
 
     training = program.training
-    language_model = any(isinstance(node.op, ir.MemoryNetwork) for node in program.nodes) and any(
-        len(inp.dims) == 2 for inp in program.inputs
+    language_model = any(
+        isinstance(node.op, ir.MemoryNetwork) and node.op.query == "constant"
+        for node in program.nodes
     )
     probabilities = training.loss in ("sparse_categorical_crossentropy", "categorical_crossentropy")
     return {
@@ -33,9 +34,10 @@ def predict_context(program: ir.Program, backend: str) -> dict[str, object]:
         "input_shapes": "{" + ", ".join(f"{i.name!r}: {i.dims!r}" for i in program.inputs) + "}",
         "task": "language-model" if language_model else "classify",
         "probabilities": probabilities,
-        "from_logits": training.from_logits and probabilities,
+        # A model trained from its logits by the compiler's choice still returns probabilities.
+        "from_logits": training.from_logits and probabilities and not program.output_activation,
         "first_output": program.outputs[0] if len(program.outputs) > 1 else None,
-        "word_pattern": repr(WORD_PATTERN),
+        "word_pattern": ascii(WORD_PATTERN),  # the curly apostrophe as \\u2019
         "punctuation_pattern": repr(PUNCTUATION_PATTERN),
         "start_up_source": start_up_source() if backend == "keras" else "",
     }

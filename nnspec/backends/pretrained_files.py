@@ -1,4 +1,5 @@
-"""What every backend generates for tables with pretrained vectors.
+"""What every backend generates besides its model and scripts: ``spec.json`` (the spec itself,
+see :func:`spec_file`) and, for tables with pretrained vectors, ``pretrained.py``.
 
 ``pretrained.py`` is :mod:`nnspec.vectors` itself below the generated-file header, so the
 generated code reads vectors exactly as nnspec does, without depending on nnspec; ``train.py``
@@ -7,15 +8,26 @@ gets a ``PRETRAINED`` literal describing each such table (see :func:`pretrained_
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 
 from nnspec.backends.base import format_source, header
-from nnspec.compiler import ir
+from nnspec.compiler import canonical_json, ir
 
 
 def has_pretrained(program: ir.Program) -> bool:
     """Whether any table of ``program`` takes its initial rows from pretrained vectors."""
     return any(table.pretrained is not None for table in program.tables)
+
+
+def spec_file(program: ir.Program) -> dict[str, str]:
+    """``{"spec.json": text}``: the spec the code was generated from, in its canonical form
+    (indented; ``SPEC_SHA256`` in ``train.py`` is the sha256 of its compact form), which
+    ``train.py`` copies into every run folder; ``{}`` for a program built without a spec."""
+    if program.spec is None:
+        return {}
+    text = canonical_json(program.spec)
+    return {"spec.json": json.dumps(json.loads(text), indent=2) + "\n"}
 
 
 def pretrained_files(program: ir.Program, backend: str) -> dict[str, str]:

@@ -61,6 +61,12 @@ def spec_hash(spec: Spec) -> str:
     return digest.hexdigest()[:16]
 
 
+def canonical_json(spec: Spec) -> str:
+    """The spec's canonical JSON form (sorted keys, no spaces; options added to the language
+    later left out at their defaults), whose sha256 :func:`spec_hash` is."""
+    return "".join(_canonical_json(spec))
+
+
 def _canonical_json(spec: Spec) -> Iterator[str]:
     """``json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))`` in
     pieces, one layer at a time, so that a 100,000-layer spec is never dumped whole."""
@@ -191,6 +197,7 @@ def compile_spec(spec: Spec, doc: Document) -> ir.Program:
         name=spec.name,
         class_name=class_name(spec.name),
         spec_hash=spec_hash(spec),
+        spec=spec,
         version=__version__,
         inputs=tuple(resolved.inputs),
         tables=tuple(resolved.tables),

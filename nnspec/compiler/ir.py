@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import pairwise
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 Shape = tuple[int | None, ...]
 
@@ -849,8 +849,9 @@ class Program:
         training: the training section.
         diagnostics: lint findings.
         repeats: the spec layers unrolled into repeats of one op.
-        spec_json: the spec's canonical JSON form (``spec_hash`` is its sha256), written beside
-            the generated code as ``spec.json`` and copied into every run folder.
+        spec: the validated spec it was compiled from (``None`` for a program built by hand),
+            written beside the generated code as ``spec.json`` in its canonical JSON form (of
+            which ``spec_hash`` is the sha256) and copied into every run folder.
         output_activation: the activation the model applies to its output node, which computes
             logits (``None``: the output node's value is the output). Set by the compiler for a
             softmax (sigmoid) output under categorical (binary) cross-entropy: training then
@@ -871,7 +872,7 @@ class Program:
     diagnostics: tuple[Diagnostic, ...] = field(default=())
     repeats: tuple[Repeat, ...] = field(default=())
     output_activation: Activation | None = None
-    spec_json: str = field(default="", repr=False)
+    spec: Any = field(default=None, repr=False)
 
     # Programs compare and hash by identity: backends cache per-program work keyed on them.
 

@@ -9,7 +9,6 @@ the PyTorch version of the same spec.
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 from safetensors.numpy import load_file, save_file
 
@@ -179,6 +178,7 @@ class LSTMCellWithRecurrentBias(keras.layers.LSTMCell):
         return config
 
 
+@keras.saving.register_keras_serializable(package="glove_lstm")
 class GloveLstmModel(keras.Model):
     """Token ids ``tokens`` (B, 60) to ``dense`` (B, 4)."""
 
@@ -220,6 +220,11 @@ class GloveLstmModel(keras.Model):
         x = self.dropout(x, training=training)  # (B, 96)
         x = self.dense(x)  # (B, 4)
         return x if logits else ops.softmax(x, axis=-1)
+
+    def build_from_config(self, config):
+        """Create the weights as ``build_model`` does (``keras.saving.load_model`` then loads
+        them from a ``.keras`` file)."""
+        self({"tokens": np.zeros((1, 60), dtype="int32")})
 
     def variable(self, path):
         """The variable at ``path``: attributes, list indices and dict keys from the model."""
@@ -326,15 +331,24 @@ class TorchAdam(keras.optimizers.Optimizer):
 
     def apply(self, grads, trainable_variables=None):
         """Merge embedding gradients, clip all by global norm, then update the variables."""
-        # Embedding gradients arrive as tf.IndexedSlices with one row per occurrence of an
-        # id; densifying sums repeated ids, as PyTorch's dense embedding gradient does.
-        grads = [None if g is None else tf.convert_to_tensor(g) for g in grads]
+        grads = [None if g is None else self.dense_gradient(g) for g in grads]
         # As torch.nn.utils.clip_grad_norm_: the norm of the per-variable norms, and a
         # scale of min(1, clip_norm / (norm + 1e-6)).
         norms = [ops.norm(ops.reshape(g, (-1,))) for g in grads if g is not None]
         scale = ops.minimum(self.clip_norm / (ops.norm(ops.stack(norms)) + 1e-6), 1.0)
         grads = [None if g is None else g * scale for g in grads]
         return super().apply(grads, trainable_variables)
+
+    @staticmethod
+    def dense_gradient(gradient):
+        """``gradient`` as a dense tensor. Under TensorFlow an embedding's gradient arrives as
+        ``IndexedSlices``, one row per occurrence of an id: scattering the rows sums repeated
+        ids, as PyTorch's dense embedding gradient does. Other backends give dense gradients."""
+        if hasattr(gradient, "indices"):
+            indices = ops.expand_dims(ops.cast(gradient.indices, "int32"), -1)
+            shape = ops.cast(gradient.dense_shape, "int32")
+            return ops.scatter(indices, gradient.values, shape)
+        return gradient
 
     def update_step(self, gradient, variable, learning_rate):
         """One ``torch.optim.Adam`` step on ``variable``."""

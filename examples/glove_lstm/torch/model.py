@@ -122,8 +122,11 @@ def packed_rnn(
     ``x`` is ``(B, L, C)`` and ``mask`` ``(B, L)`` is True at valid steps. Returns the outputs
     ``(B, L, D)``, 0.0 at padded steps, and the final hidden state ``(directions, B, units)``:
     the state after each row's last valid step (where the backward direction starts). A row
-    without any valid step gives 0.0 in both.
+    without any valid step gives 0.0 in both. While ``torch.export`` traces the model (which
+    it cannot do through packed sequences), ``unpacked_rnn`` computes the same.
     """
+    if torch.compiler.is_exporting():
+        return unpacked_rnn(rnn, x, mask)
     lengths = mask.sum(dim=1)
     packed = nn.utils.rnn.pack_padded_sequence(
         x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
@@ -135,6 +138,48 @@ def packed_rnn(
     hidden = state[0] if isinstance(state, tuple) else state  # an LSTM's state is (h, c)
     nonempty = (lengths > 0).to(x.dtype)  # rows with at least one valid step
     return outputs * nonempty[:, None, None], hidden * nonempty[None, :, None]
+
+
+def unpacked_rnn(
+    rnn: nn.LSTM | nn.GRU, x: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``packed_rnn`` without packed sequences: the same outputs and final states.
+
+    Each layer and direction runs over the whole padded sequence, the backward direction over
+    every row reversed within its valid steps (and its outputs reversed back), so that no
+    direction meets a padded step before a valid one; outputs at padded steps are set to 0.0.
+    """
+    batch, length = x.shape[:2]
+    lengths = mask.sum(dim=1)
+    last = lengths.clamp(min=1)[:, None] - 1  # (B, 1): each row's last valid step
+    steps = torch.arange(length, device=x.device)[None]
+    valid = steps <= last  # (B, L)
+    reverse = torch.where(valid, last - steps, steps)[..., None]  # (B, L, 1): t <-> last - t
+    zeros = x.new_zeros(1, batch, rnn.hidden_size)
+    hidden = []  # forward then backward final state, per layer: the order of packed_rnn's
+    for layer in range(rnn.num_layers):
+        outputs = []
+        for suffix in ("", "_reverse") if rnn.bidirectional else ("",):
+            weights = [
+                getattr(rnn, f"{kind}_l{layer}{suffix}")
+                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+            inputs = x.gather(1, reverse.expand_as(x)) if suffix else x
+            if isinstance(rnn, nn.LSTM):
+                out = torch.lstm(inputs, (zeros, zeros), weights, True, 1, 0.0, False, False, True)[
+                    0
+                ]
+            else:
+                out = torch.gru(inputs, zeros, weights, True, 1, 0.0, False, False, True)[0]
+            if suffix:
+                out = out.gather(1, reverse.expand_as(out))
+                hidden.append(out[:, 0])  # the state after the row's first step, reached last
+            else:
+                hidden.append(out.gather(1, last[..., None].expand(-1, 1, out.shape[-1]))[:, 0])
+            outputs.append(out)
+        x = torch.cat(outputs, dim=-1) * valid[..., None].to(x.dtype)
+    nonempty = (lengths > 0).to(x.dtype)  # rows with at least one valid step
+    return x * nonempty[:, None, None], torch.stack(hidden) * nonempty[None, :, None]
 
 
 class GloveLstmModel(nn.Module):

@@ -9,7 +9,6 @@ the PyTorch version of the same spec.
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 from safetensors.numpy import load_file, save_file
 
@@ -45,6 +44,29 @@ def fresh_initializer(initializer):
     return initializer.__class__.from_config(initializer.get_config())
 
 
+def masked_softmax(scores, valid):
+    """Softmax over the last axis of ``scores`` that gives every key where ``valid`` (a boolean
+    mask broadcasting to ``scores``, keys last) is false a weight of exactly 0.0.
+
+    A row without any valid key has nothing to mask: its softmax runs over all of its keys.
+    Masked scores are replaced by the lowest finite number of their dtype rather than offset by a
+    large negative one, which is ``-inf`` in float16 (and ``0 * -inf`` is NaN), so the weights are
+    the same in float16, bfloat16, float32 and float64.
+    """
+    valid = ops.logical_or(valid, ops.logical_not(ops.any(valid, axis=-1, keepdims=True)))
+    lowest = LOWEST[keras.backend.standardize_dtype(scores.dtype)]
+    return ops.softmax(ops.where(valid, scores, lowest), axis=-1)
+
+
+# The lowest finite number of each floating dtype.
+LOWEST = {
+    "float16": -65504.0,
+    "bfloat16": -3.3895313892515355e38,
+    "float32": -3.4028234663852886e38,
+    "float64": -1.7976931348623157e308,
+}
+
+
 class MemoryNetwork(keras.layers.Layer):
     """An End-To-End Memory Network (Sukhbaatar et al., 2015) over sentences of word ids.
 
@@ -56,7 +78,8 @@ class MemoryNetwork(keras.layers.Layer):
     then ``activation``.
 
     The pad id embeds to 0.0 (its rows are 0.0 and get no gradient) and a memory of pad ids only
-    gets no attention (``-1e9`` is added to its score).
+    gets no attention (unless every memory of the row is one: then the softmax runs over all of
+    them).
     """
 
     def __init__(
@@ -132,7 +155,6 @@ class MemoryNetwork(keras.layers.Layer):
         """Scores (B, outputs) for ``memories`` (B, M, S), word ids."""
         weights = self.word_weights(memories)
         is_memory = ops.any(ops.not_equal(memories, self.pad_index), axis=-1)  # (B, M)
-        score_bias = ops.cast(ops.logical_not(is_memory), self.compute_dtype) * -1e9
         u = ops.full((ops.shape(memories)[0], self.dim), self.query_value, self.compute_dtype)
         encoded = {}  # (table, temporal) -> memories (B, M, dim), encoded once
 
@@ -146,12 +168,14 @@ class MemoryNetwork(keras.layers.Layer):
         for table_a, table_c, temporal_a, temporal_c in self.hops:
             m = encode_memories(table_a, temporal_a)  # (B, M, dim)
             c = encode_memories(table_c, temporal_c)
-            p = ops.softmax(ops.einsum("bd,bmd->bm", u, m) + score_bias, axis=-1)  # (B, M)
+            scores = ops.einsum("bd,bmd->bm", u, m)  # (B, M)
+            p = masked_softmax(scores, is_memory)
             o = ops.einsum("bm,bmd->bd", p, c)  # (B, dim)
             u = ops.matmul(u, self.linear_map) + o
         return self.activation(ops.matmul(u, self.answer))
 
 
+@keras.saving.register_keras_serializable(package="memn2n_lm")
 class Memn2nLmModel(keras.Model):
     """Token ids ``context`` (B, 16, 1) to ``memory_network`` (B, 60)."""
 
@@ -181,6 +205,11 @@ class Memn2nLmModel(keras.Model):
         context = inputs["context"]  # (B, 16, 1)
         x = self.memory_network(context)  # (B, 60)
         return x if logits else ops.softmax(x, axis=-1)
+
+    def build_from_config(self, config):
+        """Create the weights as ``build_model`` does (``keras.saving.load_model`` then loads
+        them from a ``.keras`` file)."""
+        self({"context": np.zeros((1, 16, 1), dtype="int32")})
 
     def variable(self, path):
         """The variable at ``path``: attributes, list indices and dict keys from the model."""
@@ -288,15 +317,24 @@ class TorchAdam(keras.optimizers.Optimizer):
 
     def apply(self, grads, trainable_variables=None):
         """Merge embedding gradients, clip all by global norm, then update the variables."""
-        # Embedding gradients arrive as tf.IndexedSlices with one row per occurrence of an
-        # id; densifying sums repeated ids, as PyTorch's dense embedding gradient does.
-        grads = [None if g is None else tf.convert_to_tensor(g) for g in grads]
+        grads = [None if g is None else self.dense_gradient(g) for g in grads]
         # As torch.nn.utils.clip_grad_norm_: the norm of the per-variable norms, and a
         # scale of min(1, clip_norm / (norm + 1e-6)).
         norms = [ops.norm(ops.reshape(g, (-1,))) for g in grads if g is not None]
         scale = ops.minimum(self.clip_norm / (ops.norm(ops.stack(norms)) + 1e-6), 1.0)
         grads = [None if g is None else g * scale for g in grads]
         return super().apply(grads, trainable_variables)
+
+    @staticmethod
+    def dense_gradient(gradient):
+        """``gradient`` as a dense tensor. Under TensorFlow an embedding's gradient arrives as
+        ``IndexedSlices``, one row per occurrence of an id: scattering the rows sums repeated
+        ids, as PyTorch's dense embedding gradient does. Other backends give dense gradients."""
+        if hasattr(gradient, "indices"):
+            indices = ops.expand_dims(ops.cast(gradient.indices, "int32"), -1)
+            shape = ops.cast(gradient.dense_shape, "int32")
+            return ops.scatter(indices, gradient.values, shape)
+        return gradient
 
     def update_step(self, gradient, variable, learning_rate):
         """One ``torch.optim.Adam`` step on ``variable``."""

@@ -38,7 +38,8 @@ class MemoryNetwork(nn.Module):
 
     Memories are ``(B, 16, 1)`` word ids; the query is a constant. Sentences are bag-of-words sums
     of word embeddings, plus a learned temporal encoding per memory slot. Word id 0 is padding: it
-    embeds to 0.0, and a memory of padding only gets no attention.
+    embeds to 0.0, and a memory of padding only gets no attention (unless every memory of the row is
+    one: then the softmax runs over all of them).
     """
 
     def __init__(self, dtype: torch.dtype | None = None) -> None:
@@ -63,14 +64,16 @@ class MemoryNetwork(nn.Module):
         """Answer scores ``(B, 60)`` from the memories."""
         dtype = self.embeddings[0].weight.dtype
         padded = (memories == 0).all(dim=-1)  # (B, M): memories of padding only
-        bias = torch.zeros_like(padded, dtype=dtype).masked_fill(padded, -1e9)  # (B, M)
+        # The softmax ignores padded memories, except in a row of padding only: it ignores none.
+        ignored = padded & ~padded.all(dim=-1, keepdim=True)
         # The memory vectors m_i and output vectors c_i, (B, M, d), are the same in every hop.
         m = self.encode(memories, self.embeddings[0]) + self.temporal[0]
         c = self.encode(memories, self.embeddings[1]) + self.temporal[1]
         u = torch.full((memories.shape[0], 48), 0.1, dtype=dtype, device=memories.device)  # u_1
         for _ in range(3):
             scores = torch.bmm(m, u.unsqueeze(-1)).squeeze(-1)  # (B, M): m_i . u
-            p = torch.softmax(scores + bias, dim=-1)  # (B, M)
+            scores = scores.masked_fill(ignored, torch.finfo(scores.dtype).min)  # p_i = 0.0
+            p = torch.softmax(scores, dim=-1)  # (B, M)
             o = torch.bmm(p.unsqueeze(1), c).squeeze(1)  # (B, d): sum_i p_i c_i
             u = self.linear_map(u) + o  # u_(k+1) = u_k H + o
         return self.output(u)

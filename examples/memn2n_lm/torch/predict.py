@@ -36,7 +36,7 @@ INPUT_SHAPES = {"context": (16, 1)}  # model input -> shape of one example
 
 # The training data's tokenizer: <tag>-shaped tokens whole, words with inner apostrophes,
 # and (with punctuation) every other non-space character on its own.
-WORD_PATTERN = "<[A-Za-z][\\w-]*>|\\w+(?:['’]\\w+)*"
+WORD_PATTERN = "<[A-Za-z][\\w-]*>|\\w+(?:['\u2019]\\w+)*"
 PUNCTUATION_PATTERN = "|[^\\w\\s]"
 
 
@@ -172,7 +172,6 @@ def forward(model: torch.nn.Module, ids: np.ndarray) -> np.ndarray:
     device = next(model.parameters()).device
     inputs = {name: torch.from_numpy(ids.astype(np.int64)).to(device) for name in INPUT_SHAPES}
     output = model(**inputs).float()
-    output = torch.softmax(output, dim=-1)
     return output.cpu().numpy().astype(np.float64)
 
 

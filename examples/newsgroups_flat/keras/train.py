@@ -80,6 +80,7 @@ INPUT_DTYPES = {"tokens": "int32"}
 LABEL_DTYPE = "int32"
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 LOG_EVERY = 10  # steps between loss updates on the progress bar (each waits for the device)
+MIN_LOSS_SCALE = 1.0  # float16: a loss scale below this cannot keep gradients finite
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -131,6 +132,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="clip gradients to this global norm before each step",
     )
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps in all")
+    train.add_argument(
+        "--max-nonfinite-steps",
+        type=int,
+        default=20,
+        help="fail (saving no weights) after this many steps in a row with a NaN or infinite loss",
+    )
     train.add_argument(
         "--init", type=Path, help="canonical .safetensors weights to start from (e.g. pretrained)"
     )
@@ -361,6 +368,7 @@ RUN_FILES = (
     "run.json",
     "vocabulary.txt",
     "model.py",
+    "spec.json",
     "metrics.csv",
     "curves.png",
     "model.safetensors",
@@ -413,7 +421,7 @@ def check_resumable(out: Path) -> None:
 def begin_run(args: argparse.Namespace, data: Data, resolved: dict) -> None:
     """Create the run folder and write what using the model later takes without the spec:
     ``run.json`` (spec, backend, flags, what ``auto`` flags became (``resolved``), data
-    description), ``vocabulary.txt`` and ``model.py``.
+    description), ``vocabulary.txt``, ``model.py`` and ``spec.json`` (the spec itself).
 
     With ``--force`` an earlier run's files go first; with ``--resume`` the folder is kept.
     """
@@ -453,7 +461,9 @@ def begin_run(args: argparse.Namespace, data: Data, resolved: dict) -> None:
     (args.out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     if data.vocabulary is not None:
         (args.out / "vocabulary.txt").write_text("".join(f"{token}\n" for token in data.vocabulary))
-    shutil.copyfile(Path(__file__).with_name("model.py"), args.out / "model.py")
+    for name in ("model.py", "spec.json"):  # the code, and the spec it was generated from
+        if Path(__file__).with_name(name).exists():
+            shutil.copyfile(Path(__file__).with_name(name), args.out / name)
 
 
 def start(argv: list[str] | None = None) -> tuple[argparse.Namespace, Data]:
@@ -609,7 +619,8 @@ def end_epoch(
                 print(
                     f"{watched} stopped improving: learning rate divided by {args.plateau_factor}"
                 )
-    if improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
+    finite = all(math.isfinite(value) for value in logs.values())  # else never the best
+    if finite and improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
         progress |= {"best": logs[args.monitor], "best_epoch": epoch, "wait": 0}
         return True
     progress["wait"] += 1
@@ -617,6 +628,31 @@ def end_epoch(
     if report and progress["stopped"]:
         print(f"early stopping: no improvement of {args.monitor} in {args.patience} epochs")
     return False
+
+
+def check_progress(
+    nonfinite: int, loss_scale: float | None, args: argparse.Namespace, bar: tqdm
+) -> None:
+    """Fail (one line on stderr after closing the progress ``bar``, exit status 2) when training
+    cannot make progress: the loss was NaN or infinite in ``nonfinite`` steps in a row, at least
+    ``--max-nonfinite-steps``, or the float16 loss scale ``loss_scale`` (None without loss
+    scaling) fell below ``MIN_LOSS_SCALE``.
+
+    Called every ``LOG_EVERY`` steps and at the end of every epoch, before any checkpoint of it
+    is written: such a run leaves no ``best`` checkpoint and no ``model.safetensors`` of it.
+    """
+    if nonfinite >= args.max_nonfinite_steps:
+        bar.close()
+        fail(
+            f"the loss was NaN or infinite in {nonfinite} steps in a row (--max-nonfinite-steps "
+            f"{args.max_nonfinite_steps}): training stopped, no weights saved"
+        )
+    if loss_scale is not None and loss_scale < MIN_LOSS_SCALE:
+        bar.close()
+        fail(
+            f"the float16 loss scale fell to {loss_scale:g} (below {MIN_LOSS_SCALE:g}): gradients "
+            "overflow at every step; training stopped, no weights saved"
+        )
 
 
 def write_csv(history: list[dict], path: Path) -> None:
@@ -862,9 +898,12 @@ def main(
         optimizer = make_optimizer(model, lr=args.lr)
         # Loss scaling (float16 only): the loss is multiplied by ``loss_scale`` so that small
         # gradients do not underflow; a step whose gradients overflow is skipped and the scale
-        # halved; after 2000 good steps in a row it doubles.
+        # halved (below MIN_LOSS_SCALE the run stops); after 2000 good steps in a row it doubles.
         loss_scale = tf.Variable(2.0**15 if precision == "float16" else 1.0, trainable=False)
         good_steps = tf.Variable(0, trainable=False)
+        # Steps in a row whose loss was NaN or infinite, and the most so far.
+        streak = tf.Variable(0, trainable=False)
+        longest = tf.Variable(0, trainable=False)
     # Saved in checkpoints besides the weights; dropout draws from the seed-generator states.
     state = {
         "optimizer": optimizer.variables,
@@ -954,6 +993,8 @@ def main(
                 good_steps.assign(0)
         else:
             apply(grads)
+        streak.assign(tf.where(tf.math.is_finite(sums[0]), 0, streak + 1))
+        longest.assign(tf.maximum(longest, streak))
         return sums
 
     @tf.function
@@ -1009,7 +1050,11 @@ def main(
             progress["batch"] += 1
             progress["step"] = step
             bar.update(min(args.batch_size, epoch_samples - bar.n))
-            if chief and (step % LOG_EVERY == 0 or progress["batch"] == steps_per_epoch):
+            logged = step % LOG_EVERY == 0 or progress["batch"] == steps_per_epoch
+            if logged or step >= max_steps:  # before any checkpoint of these steps is written
+                scale = float(loss_scale.numpy()) if precision == "float16" else None
+                check_progress(int(longest.numpy()), scale, args, bar)
+            if chief and logged:
                 running = float(sums[0]) / float(sums[-1])  # the epoch's mean loss so far
                 bar.set_postfix(step=step, loss=f"{running:.4f}")
                 if board is not None:
@@ -1031,6 +1076,8 @@ def main(
             save_checkpoint(args.out / "best", model, state, progress, sums, config, chief)
         save_checkpoint(args.out / "last", model, state, progress, sums, config, chief)
 
+    if progress["history"] and not math.isfinite(progress["history"][-1]["loss"]):
+        fail("the last epoch's loss was NaN or infinite: no weights saved")
     if chief:
         final = args.out / "model.safetensors"
         if args.restore_best and progress["best_epoch"] is not None:

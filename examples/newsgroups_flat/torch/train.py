@@ -77,6 +77,7 @@ INPUT_SHAPES = {"tokens": (1100,)}  # model input -> shape of one example
 INPUT_VOCAB = {"tokens": 19000}  # model input -> ids its embeddings take
 OUTPUT_SHAPE = (20,)  # the model's output for one example
 LOG_EVERY = 10  # steps between loss updates on the progress bar (each waits for the device)
+MIN_LOSS_SCALE = 1.0  # float16: a loss scale below this cannot keep gradients finite
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,6 +129,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="clip gradients to this global norm before each step",
     )
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps in all")
+    train.add_argument(
+        "--max-nonfinite-steps",
+        type=int,
+        default=20,
+        help="fail (saving no weights) after this many steps in a row with a NaN or infinite loss",
+    )
     train.add_argument(
         "--init", type=Path, help="canonical .safetensors weights to start from (e.g. pretrained)"
     )
@@ -359,6 +366,7 @@ RUN_FILES = (
     "run.json",
     "vocabulary.txt",
     "model.py",
+    "spec.json",
     "metrics.csv",
     "curves.png",
     "model.safetensors",
@@ -411,7 +419,7 @@ def check_resumable(out: Path) -> None:
 def begin_run(args: argparse.Namespace, data: Data, resolved: dict) -> None:
     """Create the run folder and write what using the model later takes without the spec:
     ``run.json`` (spec, backend, flags, what ``auto`` flags became (``resolved``), data
-    description), ``vocabulary.txt`` and ``model.py``.
+    description), ``vocabulary.txt``, ``model.py`` and ``spec.json`` (the spec itself).
 
     With ``--force`` an earlier run's files go first; with ``--resume`` the folder is kept.
     """
@@ -451,7 +459,9 @@ def begin_run(args: argparse.Namespace, data: Data, resolved: dict) -> None:
     (args.out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     if data.vocabulary is not None:
         (args.out / "vocabulary.txt").write_text("".join(f"{token}\n" for token in data.vocabulary))
-    shutil.copyfile(Path(__file__).with_name("model.py"), args.out / "model.py")
+    for name in ("model.py", "spec.json"):  # the code, and the spec it was generated from
+        if Path(__file__).with_name(name).exists():
+            shutil.copyfile(Path(__file__).with_name(name), args.out / name)
 
 
 def start(argv: list[str] | None = None) -> tuple[argparse.Namespace, Data]:
@@ -607,7 +617,8 @@ def end_epoch(
                 print(
                     f"{watched} stopped improving: learning rate divided by {args.plateau_factor}"
                 )
-    if improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
+    finite = all(math.isfinite(value) for value in logs.values())  # else never the best
+    if finite and improved(logs[args.monitor], progress["best"], args.monitor, args.min_delta):
         progress |= {"best": logs[args.monitor], "best_epoch": epoch, "wait": 0}
         return True
     progress["wait"] += 1
@@ -615,6 +626,31 @@ def end_epoch(
     if report and progress["stopped"]:
         print(f"early stopping: no improvement of {args.monitor} in {args.patience} epochs")
     return False
+
+
+def check_progress(
+    nonfinite: int, loss_scale: float | None, args: argparse.Namespace, bar: tqdm
+) -> None:
+    """Fail (one line on stderr after closing the progress ``bar``, exit status 2) when training
+    cannot make progress: the loss was NaN or infinite in ``nonfinite`` steps in a row, at least
+    ``--max-nonfinite-steps``, or the float16 loss scale ``loss_scale`` (None without loss
+    scaling) fell below ``MIN_LOSS_SCALE``.
+
+    Called every ``LOG_EVERY`` steps and at the end of every epoch, before any checkpoint of it
+    is written: such a run leaves no ``best`` checkpoint and no ``model.safetensors`` of it.
+    """
+    if nonfinite >= args.max_nonfinite_steps:
+        bar.close()
+        fail(
+            f"the loss was NaN or infinite in {nonfinite} steps in a row (--max-nonfinite-steps "
+            f"{args.max_nonfinite_steps}): training stopped, no weights saved"
+        )
+    if loss_scale is not None and loss_scale < MIN_LOSS_SCALE:
+        bar.close()
+        fail(
+            f"the float16 loss scale fell to {loss_scale:g} (below {MIN_LOSS_SCALE:g}): gradients "
+            "overflow at every step; training stopped, no weights saved"
+        )
 
 
 def write_csv(history: list[dict], path: Path) -> None:
@@ -862,6 +898,9 @@ def main(
         "lr_scale": 1.0,  # the plateau schedule's factor on --lr so far
     }
     sums = torch.zeros(3, device=device)  # see batch_sums
+    # Steps in a row whose loss was NaN or infinite, and the most so far (kept on the device).
+    streak = torch.zeros((), dtype=torch.int64, device=device)
+    longest = torch.zeros_like(streak)
     torch.manual_seed(args.seed + rank)  # different dropout in every process
 
     if args.resume:
@@ -924,6 +963,8 @@ def main(
             with autocast:
                 y_pred = model(**inputs, logits=True)  # (B, 20)
             loss = loss_fn(labels, y_pred.float())
+            streak = torch.where(torch.isfinite(loss), 0, streak + 1)
+            longest = torch.maximum(longest, streak)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if args.clip_norm is not None:
@@ -936,7 +977,13 @@ def main(
             progress["batch"] += 1
             progress["step"] = step
             bar.update(len(labels) * world_size)
-            if chief and (step % LOG_EVERY == 0 or progress["batch"] == steps_per_epoch):
+            logged = step % LOG_EVERY == 0 or progress["batch"] == steps_per_epoch
+            if logged or step >= max_steps:  # before any checkpoint of these steps is written
+                if ddp:  # the longest streak of any process: all of them stop together
+                    dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+                scale = scaler.get_scale() if scaler.is_enabled() else None
+                check_progress(int(longest), scale, args, bar)
+            if chief and logged:
                 running = sums[0].item() / sums[-1].item()  # the epoch's mean loss so far
                 bar.set_postfix(step=step, loss=f"{running:.4f}")
                 if board is not None:
@@ -960,6 +1007,8 @@ def main(
             save_checkpoint(args.out / "best", raw_model, optimizer, scaler, progress, sums, args)
         save_checkpoint(args.out / "last", raw_model, optimizer, scaler, progress, sums, args)
 
+    if progress["history"] and not math.isfinite(progress["history"][-1]["loss"]):
+        fail("the last epoch's loss was NaN or infinite: no weights saved")
     if chief:
         final = args.out / "model.safetensors"
         if args.restore_best and progress["best_epoch"] is not None:

@@ -9,7 +9,6 @@ the PyTorch version of the same spec.
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 from safetensors.numpy import load_file, save_file
 
@@ -129,6 +128,7 @@ class PartiallyTrainablePaddedEmbedding(keras.layers.Layer):
         return x
 
 
+@keras.saving.register_keras_serializable(package="newsgroups_glove")
 class NewsgroupsGloveModel(keras.Model):
     """Token ids ``tokens`` (B, 1100) to ``dense_1`` (B, 20)."""
 
@@ -161,6 +161,11 @@ class NewsgroupsGloveModel(keras.Model):
         x = self.dropout(x, training=training)  # (B, 25)
         x = self.dense_1(x)  # (B, 20)
         return x if logits else ops.softmax(x, axis=-1)
+
+    def build_from_config(self, config):
+        """Create the weights as ``build_model`` does (``keras.saving.load_model`` then loads
+        them from a ``.keras`` file)."""
+        self({"tokens": np.zeros((1, 1100), dtype="int32")})
 
     def variable(self, path):
         """The variable at ``path``: attributes, list indices and dict keys from the model."""
@@ -265,10 +270,19 @@ class TorchAdam(keras.optimizers.Optimizer):
 
     def apply(self, grads, trainable_variables=None):
         """Merge embedding gradients, then update the variables."""
-        # Embedding gradients arrive as tf.IndexedSlices with one row per occurrence of an
-        # id; densifying sums repeated ids, as PyTorch's dense embedding gradient does.
-        grads = [None if g is None else tf.convert_to_tensor(g) for g in grads]
+        grads = [None if g is None else self.dense_gradient(g) for g in grads]
         return super().apply(grads, trainable_variables)
+
+    @staticmethod
+    def dense_gradient(gradient):
+        """``gradient`` as a dense tensor. Under TensorFlow an embedding's gradient arrives as
+        ``IndexedSlices``, one row per occurrence of an id: scattering the rows sums repeated
+        ids, as PyTorch's dense embedding gradient does. Other backends give dense gradients."""
+        if hasattr(gradient, "indices"):
+            indices = ops.expand_dims(ops.cast(gradient.indices, "int32"), -1)
+            shape = ops.cast(gradient.dense_shape, "int32")
+            return ops.scatter(indices, gradient.values, shape)
+        return gradient
 
     def update_step(self, gradient, variable, learning_rate):
         """One ``torch.optim.Adam`` step on ``variable``."""

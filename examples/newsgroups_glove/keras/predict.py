@@ -38,7 +38,7 @@ INPUT_SHAPES = {"tokens": (1100,)}  # model input -> shape of one example
 
 # The training data's tokenizer: <tag>-shaped tokens whole, words with inner apostrophes,
 # and (with punctuation) every other non-space character on its own.
-WORD_PATTERN = "<[A-Za-z][\\w-]*>|\\w+(?:['’]\\w+)*"
+WORD_PATTERN = "<[A-Za-z][\\w-]*>|\\w+(?:['\u2019]\\w+)*"
 PUNCTUATION_PATTERN = "|[^\\w\\s]"
 
 
@@ -209,7 +209,6 @@ def load_model(run: Path, device: str) -> keras.Model:
 def forward(model: keras.Model, ids: np.ndarray) -> np.ndarray:
     """The model's probabilities for a batch of ids, as float64."""
     output = model({name: ids for name in INPUT_SHAPES}, training=False)
-    output = keras.ops.softmax(output, axis=-1)
     return keras.ops.convert_to_numpy(output).astype(np.float64)
 
 

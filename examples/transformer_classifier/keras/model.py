@@ -9,7 +9,6 @@ the PyTorch version of the same spec.
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 from safetensors.numpy import load_file, save_file
 
@@ -132,12 +131,35 @@ class PaddedScaledEmbeddingWithSinusoids(keras.layers.Layer):
         return x * not_pad
 
 
+def masked_softmax(scores, valid):
+    """Softmax over the last axis of ``scores`` that gives every key where ``valid`` (a boolean
+    mask broadcasting to ``scores``, keys last) is false a weight of exactly 0.0.
+
+    A row without any valid key has nothing to mask: its softmax runs over all of its keys.
+    Masked scores are replaced by the lowest finite number of their dtype rather than offset by a
+    large negative one, which is ``-inf`` in float16 (and ``0 * -inf`` is NaN), so the weights are
+    the same in float16, bfloat16, float32 and float64.
+    """
+    valid = ops.logical_or(valid, ops.logical_not(ops.any(valid, axis=-1, keepdims=True)))
+    lowest = LOWEST[keras.backend.standardize_dtype(scores.dtype)]
+    return ops.softmax(ops.where(valid, scores, lowest), axis=-1)
+
+
+# The lowest finite number of each floating dtype.
+LOWEST = {
+    "float16": -65504.0,
+    "bfloat16": -3.3895313892515355e38,
+    "float32": -3.4028234663852886e38,
+    "float64": -1.7976931348623157e308,
+}
+
+
 class MultiHeadSelfAttention(keras.layers.Layer):
     """Multi-head self-attention (Vaswani et al., 2017).
 
     ``query``, ``key``, ``value`` and ``out`` are ``Dense`` projections whose kernels are the
-    canonical ``[E, E]`` matrices, inputs first. Scores of padded keys get ``-1e9`` added before
-    the softmax, so a query that sees no valid key attends over all keys, as in PyTorch.
+    canonical ``[E, E]`` matrices, inputs first. Padded keys get weight exactly 0.0, except in a
+    row of padding only, which attends over all of its keys.
     """
 
     def __init__(self, num_heads, head_dim, dropout=0.0, **kwargs):
@@ -161,9 +183,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         ]
         q, k, v = (ops.transpose(h, (0, 2, 1, 3)) for h in heads)  # (B, heads, L, head_dim)
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / self.head_dim**0.5
-        if padding_mask is not None:  # scores (B, heads, L, L), the keys last
-            scores = ops.where(padding_mask[:, None, None, :], scores, scores - 1e9)
-        weights = self.dropout(ops.softmax(scores, axis=-1), training=training)
+        if padding_mask is None:
+            weights = ops.softmax(scores, axis=-1)
+        else:  # scores (B, heads, L, L), the keys last
+            weights = masked_softmax(scores, padding_mask[:, None, None, :])
+        weights = self.dropout(weights, training=training)
         y = ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3))  # (B, L, heads, head_dim)
         return self.out(ops.reshape(y, (-1, length, self.num_heads * self.head_dim)))
 
@@ -236,6 +260,7 @@ class MaskedGlobalAveragePooling1D(keras.layers.Layer):
         return None
 
 
+@keras.saving.register_keras_serializable(package="transformer_classifier")
 class TransformerClassifierModel(keras.Model):
     """Token ids ``tokens`` (B, 64) to ``dense`` (B, 4)."""
 
@@ -284,6 +309,11 @@ class TransformerClassifierModel(keras.Model):
         x = self.global_average_pool(x, padding_mask=tokens_mask)  # (B, 64)
         x = self.dense(x)  # (B, 4)
         return x if logits else ops.softmax(x, axis=-1)
+
+    def build_from_config(self, config):
+        """Create the weights as ``build_model`` does (``keras.saving.load_model`` then loads
+        them from a ``.keras`` file)."""
+        self({"tokens": np.zeros((1, 64), dtype="int32")})
 
     def variable(self, path):
         """The variable at ``path``: attributes, list indices and dict keys from the model."""
@@ -392,15 +422,24 @@ class TorchAdamW(keras.optimizers.Optimizer):
 
     def apply(self, grads, trainable_variables=None):
         """Merge embedding gradients, clip all by global norm, then update the variables."""
-        # Embedding gradients arrive as tf.IndexedSlices with one row per occurrence of an
-        # id; densifying sums repeated ids, as PyTorch's dense embedding gradient does.
-        grads = [None if g is None else tf.convert_to_tensor(g) for g in grads]
+        grads = [None if g is None else self.dense_gradient(g) for g in grads]
         # As torch.nn.utils.clip_grad_norm_: the norm of the per-variable norms, and a
         # scale of min(1, clip_norm / (norm + 1e-6)).
         norms = [ops.norm(ops.reshape(g, (-1,))) for g in grads if g is not None]
         scale = ops.minimum(self.clip_norm / (ops.norm(ops.stack(norms)) + 1e-6), 1.0)
         grads = [None if g is None else g * scale for g in grads]
         return super().apply(grads, trainable_variables)
+
+    @staticmethod
+    def dense_gradient(gradient):
+        """``gradient`` as a dense tensor. Under TensorFlow an embedding's gradient arrives as
+        ``IndexedSlices``, one row per occurrence of an id: scattering the rows sums repeated
+        ids, as PyTorch's dense embedding gradient does. Other backends give dense gradients."""
+        if hasattr(gradient, "indices"):
+            indices = ops.expand_dims(ops.cast(gradient.indices, "int32"), -1)
+            shape = ops.cast(gradient.dense_shape, "int32")
+            return ops.scatter(indices, gradient.values, shape)
+        return gradient
 
     def update_step(self, gradient, variable, learning_rate):
         """One ``torch.optim.AdamW`` step on ``variable``."""

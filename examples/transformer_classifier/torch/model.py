@@ -93,8 +93,9 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class MultiHeadSelfAttention(nn.Module):
     """Multi-head self-attention over ``(B, L, E)`` that ignores padded keys.
 
-    Per head, ``softmax(q k^T / sqrt(head_dim) + bias) v`` where ``bias`` is -1e9 at padded keys
-    (queries at padded positions are computed like any other). One fused projection ``qkv``
+    Per head, ``softmax(q k^T / sqrt(head_dim)) v`` over the valid keys: padded keys get weight
+    exactly 0.0 in every dtype, except in a row of padding only, which attends over all of its
+    keys (queries at padded positions are computed like any other). One fused projection ``qkv``
     makes the queries, keys and values (head ``h`` uses features ``h * head_dim`` onwards of
     each); ``out`` mixes the concatenated heads.
     """
@@ -119,12 +120,11 @@ class MultiHeadSelfAttention(nn.Module):
         batch, length, _ = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.num_heads, -1)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, head_dim)
-        bias = None
-        if mask is not None:  # (B, 1, 1, L): -1e9 added to the scores of padded keys
-            dtype = torch.promote_types(q.dtype, torch.float32)  # -1e9 overflows float16
-            bias = torch.zeros_like(mask, dtype=dtype).masked_fill(~mask, -1e9)[:, None, None]
+        attended = None  # (B, 1, 1, L): True at the keys every query attends to
+        if mask is not None:  # a row of padding only has nothing to mask: it attends to all
+            attended = (mask | ~mask.any(dim=1, keepdim=True))[:, None, None]
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attended, dropout_p=dropout)
         return self.out(y.transpose(1, 2).reshape(batch, length, self.embed_dim))
 
 

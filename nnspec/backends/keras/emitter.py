@@ -21,6 +21,7 @@ from nnspec.backends.base import (
     header,
     template_env,
 )
+from nnspec.backends.export_script import render_export_script
 
 # Importing the op modules registers their emit functions in OPS.
 from nnspec.backends.keras import (  # noqa: F401
@@ -34,7 +35,7 @@ from nnspec.backends.keras import (  # noqa: F401
 from nnspec.backends.keras.code import OPS, Emitted, WeightCode, docstring, shape, with_args
 from nnspec.backends.keras.naming import MODEL_ATTRIBUTES, assign_names, compute_mask
 from nnspec.backends.predict_script import render_predict_script
-from nnspec.backends.pretrained_files import pretrained_files
+from nnspec.backends.pretrained_files import pretrained_files, spec_file
 from nnspec.backends.train_script import render_train_script
 from nnspec.compiler import ir
 
@@ -315,6 +316,8 @@ class KerasGenerator:
                 self.env, program, "keras", "logits" if program.output_activation else ""
             ),
             "predict.py": render_predict_script(program, "keras"),
+            "export.py": render_export_script(program, "keras"),
+            **spec_file(program),
             **pretrained_files(program, "keras"),
         }
 

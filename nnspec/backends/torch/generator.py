@@ -28,8 +28,9 @@ from nnspec.backends.base import (
     header,
     template_env,
 )
+from nnspec.backends.export_script import render_export_script
 from nnspec.backends.predict_script import render_predict_script
-from nnspec.backends.pretrained_files import pretrained_files
+from nnspec.backends.pretrained_files import pretrained_files, spec_file
 
 # Importing the ops_* modules registers their emit functions in TRANSFORMS.
 from nnspec.backends.torch import (  # noqa: F401
@@ -329,6 +330,8 @@ class TorchBackend(Backend):
             "model.py": generator.model_source(self.name),
             "train.py": render_train_script(env, program, self.name, generator.names.logits),
             "predict.py": render_predict_script(program, self.name),
+            "export.py": render_export_script(program, self.name),
+            **spec_file(program),
             **pretrained_files(program, self.name),
         }
 

@@ -14,10 +14,10 @@ from nnspec.compiler import ir
 
 
 def _template_helpers() -> frozenset[str]:
-    """The helper classes and functions of ``templates/layers.py.j2``: each is a block guarded by
-    ``{% if "<name>" in helpers %}`` and emitted only when used."""
+    """The helper classes and functions of ``templates/layers.py.j2`` (each emitted only when
+    used): every module-level ``class`` and ``def`` in it."""
     source = (Path(__file__).parent / "templates" / "layers.py.j2").read_text()
-    return frozenset(re.findall(r'\{% if "(\w+)" in helpers %\}', source))
+    return frozenset(re.findall(r"^(?:class|def) (\w+)", source, flags=re.MULTILINE))
 
 
 # The helper classes and functions (emitted only when used): the template's, and the memory
