@@ -25,14 +25,14 @@ REFERENCE = "reference"
 """The name the numpy reference goes by in reports."""
 
 # Tolerances on max |a - b| / max(1, max |baseline|): stated here, reported with every result.
-# float64 is the semantic check: a difference above round-off there is a real disagreement.
-# Outputs are compared with the reference run in the same dtype (in float32 the reference
-# computes in float32 too), at a fixed tolerance; so are gradients between backends. Trained
-# weights (and the training losses) in float32 are not: Adam's division by sqrt(v) turns the round-off of gradients that nearly
-# cancel (|g| a few times eps) into weight differences of up to about lr per step, in each
-# backend independently. Their float32 tolerance is derived instead (see ``compare``): the same
-# recipe also runs in float64, and the two backends' own float32-vs-float64 distances, summed,
-# plus the float64 tolerance, bound the float32 difference between them.
+# float64 is the semantic check: a difference above round-off there is a real disagreement. Outputs
+# are compared with the reference run in the same dtype (in float32 the reference computes in
+# float32 too), at a fixed tolerance; so are gradients between backends. Trained weights (and the
+# training losses) in float32 are not: Adam's division by sqrt(v) turns the round-off of gradients
+# that nearly cancel (|g| a few times eps) into weight differences of up to about lr per step, in
+# each backend independently. Their float32 tolerance is derived instead (see ``compare``): the same
+# recipe also runs in float64, and the two backends' own float32-vs-float64 distances, summed, plus
+# the float64 tolerance, bound the float32 difference between them.
 TOLERANCES = {
     "float64": {"outputs": 1e-12, "gradients": 1e-10, "training": 1e-9},
     "float32": {"outputs": 1e-6, "gradients": 1e-5},
