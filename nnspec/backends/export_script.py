@@ -9,8 +9,8 @@ file, read back, against the model's own outputs on one batch before anything is
 
 from __future__ import annotations
 
-from nnspec.backends.base import format_source, header, template_env
-from nnspec.backends.train_script import input_vocab_sizes
+from nnspec.backends.base import format_source, template_env
+from nnspec.backends.train_script import input_vocab_sizes, script_context
 from nnspec.compiler import ir
 
 # Format name -> file (or folder) name, per backend; the first is the default.
@@ -23,21 +23,13 @@ TOLERANCE = 1e-5  # the largest absolute difference an exported float32 model ma
 
 def export_context(program: ir.Program, backend: str) -> dict[str, object]:
     """Template variables of ``export.py`` for ``program`` in ``backend``."""
-    from nnspec.backends.keras.startup import source as start_up_source  # see train_script
-
     vocab = input_vocab_sizes(program)
     return {
-        "header": header(program, backend),
-        "backend": backend,
-        "name": program.name,
-        "class_name": program.class_name,
-        "spec_hash": program.spec_hash,
-        "input_shapes": "{" + ", ".join(f"{i.name!r}: {i.dims!r}" for i in program.inputs) + "}",
+        **script_context(program, backend),
         "input_vocab": "{" + ", ".join(f"{name!r}: {size!r}" for name, size in vocab.items()) + "}",
         "input_names": ", ".join(f"``{i.name}``" for i in program.inputs),
         "formats": repr(FORMATS[backend]),
         "tolerance": repr(TOLERANCE),
-        "start_up_source": start_up_source() if backend == "keras" else "",
     }
 
 

@@ -10,15 +10,14 @@ checked, the framework.
 
 from __future__ import annotations
 
-from nnspec.backends.base import format_source, header, template_env
+from nnspec.backends.base import format_source, template_env
+from nnspec.backends.train_script import script_context
 from nnspec.compiler import ir
 from nnspec.text import PUNCTUATION_PATTERN, WORD_PATTERN
 
 
 def predict_context(program: ir.Program, backend: str) -> dict[str, object]:
     """Template variables of ``predict.py`` for ``program`` in ``backend``."""
-    from nnspec.backends.keras.startup import source as start_up_source  # see train_script
-
     training = program.training
     language_model = any(
         isinstance(node.op, ir.MemoryNetwork) and node.op.query == "constant"
@@ -26,12 +25,7 @@ def predict_context(program: ir.Program, backend: str) -> dict[str, object]:
     )
     probabilities = training.loss in ("sparse_categorical_crossentropy", "categorical_crossentropy")
     return {
-        "header": header(program, backend),
-        "backend": backend,
-        "name": program.name,
-        "class_name": program.class_name,
-        "spec_hash": program.spec_hash,
-        "input_shapes": "{" + ", ".join(f"{i.name!r}: {i.dims!r}" for i in program.inputs) + "}",
+        **script_context(program, backend),
         "task": "language-model" if language_model else "classify",
         "probabilities": probabilities,
         # A model trained from its logits by the compiler's choice still returns probabilities.
@@ -39,7 +33,6 @@ def predict_context(program: ir.Program, backend: str) -> dict[str, object]:
         "first_output": program.outputs[0] if len(program.outputs) > 1 else None,
         "word_pattern": ascii(WORD_PATTERN),  # the curly apostrophe as \\u2019
         "punctuation_pattern": repr(PUNCTUATION_PATTERN),
-        "start_up_source": start_up_source() if backend == "keras" else "",
     }
 
 

@@ -56,6 +56,24 @@ class ScriptInput:
         return f"``{self.name}`` ``{_shape(self.shape)}``"
 
 
+def script_context(program: ir.Program, backend: str) -> dict[str, object]:
+    """The template variables every generated script shares (``train.py``, ``predict.py``,
+    ``export.py``): header, names, spec hash, the inputs' shapes and, for Keras, the quiet
+    TensorFlow import."""
+    # Imported here: the keras package imports this module.
+    from nnspec.backends.keras.startup import source as start_up_source
+
+    return {
+        "header": header(program, backend),
+        "backend": backend,
+        "name": program.name,
+        "class_name": program.class_name,
+        "spec_hash": program.spec_hash,
+        "input_shapes": "{" + ", ".join(f"{i.name!r}: {i.dims!r}" for i in program.inputs) + "}",
+        "start_up_source": start_up_source() if backend == "keras" else "",
+    }
+
+
 def train_context(program: ir.Program, backend: str) -> dict[str, object]:
     """Template variables of ``train.py`` for ``program`` in ``backend``.
 
@@ -67,10 +85,6 @@ def train_context(program: ir.Program, backend: str) -> dict[str, object]:
     classes = output[-1] if len(output) > 1 else 1
     inputs = [ScriptInput(inp.name, inp.dtype, inp.dims) for inp in program.inputs]
     vocab = input_vocab_sizes(program)
-    # The Keras script carries nnspec's quiet TensorFlow import (imported here: the keras
-    # package imports this module).
-    from nnspec.backends.keras.startup import source as start_up_source
-
     monitor = stopping.monitor if stopping else "val_loss"
     defaults = {
         "epochs": training.epochs,
@@ -85,15 +99,10 @@ def train_context(program: ir.Program, backend: str) -> dict[str, object]:
         "restore_best": stopping.restore_best if stopping else False,
     }
     return {
-        "header": header(program, backend),
-        "name": program.name,
-        "class_name": program.class_name,
-        "input_shapes": "{" + ", ".join(f"{i.name!r}: {i.shape!r}" for i in inputs) + "}",
+        **script_context(program, backend),
         "input_dtypes": "{" + ", ".join(f"{i.name!r}: {i.dtype!r}" for i in inputs) + "}",
         "input_docs": ", ".join(i.doc for i in inputs),
         "input_vocab": "{" + ", ".join(f"{name!r}: {size!r}" for name, size in vocab.items()) + "}",
-        "backend": backend,
-        "spec_hash": program.spec_hash,
         "loss": training.loss,
         "label_shape": repr(tuple(d for d in output[1:] if d is not None)),
         "classes": classes,
@@ -107,7 +116,6 @@ def train_context(program: ir.Program, backend: str) -> dict[str, object]:
         "validation_percent": f"{training.validation_split:.0%}",
         "d": {key: repr(value) for key, value in defaults.items()},
         "pretrained": pretrained_literal(program),
-        "start_up_source": start_up_source() if backend == "keras" else "",
         "linear_start": any(
             isinstance(node.op, ir.MemoryNetwork) and node.op.linear_start for node in program.nodes
         ),

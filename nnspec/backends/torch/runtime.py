@@ -114,11 +114,12 @@ def train(
     """
     training_mode(model)
     optimizer = module.make_optimizer(model)
+    logits = logits_flag(model)  # what loss_fn takes
     losses = []
     try:
         for inputs, labels in batches:
             optimizer.zero_grad(set_to_none=True)
-            outputs = model(**_tensors(inputs), **logits_flag(model))
+            outputs = model(**_tensors(inputs), **logits)
             loss = module.loss_fn(torch.tensor(np.asarray(labels)), outputs)
             loss.backward()
             optimizer.step()
