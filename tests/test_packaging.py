@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import nnspec
 from nnspec import builtin_examples, cli, extras
 from nnspec.cli import app, is_spec_file
+from nnspec.validate_command import expand
 from tests.conftest import EXAMPLES, ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -192,6 +193,28 @@ def test_only_specs_skips_other_yaml(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "ci.yml:1:1: <root>: missing required field" in result.output
     result = CliRunner().invoke(app, ["compile", "--check", "--beside", "--only-specs", "ci.yml"])
     assert (result.exit_code, result.output) == (0, "")
+
+
+def test_generated_spec_copies_are_not_specs(tmp_path, monkeypatch):
+    """``compile --beside`` writes a canonical ``spec.json`` next to the code; a folder walk, a
+    pattern and ``--only-specs`` leave it out (else checking it looks for code beside it)."""
+    monkeypatch.chdir(tmp_path)
+    Path("lstm").mkdir()
+    shutil.copy(EXAMPLES / "glove_lstm" / "spec.yaml", "lstm")
+    assert CliRunner().invoke(app, ["compile", "--beside", "lstm/spec.yaml"]).exit_code == 0
+    copies = [Path("lstm/keras/spec.json"), Path("lstm/torch/spec.json")]
+    assert all(c.exists() and not is_spec_file(c) for c in copies)
+    assert expand([Path("lstm")]) == [Path("lstm/spec.yaml")]
+    assert expand([Path("lstm/*/spec.json"), Path("lstm/*.yaml")]) == [Path("lstm/spec.yaml")]
+    result = CliRunner().invoke(app, ["compile", "--check", "--beside", "lstm"])
+    assert (result.exit_code, result.output) == (0, "lstm/spec.yaml: generated code is current\n")
+    result = CliRunner().invoke(app, ["validate", "--only-specs", *map(str, copies)])
+    assert (result.exit_code, result.output) == (0, "no nnspec spec among 2 path(s)\n")
+    # A spec.json of the user's own (no generated model.py beside it) is still a spec.
+    Path("mine").mkdir()
+    shutil.copy(copies[0], "mine/spec.json")
+    assert is_spec_file(Path("mine/spec.json"))
+    assert expand([Path("mine")]) == [Path("mine/spec.json")]
 
 
 def test_hooks_validate_only_specs():
