@@ -713,6 +713,86 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command("import")
+def import_model(
+    model: Annotated[Path, typer.Argument(help="A .keras, Keras 2 .h5 or JSON model config.")],
+    spec_out: Annotated[Path, typer.Option("--out", help="Where to write the spec (YAML).")],
+    weights: Annotated[
+        Path | None, typer.Option(help="Write the weights here, canonical safetensors.")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option(help="Compare the Keras model with the spec on every backend.")
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="Spec name (default: the file's stem).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite existing output files.")] = False,
+) -> None:
+    """Import a Keras model as a spec (and its weights in canonical form). Layers and options
+    without an exact spec form are errors naming the layer; nothing is written then."""
+    from nnspec.importers import ConfigError, ImportFailed, import_keras
+
+    if not model.is_file():
+        raise _usage_error(f"{model}: no such file")
+    for target in (spec_out, weights):
+        if target is not None and target.exists() and not force:
+            raise _usage_error(f"{target} exists (--force to overwrite)")
+    try:
+        imported = import_keras(model, name=name, weights=weights is not None or check)
+    except ConfigError as exc:
+        raise _usage_error(str(exc)) from None
+    except ImportFailed as exc:
+        for problem in exc.problems:
+            err.print(f"{model}: {problem}", markup=False)
+        err.print(f"{model}: not imported ({len(exc.problems)} problem(s))", markup=False)
+        raise typer.Exit(1) from None
+    if weights is not None and not imported.has_weights:
+        raise _usage_error(f"{model} holds no weights (a JSON config): leave out --weights")
+    for note in imported.notes:
+        err.print(f"note: {note}", markup=False)
+    if check and not _import_check(model, imported):
+        raise typer.Exit(1)
+    spec_out.write_text(imported.text)
+    out_lines = [f"wrote {spec_out}"]
+    if weights is not None and imported.weights is not None:
+        from safetensors.numpy import save_file
+
+        save_file(imported.weights, str(weights))
+        out_lines.append(f"wrote {weights} ({len(imported.weights)} canonical weights)")
+    out.print("\n".join(out_lines), markup=False)
+
+
+def _import_check(model: Path, imported) -> bool:
+    """Run and print ``--check``; whether every backend agrees with the Keras model."""
+    import nnspec
+    from nnspec.importers import converted_weights, load_keras_model
+    from nnspec.importers.check import KERAS_ORIGINAL, check
+
+    loaded = nnspec.load(imported.text)
+    keras_model = load_keras_model(model)
+    state = imported.weights
+    if state is None:  # a JSON config: the Keras model's fresh weights
+        state = converted_weights(keras_model, imported.mapped, loaded.program)
+    report = check(keras_model, loaded.program, state)
+    table = Table(
+        title=f"Import check, {report.dtype}: outputs against the {KERAS_ORIGINAL} model "
+        "(max |diff| / max(1, max |keras|), worst of the batches)",
+        title_justify="left",
+    )
+    for column in ("Compared", "Tensor", KERAS_ORIGINAL, *report.backends[1:], "Tolerance"):
+        table.add_column(column, justify="left" if column in ("Compared", "Tensor") else "right")
+    cells = {c.backend: c for c in report.comparisons}
+    row = ["outputs", report.comparisons[0].name if report.comparisons else "", "base"]
+    for backend in report.backends[1:]:
+        c = cells[backend]
+        row.append(f"{c.diff:.2e}" if c.ok else f"[red]FAIL {c.diff:.2e}[/]")
+    row.append(f"{report.comparisons[0].tolerance:.3g}" if report.comparisons else "")
+    table.add_row(*row)
+    out.print(table)
+    verdict = "agree" if report.ok else "DISAGREE"
+    who = ", ".join(report.backends[1:])
+    out.print(f"{who} and the {KERAS_ORIGINAL} model {verdict} in float32", markup=False)
+    return report.ok
+
+
 def run() -> None:
     """Entry point: Ctrl-C exits 130 and a missing optional framework or data package exits 1
     with one line naming the ``pip install`` command, never with a traceback."""

@@ -1,0 +1,134 @@
+"""``nnspec import``: a Keras model (``.keras``, Keras 2 ``.h5`` or a JSON config) as a validated
+spec plus its weights in canonical form.
+
+The architecture is read from the saved config without building the model (so custom layers are
+named, not run); the spec is validated by nnspec's own loader; the weights are read by loading
+the model with Keras. See :mod:`nnspec.importers.mapping` for what maps to what.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from nnspec.importers.keras_config import ConfigError, parse_graph, read_config
+from nnspec.importers.mapping import ImportFailed, Mapped, identifier, map_graph
+
+__all__ = [
+    "ConfigError",
+    "ImportFailed",
+    "Imported",
+    "converted_weights",
+    "import_keras",
+    "load_keras_model",
+]
+
+
+@dataclass
+class Imported:
+    """The result of an import: the spec (dict and YAML text), notes, and the canonical weights
+    (``None`` for a config without weights or when not asked for)."""
+
+    spec: dict[str, Any]
+    text: str
+    notes: list[str]
+    mapped: Mapped
+    weights: dict[str, np.ndarray] | None = None
+    has_weights: bool = False
+    source: Path = field(default_factory=Path)
+
+
+def import_keras(path: str | Path, name: str | None = None, weights: bool = True) -> Imported:
+    """Import the Keras model at ``path``. Raises :class:`ConfigError` (not a Keras model) or
+    :class:`ImportFailed` (every layer or option without an exact spec form, and any problem of
+    the resulting spec)."""
+    import nnspec
+    from nnspec.spec import SpecError
+
+    path = Path(path)
+    config, compile_config, has_weights = read_config(path)
+    graph = parse_graph(config)
+    graph.compile_config = compile_config
+    mapped = map_graph(graph, name or path.stem)
+    text = to_yaml(mapped.spec, path, mapped.notes)
+    try:
+        loaded = nnspec.load(text, file=f"<spec imported from {path.name}>")
+    except SpecError as exc:
+        problems = [f"the imported spec does not validate: {p}" for p in exc.problems]
+        raise ImportFailed(problems) from None
+    problems = []
+    for layer, heads, key_dim in mapped.attention:
+        width = loaded.program.node(layer).shape[-1]
+        if heads * key_dim != width:
+            problems.append(
+                f"layer {layer!r} (MultiHeadAttention): key_dim {key_dim} x {heads} heads != "
+                f"width {width}; the spec's self-attention has head size width / heads"
+            )
+    if problems:
+        raise ImportFailed(problems)
+    result = Imported(mapped.spec, text, mapped.notes, mapped, None, has_weights, path)
+    if weights and has_weights:
+        result.weights = converted_weights(load_keras_model(path), mapped, loaded.program)
+    return result
+
+
+def converted_weights(model: Any, mapped: Mapped, program: Any) -> dict[str, np.ndarray]:
+    """The canonical weights of the live Keras ``model``, checked against ``program``'s names
+    and shapes; padding rows set to 0.0."""
+    from nnspec.importers.weights import canonical_weights
+
+    state = canonical_weights(model, mapped.weights)
+    expected = {w.name: w for w in program.weights}
+    wrong = sorted(set(state) ^ set(expected))
+    wrong += [n for n in state if n in expected and state[n].shape != expected[n].shape]
+    if wrong:
+        raise ImportFailed([f"converted weights do not match the spec's: {', '.join(wrong)}"])
+    for name, weight in expected.items():
+        for row in weight.zero_rows:
+            state[name][row] = 0.0
+    return {name: state[name] for name in expected}
+
+
+def load_keras_model(path: Path) -> Any:
+    """The Keras model at ``path`` (a JSON config is built with fresh weights)."""
+    from nnspec.backends.keras.startup import tensorflow_start_up_held_back
+
+    with tensorflow_start_up_held_back():
+        import keras
+    if path.suffix.lower() in (".keras", ".h5", ".hdf5"):
+        return keras.saving.load_model(path, compile=False)
+    return keras.models.model_from_json(path.read_text())
+
+
+def _flow(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf, sort_keys=False)
+    return text.strip().removesuffix("...").strip()
+
+
+def to_yaml(spec: dict[str, Any], source: Path, notes: list[str]) -> str:
+    """The spec as YAML in the examples' style: one flow mapping per input, table and layer,
+    with a header naming the source and the notes."""
+    lines = [f"# Imported by `nnspec import` from {source.name}."]
+    lines += [f"# note: {note}" for note in notes]
+    lines += [f"nnspec: {spec['nnspec']}", f"name: {spec['name']}", "", "inputs:"]
+    lines += [f"  {k}: {_flow(v)}" for k, v in spec["inputs"].items()]
+    if spec.get("embeddings"):
+        lines += ["", "embeddings:"]
+        lines += [f"  {k}: {_flow(v)}" for k, v in spec["embeddings"].items()]
+    lines += ["", "model:", "  layers:"]
+    lines += [f"    - {_flow(layer)}" for layer in spec["model"]["layers"]]
+    if "outputs" in spec["model"]:
+        lines.append(f"  outputs: {_flow(spec['model']['outputs'])}")
+    lines += ["", "training:"]
+    lines += [f"  {k}: {_flow(v)}" for k, v in spec["training"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def default_name(path: Path) -> str:
+    """The spec name for a model file: its stem as an identifier."""
+    return identifier(path.stem)
