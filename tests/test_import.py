@@ -19,7 +19,7 @@ with tensorflow_start_up_held_back():
     from keras import layers
 
 import nnspec
-from nnspec.importers import import_keras, load_keras_model
+from nnspec.importers import ImportFailed, import_keras, load_keras_model
 from nnspec.importers.check import check
 
 TOLERANCE = 1e-5
@@ -214,3 +214,113 @@ def test_sequential_json_and_h5(tmp_path: Path) -> None:
     lstm = model.layers[1]
     np.testing.assert_array_equal(from_h5.weights["lstm.forward.input_bias"], lstm.cell.bias)
     np.testing.assert_array_equal(from_h5.weights["lstm.forward.recurrent_bias"], np.zeros(12))
+
+
+@keras.saving.register_keras_serializable(package="test_import")
+class Doubling(layers.Layer):
+    """A custom layer: the importer cannot know what it computes."""
+
+    def call(self, x: Any) -> Any:
+        return x * 2.0
+
+
+def failed(model: Any, tmp_path: Path) -> list[str]:
+    """The problems of importing ``model`` (which must fail)."""
+    with pytest.raises(ImportFailed) as info:
+        imported(model, tmp_path)
+    return info.value.problems
+
+
+def test_lambda_custom_layer_and_options_are_located_errors(tmp_path: Path) -> None:
+    inp = ids(8)
+    x = layers.Embedding(20, 4, name="words")(inp)
+    x = layers.Lambda(lambda t: t * 2.0, name="scale_by_two")(x)
+    x = Doubling(name="doubling")(x)
+    x = layers.LSTM(3, go_backwards=True, name="lstm")(x)
+    x = layers.Dense(3, kernel_regularizer="l2", activation="elu", name="head")(x)
+    problems = failed(keras.Model(inp, x), tmp_path)
+    assert problems[0].startswith("layer 'scale_by_two' (Lambda): a Lambda layer runs arbitrary")
+    assert problems[1].startswith("layer 'doubling' (Doubling): a custom layer (module")
+    # Layers after an unmappable one are still checked, each problem located.
+    assert "layer 'lstm' (LSTM): go_backwards=True has no spec form" in problems
+    assert "layer 'head' (Dense): kernel_regularizer is set; the spec has no kernel " in (
+        " ".join(problems)
+    )
+    assert any(p.startswith("layer 'head' (Dense): activation 'elu' has no spec") for p in problems)
+
+
+def test_mask_zero_into_flatten_is_an_error(tmp_path: Path) -> None:
+    """Keras' mask_zero does not zero row 0: Flatten sees its vector, the spec's padding 0.0."""
+    model = sequence_model(layers.Flatten(name="flat"), mask_zero=True)
+    (problem,) = failed(model, tmp_path)
+    assert problem.startswith(
+        "layer 'words' (Embedding): mask_zero=True and the padded positions reach Flatten 'flat'"
+    )
+
+
+def test_cli_import_check_and_errors(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from nnspec.cli import app
+
+    runner = CliRunner()
+    model = randomized(sequence_model(layers.GlobalAveragePooling1D(name="gap"), mask_zero=True))
+    model.save(tmp_path / "clf.keras")
+    spec, weights = tmp_path / "clf.yaml", tmp_path / "clf.safetensors"
+    args = ["import", str(tmp_path / "clf.keras"), "--out", str(spec), "--weights", str(weights)]
+    result = runner.invoke(app, [*args, "--check"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "keras, torch and the keras original model agree in float32" in result.output
+    assert nnspec.load(spec).spec.embeddings["words"].padding is not None
+    from safetensors.numpy import load_file
+
+    state = load_file(str(weights))
+    table = model.get_layer("words").embeddings.numpy()
+    np.testing.assert_array_equal(state["words.embeddings"][1:], table[1:])
+    np.testing.assert_array_equal(state["words.embeddings"][0], np.zeros(8))  # the pad row
+    # Existing files are kept unless --force.
+    assert runner.invoke(app, args).exit_code == 2
+    # An unmappable model: exit 1, located lines, nothing written, no traceback.
+    bad = sequence_model(layers.Flatten(name="flat"), mask_zero=True)
+    bad.save(tmp_path / "bad.keras")
+    out = tmp_path / "bad.yaml"
+    result = runner.invoke(app, ["import", str(tmp_path / "bad.keras"), "--out", str(out)])
+    assert result.exit_code == 1
+    assert "bad.keras: layer 'words' (Embedding): mask_zero=True" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_round_trip_newsgroups_flat(tmp_path: Path) -> None:
+    """Spec -> weights of the generated Keras model -> the same architecture in plain Keras ->
+    .keras -> import: the same spec (normalised, the training section aside) and bit-identical
+    weights. The example's pad zeroing is left out: plain Keras has no form of it (mask_zero
+    does not zero row 0 before Flatten; the import refuses that model, as tested above)."""
+    source = (Path(__file__).parent.parent / "examples/newsgroups_flat/spec.yaml").read_text()
+    source = source.replace("    padding: {index: 0, mode: zero}\n", "")
+    source = source.replace("vocab_size: 19000", "vocab_size: 60").replace("dim: 300", "dim: 8")
+    source = source.replace("length: 1100", "length: 30")
+    original = nnspec.load(source)
+    state = nnspec.build(original, "keras").canonical_state()
+
+    inp = keras.Input((30,), dtype="int32", name="tokens")
+    table = layers.Embedding(60, 8, name="words")
+    dense = layers.Dense(25, activation="relu", name="dense")
+    head = layers.Dense(20, activation="softmax", name="dense_1")
+    x = layers.Dropout(0.3, name="dropout")(dense(layers.Flatten(name="flatten")(table(inp))))
+    model = keras.Model(inp, head(x))
+    model.compile(loss="sparse_categorical_crossentropy")
+    table.embeddings.assign(state["words.embeddings"])
+    for layer in (dense, head):
+        layer.kernel.assign(state[f"{layer.name}.kernel"])
+        layer.bias.assign(state[f"{layer.name}.bias"])
+
+    result = imported(model, tmp_path, "newsgroups_flat")
+    # Normalised: the compiled programs (names resolved, defaults filled in).
+    again = nnspec.load(result.text).program
+    assert again.nodes == original.program.nodes
+    assert again.inputs == original.program.inputs
+    assert again.tables == original.program.tables
+    assert again.weights == original.program.weights
+    assert result.weights is not None and result.weights.keys() == state.keys()
+    for name, value in state.items():
+        np.testing.assert_array_equal(result.weights[name], value)

@@ -199,15 +199,16 @@ class _Mapper:
 
     def call(self, layer: KerasLayer, k: int, refs: list[Ref], kwargs: dict[str, Any]) -> None:
         handler = HANDLERS.get(layer.class_name)
+        # After a problem, later layers are still checked: an unmapped output is a placeholder.
+        placeholder = f"unmapped_{identifier(layer.name)}_{k}"
         if handler is None:
             self.unknown(layer)
+            self.produced[(layer.name, k, 0)] = placeholder
             return
         if any(ref[2] != 0 for ref in refs):
             self.fail(layer, "reads a second output of a layer (e.g. return_state)")
-            return
-        missing = [ref for ref in refs if ref not in self.produced]
-        if missing:
-            return  # an earlier problem
+        for ref in refs:
+            self.produced.setdefault(ref, f"unmapped_{identifier(ref[0])}_{ref[1]}")
         handler(self, layer, k, refs, kwargs)
 
     def unknown(self, layer: KerasLayer) -> None:
