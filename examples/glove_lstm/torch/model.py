@@ -128,6 +128,11 @@ def packed_rnn(
     if torch.compiler.is_exporting():
         return unpacked_rnn(rnn, x, mask)
     lengths = mask.sum(dim=1)
+    # Packing takes the lengths on the host (it sorts the rows and counts the rows still running
+    # at each step there, and cuDNN reads those counts from the host): one wait for the device
+    # per call, the price of skipping the padded steps. Under torch.compile the recurrent layer
+    # and what follows it run eagerly: Dynamo traces neither RNN modules nor packed sequences
+    # (with torch._dynamo.config.allow_rnn it unrolls an LSTM step by step, without cuDNN).
     packed = nn.utils.rnn.pack_padded_sequence(
         x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
     )

@@ -58,7 +58,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -766,10 +766,17 @@ def batches(
 
 
 def to_device(
-    batch: list[torch.Tensor], device: torch.device
+    batch: list[torch.Tensor], device: torch.device, compiled: bool = False
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The model's keyword inputs and the labels of ``batch``, on ``device``."""
+    """The model's keyword inputs and the labels of ``batch``, on ``device``.
+
+    For a ``compiled`` model the inputs' batch dimension is marked dynamic: the last, smaller
+    batch of an epoch runs the graph compiled for the others instead of compiling another.
+    """
     *inputs, labels = (t.to(device, non_blocking=True) for t in batch)
+    if compiled:
+        for tensor in inputs:
+            torch._dynamo.maybe_mark_dynamic(tensor, 0)
     return dict(zip(INPUT_SHAPES, inputs, strict=True)), labels
 
 
@@ -797,7 +804,7 @@ def batch_sums(y_true: torch.Tensor, y_pred: torch.Tensor, loss: torch.Tensor) -
     """``[loss * n, correct, n]`` for a batch of ``n`` examples: what an epoch's means add up."""
     n = len(y_true)
     hits = correct(y_true, y_pred.detach()).sum()
-    return torch.stack([loss.detach() * n, hits, loss.new_tensor(n)])
+    return torch.stack([loss.detach() * n, hits, loss.new_full((), n)])
 
 
 def means(sums: torch.Tensor, prefix: str = "") -> dict[str, float]:
@@ -809,6 +816,15 @@ def means(sums: torch.Tensor, prefix: str = "") -> dict[str, float]:
     return {f"{prefix}loss": loss / n, f"{prefix}accuracy": hits / n}
 
 
+def predict(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The float32 logits (B, 20) ``loss_fn`` takes, for a validation batch.
+
+    A function of its own, so that ``--compile`` compiles validation (no gradients, no dropout)
+    into a graph of its own instead of recompiling the training one.
+    """
+    return model(**inputs, logits=True).float()
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -816,16 +832,21 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     autocast: nullcontext | torch.autocast,
+    forward: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] = predict,
 ) -> dict[str, float]:
-    """Validation metrics: each process evaluates every ``world_size``-th example."""
+    """Validation metrics: each process evaluates every ``world_size``-th example.
+
+    ``forward`` is ``predict``, or ``predict`` compiled (``--compile``).
+    """
     model.eval()
+    compiled = forward is not predict  # then the batch dimension is dynamic (see to_device)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     indices = range(rank, len(dataset), world_size)
     sums = torch.zeros(3, device=device)
     for batch in batches(dataset, BatchSampler(indices, batch_size, drop_last=False), False):
-        inputs, labels = to_device(batch, device)
+        inputs, labels = to_device(batch, device, compiled)
         with autocast:
-            y_pred = model(**inputs, logits=True).float()
+            y_pred = forward(model, inputs)
         sums += batch_sums(labels, y_pred, loss_fn(labels, y_pred))
     return means(sums, prefix="val_")
 
@@ -975,10 +996,18 @@ def main(
         if chief:
             print(f"resuming at epoch {progress['epoch']}, step {progress['step']}")
 
-    model = torch.compile(raw_model) if args.compile else raw_model
-    eval_model = model  # evaluated by each process alone, without DDP's synchronisation
+    model = raw_model
     if ddp:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # No buffer changes in training (index lists, positional tables): none to broadcast.
+        model = DDP(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
+    forward = predict  # validation: each process alone, without DDP's synchronisation
+    if args.compile:
+        model = torch.compile(model)  # after wrapping in DDP, as PyTorch recommends
+        forward = torch.compile(predict)
     params = [p for p in raw_model.parameters() if p.requires_grad]
     n_val = 0 if val_set is None else len(val_set)
     board = TensorBoard(args.out / "tensorboard") if chief and args.tensorboard else None
@@ -1008,7 +1037,7 @@ def main(
         )
         started_at = time.perf_counter()
         for batch in batches(train_set, todo, pin_memory=device.type == "cuda"):
-            inputs, labels = to_device(batch, device)
+            inputs, labels = to_device(batch, device, args.compile)
             lr = learning_rate(step, steps_per_epoch, args, progress["lr_scale"])
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -1053,7 +1082,7 @@ def main(
 
         logs = means(sums)
         if val_set is not None:
-            logs |= evaluate(eval_model, val_set, local_batch, device, autocast)
+            logs |= evaluate(raw_model, val_set, local_batch, device, autocast, forward)
         sums.zero_()
         if end_epoch(progress, logs, lr, started_at, args, chief, board):  # the best epoch so far
             save_checkpoint(args.out / "best", raw_model, optimizer, scaler, progress, sums, args)

@@ -326,6 +326,8 @@ class TorchBackend(Backend):
         self.check(program)
         generator = TorchGenerator(program)
         env = template_env(__package__)
+        # DDP broadcasts the buffers before each forward pass only when training changes one.
+        env.globals["changing_buffers"] = any(w.state for w in program.weights)
         return {
             "model.py": generator.model_source(self.name),
             "train.py": render_train_script(env, program, self.name, generator.names.logits),
