@@ -726,8 +726,14 @@ def import_model(
     name: Annotated[str | None, typer.Option(help="Spec name (default: the file's stem).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite existing output files.")] = False,
 ) -> None:
-    """Import a Keras model as a spec (and its weights in canonical form). Layers and options
-    without an exact spec form are errors naming the layer; nothing is written then."""
+    """Import a Keras model as a spec, and its weights in canonical form.
+
+    MODEL is a Keras 3 .keras file, a Keras 2 / tf.keras .h5 file or a JSON model config
+    (model.to_json(), no weights). Sequential and functional models are read (several inputs,
+    shared layers), without running any of their code. Every layer or option without an exact
+    spec form (Lambda, custom layers, regularizers, ...) is an error naming the layer and its
+    class: exit 1, nothing written. --check compares the Keras model's outputs with the spec's
+    on every installed backend (float32, 1e-5); exit 1 over tolerance, nothing written."""
     from nnspec.importers import ConfigError, ImportFailed, import_keras
 
     if not model.is_file():
