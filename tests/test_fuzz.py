@@ -12,6 +12,7 @@ import contextlib
 import copy
 import json
 import os
+import sys
 from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
@@ -93,11 +94,11 @@ ALL_PATHS = [p for p in paths(BASE) if p]
 def unformatted():
     """Generation without the ruff subprocess (the fuzz checks that the code parses, and a
     formatter run per case would dominate the test's time)."""
+    backends.available()  # imports every module that formats
     stack = contextlib.ExitStack()
-    for module in ("base", "pretrained_files", "train_script", "keras.emitter", "torch.generator"):
-        stack.enter_context(
-            mock.patch(f"nnspec.backends.{module}.format_source", lambda source: source)
-        )
+    for name, module in list(sys.modules.items()):
+        if name.startswith("nnspec.backends") and hasattr(module, "format_source"):
+            stack.enter_context(mock.patch.object(module, "format_source", lambda source: source))
     return stack
 
 
