@@ -324,3 +324,30 @@ def test_round_trip_newsgroups_flat(tmp_path: Path) -> None:
     assert result.weights is not None and result.weights.keys() == state.keys()
     for name, value in state.items():
         np.testing.assert_array_equal(result.weights[name], value)
+
+
+def test_mask_multiply_pattern_is_the_padding_policy(tmp_path: Path) -> None:
+    """The seed's fix, ``embedding(ids) * cast(ids > 0)[..., None]``, is ``padding: {index: 0}``;
+    before a layer that reads masks it is not (the spec's padding would mask it) and fails."""
+    from keras import ops
+
+    def model(pool: Any) -> Any:
+        inp = ids(10)
+        x = layers.Embedding(30, 8, name="words")(inp)
+        x = x * ops.expand_dims(ops.cast(ops.greater(inp, 0), "float32"), -1)
+        x = pool(layers.Dense(6, activation="relu", name="proj")(x))
+        return keras.Model(inp, layers.Dense(3, activation="softmax", name="head")(x))
+
+    flat = model(layers.Flatten(name="flat"))
+    result = imported(flat, tmp_path)
+    assert result.spec["embeddings"]["words"]["padding"] == {"index": 0}
+    assert [layer["type"] for layer in result.spec["model"]["layers"]] == [
+        "embedding",
+        "dense",
+        "flatten",
+        "dense",
+    ]
+    assert any("times (ids > 0)" in note for note in result.notes)
+    parity(flat, tmp_path)
+    (problem,) = failed(model(layers.GlobalAveragePooling1D(name="gap")), tmp_path)
+    assert "reaches GlobalAveragePooling1D 'gap'" in problem

@@ -159,7 +159,10 @@ def _call(node: Any) -> tuple[list[Ref], dict[str, Any]]:
     ``[[name, node, tensor, kwargs], ...]``."""
     if isinstance(node, dict):
         refs = _tensors(node.get("args", []))
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
+        constants = [a for a in node.get("args", []) if not _tensors(a)]
+        if constants:  # such as the 0 of ops.greater(ids, 0)
+            kwargs["__constants__"] = constants
         for key, value in node.get("kwargs", {}).items():
             tensors = _tensors(value)
             if tensors:

@@ -18,6 +18,7 @@ from typing import Any
 from nnspec.importers import options
 from nnspec.importers.keras_config import KerasGraph, KerasLayer, Ref
 from nnspec.importers.options import Unmappable
+from nnspec.importers.patterns import is_op, mask_multiplies
 
 RECURRENT = ("LSTM", "GRU")
 # Layers that compute each position from that position only (masks pass through them).
@@ -95,6 +96,11 @@ class _Mapper:
                 for ref in refs + tensors:
                     self.consumers.setdefault(ref, []).append((layer, k))
         self.plumbing = _mask_plumbing(graph, self.consumers)
+        found = mask_multiplies(graph, self.consumers)
+        self.multiplies = {mm.multiply: mm for mm in found}
+        self.padded_by_multiply = {mm.embedding: mm for mm in found}
+        for mm in found:
+            self.plumbing |= mm.chain
         self.outputs = set(graph.outputs)
         self.names: set[str] = set()
 
@@ -155,6 +161,7 @@ class _Mapper:
             for k, (refs, kwargs) in enumerate(layer.calls):
                 self.call(layer, k, refs, kwargs)
         self.check_masks()
+        self.check_multiplied_masks()
         outputs = [self.produced.get(ref) for ref in self.graph.outputs]
         if any(o is None or o in self.inputs for o in outputs) and not self.problems:
             self.problems.append("the model's outputs are not layers the spec can express")
@@ -198,7 +205,13 @@ class _Mapper:
         self.inputs[name] = entry
 
     def call(self, layer: KerasLayer, k: int, refs: list[Ref], kwargs: dict[str, Any]) -> None:
+        if layer.name in self.multiplies:  # embedding * (ids > 0): the table's padding
+            emb = self.multiplies[layer.name].embedding
+            self.produced[(layer.name, k, 0)] = self.produced[(emb, 0, 0)]
+            return
         handler = HANDLERS.get(layer.class_name)
+        if is_op(layer) and layer.class_name not in ("Add", "Multiply"):
+            handler = None
         # After a problem, later layers are still checked: an unmapped output is a placeholder.
         placeholder = f"unmapped_{identifier(layer.name)}_{k}"
         if handler is None:
@@ -212,7 +225,13 @@ class _Mapper:
         handler(self, layer, k, refs, kwargs)
 
     def unknown(self, layer: KerasLayer) -> None:
-        if layer.class_name == "Lambda":
+        if is_op(layer):
+            self.fail(
+                layer,
+                "a keras.ops call without a spec layer (of the ops, only +, * and the "
+                "pad-mask multiply `embedding(ids) * cast(ids > 0)[..., None]` map)",
+            )
+        elif layer.class_name == "Lambda":
             self.fail(
                 layer,
                 "a Lambda layer runs arbitrary Python that nnspec cannot read; express it with "
@@ -259,6 +278,35 @@ class _Mapper:
         return self.produced[(layer.name, k, 0)]
 
     # -------------------------------------------------------------- masks
+
+    def check_multiplied_masks(self) -> None:
+        """``embedding * (ids > 0)``: the spec's padding also masks the layers that read masks
+        (pooling, recurrent, attention), where Keras' multiply does not."""
+        readers = ("GlobalAveragePooling1D", "GlobalMaxPooling1D", "MultiHeadAttention")
+        for mm in self.multiplies.values():
+            todo, seen = [(mm.multiply, 0, 0)], set()
+            while todo:
+                ref = todo.pop()
+                if ref in seen:
+                    continue
+                seen.add(ref)
+                for consumer, k in self.consumers.get(ref, []):
+                    kind = consumer.class_name
+                    if kind in readers or kind in (*RECURRENT, "Bidirectional"):
+                        self.fail(
+                            self.graph.layer(mm.embedding),
+                            f"its output times (ids > 0) reaches {kind} {consumer.name!r}, which "
+                            "Keras runs over every position and the spec's padding policy would "
+                            "mask: no exact spec form (mask_zero=True instead of the multiply "
+                            "would map)",
+                        )
+                    elif kind in POSITIONWISE:
+                        todo.append((consumer.name, k, 0))
+            self.notes.append(
+                f"{mm.embedding}: embedding output times (ids > 0) ('{mm.multiply}') -> padding "
+                "{index: 0}: pad positions embed to 0.0 in both; row 0 (never used, never "
+                "trained in Keras) is imported as 0.0 instead of its Keras values"
+            )
 
     def check_masks(self) -> None:
         """``mask_zero``: Keras masks the padded positions for the layers that read masks but
@@ -398,7 +446,7 @@ def _embedding(m: _Mapper, layer: KerasLayer, k: int, refs: list[Ref], kw: dict[
         spec: dict[str, Any] = {"vocab_size": int(c["input_dim"]), "dim": int(c["output_dim"])}
         m.init(layer, "embeddings_initializer", spec, "initializer")
         m.constraint(layer, "embeddings_constraint", spec, "constraint")
-        if c.get("mask_zero"):
+        if c.get("mask_zero") or layer.name in m.padded_by_multiply:
             spec["padding"] = {"index": 0}
         if c.get("trainable") is False:
             spec["trainable"] = False
