@@ -733,7 +733,8 @@ def import_model(
     shared layers), without running any of their code. Every layer or option without an exact
     spec form (Lambda, custom layers, regularizers, ...) is an error naming the layer and its
     class: exit 1, nothing written. --check compares the Keras model's outputs with the spec's
-    on every installed backend (float32, 1e-5); exit 1 over tolerance, nothing written."""
+    on every installed backend (float32 within 1e-5, float64 within 1e-12); exit 1 over
+    tolerance, nothing written."""
     from nnspec.importers import ConfigError, ImportFailed, import_keras
 
     if not model.is_file():
@@ -767,17 +768,30 @@ def import_model(
 
 
 def _import_check(model: Path, imported) -> bool:
-    """Run and print ``--check``; whether every backend agrees with the Keras model."""
+    """Run and print ``--check`` in float32 and float64; whether every backend agrees with the
+    Keras model in both."""
     import nnspec
     from nnspec.importers import converted_weights, load_keras_model
-    from nnspec.importers.check import KERAS_ORIGINAL, check
+    from nnspec.importers.check import check
 
     loaded = nnspec.load(imported.text)
     keras_model = load_keras_model(model)
     state = imported.weights
     if state is None:  # a JSON config: the Keras model's fresh weights
         state = converted_weights(keras_model, imported.mapped, loaded.program)
-    report = check(keras_model, loaded.program, state)
+    ok = True
+    for dtype in ("float32", "float64"):
+        report = check(keras_model, loaded.program, state, dtype=dtype)
+        _print_import_report(report)
+        ok &= report.ok
+    return ok
+
+
+def _print_import_report(report) -> None:
+    """One table row per compared output: each backend's scaled difference from the Keras
+    model (``FAIL`` over the tolerance)."""
+    from nnspec.importers.check import KERAS_ORIGINAL
+
     table = Table(
         title=f"Import check, {report.dtype}: outputs against the {KERAS_ORIGINAL} model "
         "(max |diff| / max(1, max |keras|), worst of the batches)",
@@ -786,17 +800,17 @@ def _import_check(model: Path, imported) -> bool:
     for column in ("Compared", "Tensor", KERAS_ORIGINAL, *report.backends[1:], "Tolerance"):
         table.add_column(column, justify="left" if column in ("Compared", "Tensor") else "right")
     cells = {c.backend: c for c in report.comparisons}
-    row = ["outputs", report.comparisons[0].name if report.comparisons else "", "base"]
+    first = report.comparisons[0]
+    row = ["outputs", first.name, "base"]
     for backend in report.backends[1:]:
         c = cells[backend]
         row.append(f"{c.diff:.2e}" if c.ok else f"[red]FAIL {c.diff:.2e}[/]")
-    row.append(f"{report.comparisons[0].tolerance:.3g}" if report.comparisons else "")
+    row.append(f"{first.tolerance:.3g}")
     table.add_row(*row)
     out.print(table)
     verdict = "agree" if report.ok else "DISAGREE"
     who = ", ".join(report.backends[1:])
-    out.print(f"{who} and the {KERAS_ORIGINAL} model {verdict} in float32", markup=False)
-    return report.ok
+    out.print(f"{who} and the {KERAS_ORIGINAL} model {verdict} in {report.dtype}", markup=False)
 
 
 def run() -> None:

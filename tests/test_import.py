@@ -22,7 +22,7 @@ import nnspec
 from nnspec.importers import ImportFailed, import_keras, load_keras_model
 from nnspec.importers.check import check
 
-TOLERANCE = 1e-5
+TOLERANCES = {"float32": 1e-5, "float64": 1e-12}
 
 
 def randomized(model: Any, seed: int = 0) -> Any:
@@ -45,15 +45,19 @@ def imported(model: Any, tmp_path: Path, name: str = "m") -> Any:
     return import_keras(path)
 
 
-def parity(model: Any, tmp_path: Path) -> dict[str, float]:
-    """Import ``model`` and compare it with the spec on both backends: the worst scaled output
-    difference per backend, each asserted within 1e-5."""
+def parity(model: Any, tmp_path: Path) -> dict[str, dict[str, float]]:
+    """Import ``model`` and compare it with the spec on both backends in float32 and float64:
+    the worst scaled output difference per dtype and backend, each asserted within 1e-5
+    (float64: 1e-12)."""
     result = imported(randomized(model), tmp_path)
     program = nnspec.load(result.text).program
-    report = check(load_keras_model(result.source), program, result.weights)
-    diffs = {c.backend: c.diff for c in report.comparisons}
-    assert set(diffs) == {"keras", "torch"}
-    assert all(d <= TOLERANCE for d in diffs.values()), diffs
+    keras_model = load_keras_model(result.source)
+    diffs = {}
+    for dtype, tolerance in TOLERANCES.items():
+        report = check(keras_model, program, result.weights, dtype=dtype)
+        diffs[dtype] = {c.backend: c.diff for c in report.comparisons}
+        assert set(diffs[dtype]) == {"keras", "torch"}
+        assert all(d <= tolerance for d in diffs[dtype].values()), (dtype, diffs)
     return diffs
 
 
@@ -166,7 +170,8 @@ def test_self_attention(tmp_path: Path) -> None:
     x = layers.GlobalAveragePooling1D(name="gap")(x)
     out = layers.Dense(3, activation="softmax", name="head")(x)
     diffs = parity(keras.Model(inp, out), tmp_path)
-    assert max(diffs.values()) <= TOLERANCE
+    assert max(diffs["float32"].values()) <= 1e-5
+    assert max(diffs["float64"].values()) <= 1e-12
 
 
 def test_functional_graph_two_inputs_shared_layer(tmp_path: Path) -> None:
@@ -271,6 +276,7 @@ def test_cli_import_check_and_errors(tmp_path: Path) -> None:
     result = runner.invoke(app, [*args, "--check"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "keras, torch and the keras original model agree in float32" in result.output
+    assert "keras, torch and the keras original model agree in float64" in result.output
     assert nnspec.load(spec).spec.embeddings["words"].padding is not None
     from safetensors.numpy import load_file
 

@@ -13,7 +13,7 @@ from nnspec.compiler import ir
 from nnspec.parity import REFERENCE, Comparison, ParityReport, generate_all, installed, scaled_diff
 
 KERAS_ORIGINAL = "keras original"
-TOLERANCE = {"float32": 1e-5}
+TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 
 
 def random_ids(program: ir.Program, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
@@ -42,22 +42,25 @@ def check(
     batches: int = 2,
     batch: int = 8,
     seed: int = 0,
+    dtype: str = "float32",
 ) -> ParityReport:
-    """Each installed backend's outputs (inference) against the Keras model's, in float32, on
-    ``batches`` random batches; one comparison per backend and batch (the worst is reported)."""
+    """Each installed backend's outputs (inference) against the Keras model's, in ``dtype``
+    (float64: the Keras model is rebuilt from its config in float64, see :func:`in_dtype`), on
+    ``batches`` random batches; one comparison per backend, the worst batch's."""
     from nnspec import backends
 
     names = installed()
     rng = np.random.default_rng(seed)
     data = [random_ids(program, rng, batch) for _ in range(batches)]
+    keras_model = in_dtype(keras_model, dtype)
     want = [_keras_forward(keras_model, program, x) for x in data]
-    report = ParityReport((KERAS_ORIGINAL, *names), "float32")
-    state = {k: v.astype("float32") for k, v in weights.items()}
+    report = ParityReport((KERAS_ORIGINAL, *names), dtype)
+    state = {k: v.astype(dtype) for k, v in weights.items()}
     with tempfile.TemporaryDirectory(prefix="nnspec-import-") as tmp:
         paths = generate_all(program, Path(tmp), list(names))
         for name in names:
             runtime = backends.get(name).runtime()
-            model = runtime.build(runtime.load_module(paths[name]), "float32")
+            model = runtime.build(runtime.load_module(paths[name]), dtype)
             runtime.set_state(model, state)
             diff = max(
                 scaled_diff(runtime.forward(model, x), w) for x, w in zip(data, want, strict=True)
@@ -67,12 +70,37 @@ def check(
                     "outputs",
                     program.outputs[0],
                     diff,
-                    TOLERANCE["float32"],
+                    TOLERANCE[dtype],
                     name,
                     KERAS_ORIGINAL,
                 )
             )
     return report
+
+
+def in_dtype(model: Any, dtype: str) -> Any:
+    """``model`` itself in float32; else the same functional or Sequential model rebuilt from
+    its config with every layer's dtype policy set to ``dtype``, and its weights cast."""
+    if dtype == "float32":
+        return model
+    clone = type(model).from_config(_with_dtype(model.get_config(), dtype))
+    weights = model.get_weights()
+    clone.set_weights([w.astype(dtype) if w.dtype.kind == "f" else w for w in weights])
+    return clone
+
+
+def _with_dtype(config: Any, dtype: str) -> Any:
+    """``config`` with every float dtype policy replaced by ``dtype``."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return {**config, "config": {**config.get("config", {}), "name": dtype}}
+        out = {k: _with_dtype(v, dtype) for k, v in config.items()}
+        if out.get("dtype") == "float32":
+            out["dtype"] = dtype
+        return out
+    if isinstance(config, list):
+        return [_with_dtype(v, dtype) for v in config]
+    return config
 
 
 def _keras_forward(model: Any, program: ir.Program, inputs: dict[str, np.ndarray]) -> np.ndarray:
