@@ -222,7 +222,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="auto: mixed bfloat16 (else float16) on a GPU, float32 on a CPU",
     )
-    system.add_argument("--compile", action="store_true", help="compile the model (torch.compile)")
+    system.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile training and validation (torch.compile): for GPUs, slower on CPUs",
+    )
     system.add_argument("--seed", type=int, default=SEED, help="seed of every random generator")
     system.add_argument(
         "--deterministic", action="store_true", help="use deterministic algorithms only"
