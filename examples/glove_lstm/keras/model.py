@@ -344,7 +344,7 @@ class TorchAdam(keras.optimizers.Optimizer):
         """``gradient`` as a dense tensor. Under TensorFlow an embedding's gradient arrives as
         ``IndexedSlices``, one row per occurrence of an id: scattering the rows sums repeated
         ids, as PyTorch's dense embedding gradient does. Other backends give dense gradients."""
-        if hasattr(gradient, "indices"):
+        if hasattr(gradient, "dense_shape"):
             indices = ops.expand_dims(ops.cast(gradient.indices, "int32"), -1)
             shape = ops.cast(gradient.dense_shape, "int32")
             return ops.scatter(indices, gradient.values, shape)
