@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from nnspec.importers.mapping import WeightPlan
+from nnspec.importers.common import WeightPlan
 
 
 def _np(variable: Any) -> np.ndarray:
