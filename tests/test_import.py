@@ -357,3 +357,40 @@ def test_mask_multiply_pattern_is_the_padding_policy(tmp_path: Path) -> None:
     parity(flat, tmp_path)
     (problem,) = failed(model(layers.GlobalAveragePooling1D(name="gap")), tmp_path)
     assert "reaches GlobalAveragePooling1D 'gap'" in problem
+
+
+def test_json_config_check_and_no_framework_needed_without_weights(tmp_path: Path) -> None:
+    """A JSON config imports without TensorFlow or PyTorch (nothing is built); ``--check``
+    builds it in Keras with fresh weights. Weights of a .keras file without Keras: one line
+    naming the extra."""
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from nnspec.cli import app
+
+    model = sequence_model(layers.GlobalAveragePooling1D(name="gap"), mask_zero=True)
+    config = tmp_path / "clf.json"
+    config.write_text(model.to_json())
+    model.save(tmp_path / "clf.keras")
+    args = ["import", str(config), "--out", str(tmp_path / "a.yaml"), "--check"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "keras, torch and the keras original model agree in float64" in result.output
+
+    code = (
+        "import sys\n"
+        "for m in ('torch', 'tensorflow', 'keras'):\n    sys.modules[m] = None\n"
+        "sys.argv = ['nnspec', 'import', *sys.argv[1:]]\n"
+        "from nnspec.cli import run\nrun()\n"
+    )
+    plain = [str(config), "--out", str(tmp_path / "b.yaml")]
+    out = subprocess.run([sys.executable, "-c", code, *plain], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "b.yaml").read_text() == (tmp_path / "a.yaml").read_text()
+    weights = [str(tmp_path / "clf.keras"), "--out", str(tmp_path / "c.yaml"), "--weights", "w"]
+    out = subprocess.run([sys.executable, "-c", code, *weights], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip().endswith("pip install 'nnspec[keras]'"), out.stderr
+    assert not (tmp_path / "c.yaml").exists()

@@ -71,7 +71,11 @@ def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None, bool
 
 
 def _read_h5(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
-    import h5py
+    try:
+        import h5py
+    except ImportError:
+        hint = "pip install 'nnspec[keras]'"
+        raise ConfigError(f"{path}: reading .h5 files needs h5py: {hint}") from None
 
     with h5py.File(path, "r") as f:
         raw = f.attrs.get("model_config")
