@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -17,12 +18,22 @@ class WriteRefused(Exception):
 
 
 def is_generated(path: Path) -> bool:
-    """Whether ``path`` starts with nnspec's header line."""
+    """Whether nnspec wrote ``path``: a file starting with nnspec's header line, or a
+    ``spec.json`` in the canonical form ``nnspec compile`` writes (JSON has no comments for a
+    header: sorted keys, two-space indent, an ``nnspec`` key)."""
     try:
         with path.open(encoding="utf-8", errors="replace") as f:
-            return f.readline().startswith(GENERATED_MARK)
+            if path.name != "spec.json":
+                return f.readline().startswith(GENERATED_MARK)
+            text = f.read()
     except OSError:
         return False
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    canonical = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return isinstance(data, dict) and "nnspec" in data and text == canonical
 
 
 def stale(files: dict[str, str], out: Path) -> dict[str, str]:

@@ -89,3 +89,28 @@ def test_compile_all_backends_refuses_before_writing_any(tmp_path):
     )
     assert result.exit_code == 0
     assert (tmp_path / "keras" / "model.py").exists() and (tmp_path / "torch" / "model.py").exists()
+
+
+def test_recompiling_after_a_spec_change_overwrites_the_spec_json_it_wrote(tmp_path):
+    """``spec.json`` has no header line; nnspec recognises its own by the canonical form, and
+    still refuses a hand-written one."""
+    from typer.testing import CliRunner
+
+    from nnspec.cli import app
+    from tests.conftest import EXAMPLES
+
+    spec = tmp_path / "spec.yaml"
+    text = (EXAMPLES / "newsgroups_flat" / "spec.yaml").read_text()
+    spec.write_text(text)
+    assert CliRunner().invoke(app, ["compile", str(spec), "--beside"]).exit_code == 0
+    before = (tmp_path / "torch" / "spec.json").read_text()
+    spec.write_text(text.replace("rate: 0.3}", "rate: 0.25}"))
+    assert text != spec.read_text()
+    result = CliRunner().invoke(app, ["compile", str(spec), "--beside"])
+    assert result.exit_code == 0, result.output
+    after = (tmp_path / "torch" / "spec.json").read_text()
+    assert after != before and '"rate": 0.25' in after
+    (tmp_path / "keras" / "spec.json").write_text('{"nnspec": 1, "name": "mine"}\n')
+    result = CliRunner().invoke(app, ["compile", str(spec), "--beside"])
+    assert result.exit_code == 1
+    assert "refusing to overwrite" in result.output and "spec.json" in result.output
