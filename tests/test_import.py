@@ -397,12 +397,14 @@ def test_json_config_check_and_no_framework_needed_without_weights(tmp_path: Pat
 
 
 def test_check_catches_a_wrong_weight(tmp_path: Path) -> None:
-    """The check is not vacuous: one bias off by 0.01 shows in both backends."""
+    """The check is not vacuous: one unit's bias off by 0.05 shows in both backends."""
     model = randomized(sequence_model(layers.LSTM(4, name="lstm")))
     result = imported(model, tmp_path)
     program = nnspec.load(result.text).program
     assert result.weights is not None
-    wrong = dict(result.weights, **{"head.bias": result.weights["head.bias"] + 0.01})
+    bias = result.weights["head.bias"].copy()
+    bias[0] += 0.05
+    wrong = dict(result.weights, **{"head.bias": bias})
     report = check(load_keras_model(result.source), program, wrong)
     assert not report.ok
-    assert all(1e-3 < c.diff < 0.1 for c in report.comparisons), report.comparisons
+    assert all(1e-3 < c.diff < 0.05 for c in report.comparisons), report.comparisons
