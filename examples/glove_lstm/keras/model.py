@@ -18,11 +18,11 @@ CANONICAL = {
     "glove.embeddings": ((5000, 50), None),
     "lstm.forward.kernel": ((50, 192), "lstm.forward_layer.cell.kernel"),
     "lstm.forward.recurrent_kernel": ((48, 192), "lstm.forward_layer.cell.recurrent_kernel"),
-    "lstm.forward.input_bias": ((192,), "lstm.forward_layer.cell.bias"),
+    "lstm.forward.input_bias": ((192,), "lstm.forward_layer.cell.input_bias"),
     "lstm.forward.recurrent_bias": ((192,), "lstm.forward_layer.cell.recurrent_bias"),
     "lstm.backward.kernel": ((50, 192), "lstm.backward_layer.cell.kernel"),
     "lstm.backward.recurrent_kernel": ((48, 192), "lstm.backward_layer.cell.recurrent_kernel"),
-    "lstm.backward.input_bias": ((192,), "lstm.backward_layer.cell.bias"),
+    "lstm.backward.input_bias": ((192,), "lstm.backward_layer.cell.input_bias"),
     "lstm.backward.recurrent_bias": ((192,), "lstm.backward_layer.cell.recurrent_bias"),
     "dense.kernel": ((96, 4), "dense.kernel"),
     "dense.bias": ((4,), "dense.bias"),
@@ -136,13 +136,13 @@ class PartiallyTrainablePaddedEmbedding(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="glove_lstm")
 class LSTMCellWithRecurrentBias(keras.layers.LSTMCell):
-    """``keras.layers.LSTMCell`` with PyTorch's two biases: ``bias`` on the input projection and
-    ``recurrent_bias`` on the recurrent one (``b_ih`` and ``b_hh``), both trained.
+    """``keras.layers.LSTMCell`` with PyTorch's two biases, both trained: ``input_bias`` on the
+    input projection and ``recurrent_bias`` on the recurrent one (``b_ih`` and ``b_hh``).
 
-    Gates are ``(i, f, c, o)`` along the last axis of kernels and biases, as in Keras and
-    PyTorch. Stock ``keras.layers.LSTM`` has one bias (the sum of these two), which trains
-    differently, and its fused cuDNN kernel does not run this cell. The class is registered
-    because ``keras.layers.Bidirectional`` re-creates the layer it wraps from its config.
+    ``bias``, what the stock cell's step and ``keras.layers.LSTM``'s fused (cuDNN) kernels add,
+    is their sum: the LSTM computes the same function as with one bias, and each of the two
+    biases gets the gradient of the sum, as in PyTorch (one bias would train differently). Gates
+    are ``(i, f, c, o)`` along the last axis of kernels and biases, as in Keras and PyTorch.
     """
 
     def __init__(self, units, recurrent_bias_initializer="zeros", **kwargs):
@@ -151,23 +151,33 @@ class LSTMCellWithRecurrentBias(keras.layers.LSTMCell):
         self.recurrent_bias_initializer = keras.initializers.get(recurrent_bias_initializer)
 
     def build(self, input_shape):
-        """Create ``kernel``, ``recurrent_kernel``, ``bias`` and ``recurrent_bias``."""
-        super().build(input_shape)
+        """Create ``kernel``, ``recurrent_kernel``, ``input_bias`` and ``recurrent_bias``."""
+        gates = 4 * self.units
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], gates),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            name="kernel",
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, gates),
+            initializer=self.recurrent_initializer,
+            regularizer=self.recurrent_regularizer,
+            constraint=self.recurrent_constraint,
+            name="recurrent_kernel",
+        )
+        self.input_bias = self.add_weight(
+            shape=(gates,), initializer=self.bias_initializer, name="input_bias"
+        )
         self.recurrent_bias = self.add_weight(
-            shape=(4 * self.units,),
-            initializer=self.recurrent_bias_initializer,
-            name="recurrent_bias",
+            shape=(gates,), initializer=self.recurrent_bias_initializer, name="recurrent_bias"
         )
 
-    def call(self, inputs, states, training=False):
-        """One step from ``inputs`` (B, in) and the states ``[h, c]``, each (B, units)."""
-        h, c = states
-        z = ops.matmul(inputs, self.kernel) + self.bias  # (B, 4 * units)
-        z = z + ops.matmul(h, self.recurrent_kernel) + self.recurrent_bias
-        i, f, g, o = ops.split(z, 4, axis=-1)
-        c = self.recurrent_activation(f) * c + self.recurrent_activation(i) * self.activation(g)
-        h = self.recurrent_activation(o) * self.activation(c)
-        return h, [h, c]
+    @property
+    def bias(self):
+        """``input_bias + recurrent_bias``, the one bias of the LSTM's equations."""
+        return self.input_bias + self.recurrent_bias
 
     def get_config(self):
         """The cell's config, ``recurrent_bias_initializer`` included."""
@@ -176,6 +186,51 @@ class LSTMCellWithRecurrentBias(keras.layers.LSTMCell):
             self.recurrent_bias_initializer
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="glove_lstm")
+class LSTMWithRecurrentBias(keras.layers.LSTM):
+    """``keras.layers.LSTM`` over an ``LSTMCellWithRecurrentBias``: PyTorch's two biases, and the
+    stock layer's implementations, cuDNN on a GPU included (they read the cell's ``bias``, the
+    sum of the two).
+
+    The class is registered because ``keras.layers.Bidirectional`` re-creates the layer it wraps
+    from its config.
+    """
+
+    def __init__(self, units, recurrent_bias_initializer="zeros", **kwargs):
+        """``kwargs`` (initializers, ``return_sequences``, ``dtype``, ...) as for
+        ``keras.layers.LSTM``."""
+        super().__init__(units, **kwargs)
+        # The stock cell gives way to one with the same config and two biases.
+        stock = self.cell
+        self._tracker.untrack(stock)
+        self.cell = LSTMCellWithRecurrentBias(
+            recurrent_bias_initializer=recurrent_bias_initializer, **stock.get_config()
+        )
+
+    def get_config(self):
+        """The layer's config, ``recurrent_bias_initializer`` included."""
+        config = super().get_config()
+        config["recurrent_bias_initializer"] = keras.initializers.serialize(
+            self.cell.recurrent_bias_initializer
+        )
+        return config
+
+
+def masked_recurrent(layer, x, mask):
+    """``layer(x, mask=mask)`` for a recurrent ``layer`` (an LSTM or GRU, or ``Bidirectional``
+    over them) and a post-padding ``mask`` (B, L), true at valid steps, where a row without any
+    valid step gives 0.0 everywhere.
+
+    On a GPU, TensorFlow runs these layers with cuDNN, which rejects such a row: its first step is
+    made valid, and its outputs are replaced by 0.0.
+    """
+    empty = ops.logical_not(ops.any(mask, axis=1))  # (B,)
+    first = ops.equal(ops.arange(ops.shape(mask)[1]), 0)  # (L,)
+    y = layer(x, mask=ops.logical_or(mask, ops.logical_and(empty[:, None], first)))
+    empty = ops.reshape(empty, (-1,) + (1,) * (len(y.shape) - 1))
+    return ops.where(empty, ops.zeros_like(y), y)
 
 
 @keras.saving.register_keras_serializable(package="glove_lstm")
@@ -195,13 +250,10 @@ class GloveLstmModel(keras.Model):
             name="glove",
         )
         self.lstm = keras.layers.Bidirectional(
-            keras.layers.RNN(
-                LSTMCellWithRecurrentBias(
-                    48,
-                    recurrent_initializer="glorot_uniform",
-                    unit_forget_bias=False,
-                    dtype=self.dtype_policy,
-                ),
+            LSTMWithRecurrentBias(
+                48,
+                recurrent_initializer="glorot_uniform",
+                unit_forget_bias=False,
                 dtype=self.dtype_policy,
             ),
             merge_mode="concat",
@@ -216,7 +268,7 @@ class GloveLstmModel(keras.Model):
         softmax of the logits, or (``logits``) the logits the loss takes."""
         tokens = inputs["tokens"]  # (B, 60)
         x = self.glove(tokens)  # (B, 60, 50)
-        x = self.lstm(x, mask=ops.not_equal(tokens, 0))  # (B, 96)
+        x = masked_recurrent(self.lstm, x, ops.not_equal(tokens, 0))  # (B, 96)
         x = self.dropout(x, training=training)  # (B, 96)
         x = self.dense(x)  # (B, 4)
         return x if logits else ops.softmax(x, axis=-1)

@@ -95,7 +95,7 @@ class KerasGenerator:
                 or any(op.attention.rotary for op in blocks),
                 "initializers": any(attention.custom_initializers(self.program, op) for op in ops),
             }
-        if name == "LSTMCellWithRecurrentBias":
+        if name in ("LSTMCellWithRecurrentBias", "LSTMWithRecurrentBias"):
             return {"package": self.program.name}
         return {}
 

@@ -1,8 +1,18 @@
-"""LSTM and GRU layers (``ir.Recurrent``): stock ``keras.layers.GRU``, and ``keras.layers.RNN``
-over an LSTM cell with PyTorch's two biases; ``keras.layers.Bidirectional`` for both directions.
+"""LSTM and GRU layers (``ir.Recurrent``): stock ``keras.layers.GRU``, and
+``keras.layers.LSTM`` over a cell with PyTorch's two biases (``LSTMWithRecurrentBias``);
+``keras.layers.Bidirectional`` for both directions.
 
-Canonical layouts are Keras' (gates ``(i, f, c, o)`` and ``(z, r, h)``); the GRU's ``(2, 3H)``
-bias holds the input bias in row 0 and the recurrent bias in row 1.
+Both run the stock layers' implementations, cuDNN on a GPU included: the GRU's ``reset_after``
+form has PyTorch's two biases (its ``(2, 3H)`` bias: the input bias in row 0, the recurrent bias
+in row 1), and the LSTM cell hands the stock code the sum of its two biases, which is the one
+bias the equations use, while each bias still trains (and gets the gradient of the sum) as in
+PyTorch. Folding the two into stock ``keras.layers.LSTM``'s one trained bias would compute the
+same function but train differently: one bias moves the sum half as fast under SGD and Adam
+alike, and doubling its learning rate is exact only without weight decay or binding clipping.
+
+Canonical layouts are Keras' (gates ``(i, f, c, o)`` and ``(z, r, h)``). With a padding mask, the
+layer is called through the ``masked_recurrent`` helper, which gives rows without any valid
+step (which cuDNN rejects) their 0.0 outputs.
 """
 
 from __future__ import annotations
@@ -66,10 +76,8 @@ def _direction(
         layer_args.append("go_backwards=True")
     if wrapped:  # Bidirectional passes neither its dtype nor its name on
         layer_args.append("dtype=self.dtype_policy")
-    if op.cell == "lstm":
-        cell = f"LSTMCellWithRecurrentBias({', '.join([*args, 'dtype=self.dtype_policy'])})"
-        return f"keras.layers.RNN({', '.join([cell, *layer_args])})"
-    return f"keras.layers.GRU({', '.join(args + layer_args)})"
+    kind = "LSTMWithRecurrentBias" if op.cell == "lstm" else "keras.layers.GRU"
+    return f"{kind}({', '.join(args + layer_args)})"
 
 
 def _weights(
@@ -83,7 +91,7 @@ def _weights(
     if op.cell == "lstm":
         return [
             *codes,
-            variable(program.weight(direction.input_bias), f"{cell}.bias"),
+            variable(program.weight(direction.input_bias), f"{cell}.input_bias"),
             variable(program.weight(direction.recurrent_bias), f"{cell}.recurrent_bias"),
         ]
     trains = program.weight(direction.input_bias).trainable == "all"
@@ -103,7 +111,7 @@ def _weights(
 @OPS.emits(ir.Recurrent)
 def emit_recurrent(g: KerasGenerator, node: ir.Node) -> Emitted:
     """An LSTM or GRU, bidirectional when the op has a backward direction, called with its
-    input's padding mask (outputs are 0.0 at padded steps)."""
+    input's padding mask (outputs are 0.0 at padded steps) through ``masked_recurrent``."""
     program = g.program
     op = node.op
     assert isinstance(op, ir.Recurrent)
@@ -125,9 +133,13 @@ def emit_recurrent(g: KerasGenerator, node: ir.Node) -> Emitted:
             (op.forward, f"{n.layer(node)}.forward_layer.cell"),
             (op.backward, f"{n.layer(node)}.backward_layer.cell"),
         ]
-    out = layer(g, node, constructor, *([f"mask={n.masks[mask]}"] if mask else []))
+    if op.cell == "lstm":
+        g.helper("LSTMWithRecurrentBias")
+    out = layer(g, node, constructor)
+    if mask is not None:  # not in a loop of blocks, which calls the layers themselves
+        out.call = f"{g.helper('masked_recurrent')}(self.{n.attrs[node.layer_name]}, "
+        out.call += f"{n.args(node)}, {n.masks[mask]})"
+        out.constructor = ""
     for direction, cell in cells:
         out.weights += _weights(program, op, direction, cell)
-    if op.cell == "lstm":
-        g.helper("LSTMCellWithRecurrentBias")
     return out
