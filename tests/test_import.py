@@ -408,3 +408,60 @@ def test_check_catches_a_wrong_weight(tmp_path: Path) -> None:
     report = check(load_keras_model(result.source), program, wrong)
     assert not report.ok
     assert all(1e-3 < c.diff < 0.05 for c in report.comparisons), report.comparisons
+
+
+def test_keras2_functional_config(tmp_path: Path) -> None:
+    """A tf.keras 2 ``model.to_json()`` (inbound nodes as ``[name, node, tensor, kwargs]``
+    lists, ``batch_input_shape``, no modules) maps as Keras 3's does."""
+    import json
+
+    def layer(cls: str, name: str, config: dict[str, Any], source: str | None) -> Any:
+        nodes = [] if source is None else [[[source, 0, 0, {}]]]
+        return {
+            "class_name": cls,
+            "name": name,
+            "config": {"name": name, "trainable": True, "dtype": "float32", **config},
+            "inbound_nodes": nodes,
+        }
+
+    uniform = {"class_name": "RandomUniform", "config": {"minval": -0.05, "maxval": 0.05}}
+    config = {
+        "class_name": "Functional",
+        "config": {
+            "name": "model",
+            "layers": [
+                layer("InputLayer", "input_1", {"batch_input_shape": [None, 12]}, None),
+                layer(
+                    "Embedding",
+                    "embedding",
+                    {
+                        "input_dim": 50,
+                        "output_dim": 8,
+                        "embeddings_initializer": uniform,
+                        "embeddings_constraint": {"class_name": "NonNeg", "config": {}},
+                        "mask_zero": False,
+                        "input_length": 12,
+                    },
+                    "input_1",
+                ),
+                layer("Flatten", "flatten", {"data_format": "channels_last"}, "embedding"),
+                layer("Dense", "dense", {"units": 5, "activation": "relu"}, "flatten"),
+                layer("Dropout", "dropout", {"rate": 0.3}, "dense"),
+                layer("Dense", "dense_1", {"units": 4, "activation": "softmax"}, "dropout"),
+            ],
+            "input_layers": [["input_1", 0, 0]],
+            "output_layers": [["dense_1", 0, 0]],
+        },
+    }
+    path = tmp_path / "keras2.json"
+    path.write_text(json.dumps(config))
+    spec = import_keras(path).spec
+    assert spec["inputs"] == {"input_1": {"length": 12}}
+    assert spec["embeddings"]["embedding"]["constraint"] == {"type": "non_neg"}
+    assert [(layer["type"], layer["name"]) for layer in spec["model"]["layers"]] == [
+        ("embedding", "embedding_lookup"),
+        ("flatten", "flatten"),
+        ("dense", "dense"),
+        ("dropout", "dropout"),
+        ("dense", "dense_1"),
+    ]
