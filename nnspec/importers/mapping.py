@@ -209,7 +209,9 @@ class Mapper:
             self.fail(
                 layer,
                 "a Lambda layer runs arbitrary Python that nnspec cannot read; express it with "
-                "spec layers (a padding mask multiply is the table's `padding` policy)",
+                "layers or keras.ops (the pad fix `embedding(ids) * ops.expand_dims(ops.cast("
+                "ids > 0, 'float32'), -1)` written with keras.ops imports as the table's "
+                "`padding` policy)",
             )
         elif not layer.module.startswith("keras") and layer.module:
             self.fail(
