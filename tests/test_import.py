@@ -90,7 +90,10 @@ def test_newsgroups_flatten_classifier(tmp_path: Path) -> None:
         "dense",
     ]
     assert spec["model"]["layers"][2]["activation"] == "relu"
-    assert spec["training"] == {"loss": "sparse_categorical_crossentropy"}
+    assert spec["training"] == {
+        "loss": "sparse_categorical_crossentropy",
+        "optimizer": {"type": "adam", "lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7},
+    }
 
 
 def test_frozen_table_and_weights_file(tmp_path: Path) -> None:

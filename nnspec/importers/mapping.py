@@ -25,6 +25,7 @@ from nnspec.importers.keras_config import KerasGraph, KerasLayer, Ref
 from nnspec.importers.layers import HANDLERS
 from nnspec.importers.options import Unmappable
 from nnspec.importers.patterns import is_op, mask_multiplies
+from nnspec.importers.training import training_section
 
 
 @dataclass
@@ -148,7 +149,7 @@ class Mapper:
         if self.tables:
             spec["embeddings"] = self.tables
         spec["model"] = model
-        spec["training"] = self.training()
+        spec["training"] = training_section(self.graph.compile_config, self.notes)
         return Mapped(spec, self.weights, self.notes, self.attention)
 
     def add_input(self, layer: KerasLayer) -> None:
@@ -327,28 +328,6 @@ class Mapper:
                 "masked as in Keras and embed to 0.0 (Keras keeps row 0's vector there, which "
                 "no layer of this model reads); row 0 is imported as 0.0"
             )
-
-    # -------------------------------------------------------------- training
-
-    def training(self) -> dict[str, Any]:
-        losses = {
-            "sparsecategoricalcrossentropy": "sparse_categorical_crossentropy",
-            "categoricalcrossentropy": "categorical_crossentropy",
-            "binarycrossentropy": "binary_crossentropy",
-            "mse": "mse",
-            "meansquarederror": "mse",
-        }
-        loss = (self.graph.compile_config or {}).get("loss")
-        if isinstance(loss, dict):
-            loss = loss.get("class_name") or (loss.get("config") or {}).get("name")
-        key = str(loss or "").replace("_", "").lower()
-        if key in losses:
-            return {"loss": losses[key]}
-        self.notes.append(
-            f"training: loss {loss!r} not saved or without a spec form; "
-            "sparse_categorical_crossentropy assumed, and the optimizer is the spec's default"
-        )
-        return {"loss": "sparse_categorical_crossentropy"}
 
 
 def _mask_plumbing(
