@@ -468,3 +468,42 @@ def test_keras2_functional_config(tmp_path: Path) -> None:
         ("dropout", "dropout"),
         ("dense", "dense_1"),
     ]
+
+
+def test_training_section_and_mixed_precision(tmp_path: Path) -> None:
+    from nnspec.importers.training import training_section
+
+    notes: list[str] = []
+    adam = {"class_name": "Adam", "config": {"learning_rate": 0.0030000001, "weight_decay": 0.01}}
+    loss = {"class_name": "CategoricalCrossentropy", "config": {"from_logits": True}}
+    section = training_section({"loss": loss, "optimizer": adam}, notes)
+    assert section == {
+        "loss": "categorical_crossentropy",
+        "from_logits": True,
+        "optimizer": {
+            "type": "adamw",
+            "lr": 0.003,
+            "beta1": 0.9,
+            "beta2": 0.999,
+            "eps": 1e-7,
+            "weight_decay": 0.01,
+        },
+    }
+    sgd = {"class_name": "SGD", "config": {"learning_rate": 0.1, "global_clipnorm": 5.0}}
+    assert training_section({"loss": "mse", "optimizer": sgd}, notes) == {
+        "loss": "mse",
+        "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.0},
+        "clip_norm": 5.0,
+    }
+    rms = {"class_name": "RMSprop", "config": {}}
+    assert "optimizer" not in training_section({"loss": "mse", "optimizer": rms}, notes)
+    assert notes[-1] == "training: optimizer 'rmsprop' has no spec form; the spec's default (Adam)"
+
+    inp = ids(6)
+    x = layers.Embedding(20, 4, name="words", dtype="mixed_float16")(inp)
+    model = keras.Model(inp, layers.Dense(2, name="head")(layers.Flatten(name="flat")(x)))
+    (problem,) = failed(model, tmp_path)
+    assert problem == (
+        "layer 'words' (Embedding): dtype policy 'mixed_float16': the spec computes in one "
+        "float dtype"
+    )

@@ -157,6 +157,8 @@ class Mapper:
         dims = list(shape[1:])
         name = self.unique(identifier(layer.name))
         self.produced[(layer.name, 0, 0)] = name
+        if layer.config.get("sparse") or layer.config.get("ragged"):
+            self.fail(layer, "sparse or ragged inputs have no spec form")
         if not dims or len(dims) > 2 or not all(isinstance(d, int) and d > 0 for d in dims):
             self.fail(layer, f"input shape {dims}: the spec needs a fixed length (or 2-D shape)")
             return
@@ -184,6 +186,9 @@ class Mapper:
             emb = self.multiplies[layer.name].embedding
             self.produced[(layer.name, k, 0)] = self.produced[(emb, 0, 0)]
             return
+        policy = _policy(layer.config.get("dtype"))
+        if k == 0 and policy not in (None, "float32", "float64"):
+            self.fail(layer, f"dtype policy {policy!r}: the spec computes in one float dtype")
         handler = HANDLERS.get(layer.class_name)
         if is_op(layer) and layer.class_name not in ("Add", "Multiply"):
             handler = None
@@ -328,6 +333,14 @@ class Mapper:
                 "masked as in Keras and embed to 0.0 (Keras keeps row 0's vector there, which "
                 "no layer of this model reads); row 0 is imported as 0.0"
             )
+
+
+def _policy(dtype: Any) -> str | None:
+    """The name of a layer's dtype policy (Keras 3 ``DTypePolicy`` dict, Keras 2 string or
+    ``Policy`` dict)."""
+    if isinstance(dtype, dict):
+        return str((dtype.get("config") or {}).get("name"))
+    return dtype if isinstance(dtype, str) else None
 
 
 def _mask_plumbing(
