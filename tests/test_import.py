@@ -126,6 +126,11 @@ CASES = {
         layers.GlobalAveragePooling1D(name="gap"), mask_zero=True
     ),
     "global_max": lambda: sequence_model(layers.GlobalMaxPooling1D(name="gmp")),
+    "time_distributed_dense": lambda: sequence_model(
+        layers.TimeDistributed(layers.Dense(5, activation="tanh"), name="td"),
+        layers.GlobalAveragePooling1D(name="gap"),
+        mask_zero=True,
+    ),
     "conv1d_pools": lambda: sequence_model(
         layers.Conv1D(6, 3, padding="same", activation="relu", name="conv"),
         layers.MaxPooling1D(2, name="maxpool"),
@@ -167,7 +172,7 @@ def test_layer_parity(case: str, tmp_path: Path) -> None:
 def test_self_attention(tmp_path: Path) -> None:
     inp = ids(10)
     x = layers.Embedding(30, 8, mask_zero=True, name="words")(inp)
-    attended = layers.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")(x, x)
+    attended = layers.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")(query=x, value=x)
     x = layers.Add(name="residual")([x, attended])
     x = layers.LayerNormalization(name="ln")(x)
     x = layers.GlobalAveragePooling1D(name="gap")(x)

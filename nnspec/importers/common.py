@@ -23,7 +23,10 @@ POSITIONWISE = {
     "Multiply",
     "Concatenate",
     "MultiHeadAttention",
+    "TimeDistributed",
 }
+# Call arguments through which Keras 3 passes the masks it derives.
+MASK_ARGS = ("mask", "query_mask", "value_mask", "key_mask")
 MERGES = {"Add": "add", "Multiply": "multiply", "Concatenate": "concatenate"}
 
 

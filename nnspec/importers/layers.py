@@ -56,6 +56,18 @@ def _dense(m: Mapper, layer: KerasLayer, k: int, refs: list[Ref], kw: dict[str, 
     m.add(layer, k, refs, entry, "dense")
 
 
+def _time_distributed(
+    m: Mapper, layer: KerasLayer, k: int, refs: list[Ref], kw: dict[str, Any]
+) -> None:
+    """``TimeDistributed(Dense)``: the spec's dense already acts on the last axis."""
+    inner = layer.config.get("layer", {})
+    if inner.get("class_name") != "Dense":
+        m.fail(layer, f"wraps {inner.get('class_name')}; only TimeDistributed(Dense) maps")
+        return
+    config = {**inner.get("config", {}), "trainable": layer.config.get("trainable", True)}
+    _dense(m, KerasLayer(layer.name, "TimeDistributed", config), k, refs, kw)
+
+
 def _common(m: Mapper, layer: KerasLayer, entry: dict[str, Any]) -> None:
     """Activation, bias, initializers and constraints of a dense or conv1d layer."""
     c = layer.config
@@ -323,13 +335,14 @@ def _attention(m: Mapper, layer: KerasLayer, k: int, refs: list[Ref], kw: dict[s
     entry: dict[str, Any] = {"type": "self_attention", "heads": heads}
     if c.get("dropout"):
         entry["dropout"] = float(c["dropout"])
-    out = m.add(layer, k, refs[:1], entry, "self_attention")
+    out = m.add(layer, k, tensors[:1], entry, "self_attention")
     m.attention.append((out["name"], heads, key_dim))
 
 
 HANDLERS: dict[str, Callable[[Mapper, KerasLayer, int, list[Ref], dict[str, Any]], None]] = {
     "Embedding": _embedding,
     "Dense": _dense,
+    "TimeDistributed": _time_distributed,
     "Dropout": _dropout,
     "Flatten": _flatten,
     "GlobalAveragePooling1D": _global_pool("global_average_pool"),

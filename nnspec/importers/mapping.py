@@ -14,6 +14,7 @@ from typing import Any
 
 from nnspec.importers import options
 from nnspec.importers.common import (
+    MASK_ARGS,
     POSITIONWISE,
     RECURRENT,
     WeightPlan,
@@ -66,7 +67,7 @@ class Mapper:
         for layer in graph.layers:
             for k, (refs, kwargs) in enumerate(layer.calls):
                 tensors = [
-                    r for key, v in kwargs.items() if is_refs(v) and key != "mask" for r in v
+                    r for key, v in kwargs.items() if is_refs(v) and key not in MASK_ARGS for r in v
                 ]
                 for ref in refs + tensors:
                     self.consumers.setdefault(ref, []).append((layer, k))

@@ -48,6 +48,8 @@ def layer_weights(plan: WeightPlan, layer: Any) -> dict[str, np.ndarray]:
     if plan.kind == "embedding":
         return {f"{owner}.embeddings": _np(layer.embeddings)}
     if plan.kind in ("dense", "conv1d"):
+        if not hasattr(layer, "kernel") and hasattr(layer, "layer"):  # TimeDistributed(Dense)
+            layer = layer.layer
         out = {f"{owner}.kernel": _np(layer.kernel)}
         if getattr(layer, "use_bias", True) and layer.bias is not None:
             out[f"{owner}.bias"] = _np(layer.bias)
