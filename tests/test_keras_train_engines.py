@@ -184,3 +184,31 @@ def test_resuming_gives_the_uninterrupted_run(trained, engine, name) -> None:
         for key in first:
             assert first[key].tobytes() == second[key].tobytes(), f"{file}: {key} differs"
     assert read_metrics(whole / "metrics.csv") == read_metrics(resumed / "metrics.csv")
+
+
+def test_jax_data_parallel_over_two_devices(tmp_path) -> None:
+    """With two devices (XLA's host platform split in two), the JAX engine trains with
+    ``keras.distribution.DataParallel``: two replicas, and the policies hold."""
+    program = example_at_test_size("glove_special_tokens")
+    write_tree(backends.get("keras").generate(program), tmp_path)
+    write_npz(program, tmp_path / "data.npz", N_TRAIN - 1, N_VAL - 1)  # odd last batches
+    initial_weights(program, tmp_path / "init.safetensors")
+    env = os.environ | {
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    command = [sys.executable, "train.py", "--data", "data.npz", "--init", "init.safetensors"]
+    result = subprocess.run(
+        [*command, *COMMON, "--out", "out"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "with 2 replica(s) (jax)" in result.stdout
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["resolved"]["replicas"] == 2
+    state = load_file(str(tmp_path / "out" / "model.safetensors"))
+    start = load_file(str(tmp_path / "init.safetensors"))
+    (table,) = [w for w in program.weights if w.trainable == "rows"]
+    frozen = sorted(set(range(table.shape[0])) - set(table.trainable_ids()) - set(table.zero_rows))
+    assert np.all(state[table.name][list(table.zero_rows)] == 0.0)
+    assert state[table.name][frozen].tobytes() == start[table.name][frozen].tobytes()
