@@ -321,6 +321,8 @@ class Mapper:
                     if kind in POSITIONWISE or kind in (*RECURRENT, "Bidirectional"):
                         todo.append((consumer.name, k, 0))
                         continue
+                    if kind not in HANDLERS or is_op(consumer):
+                        continue  # unmappable anyway: reported once, as such
                     self.fail(
                         layer,
                         f"mask_zero=True and the padded positions reach {consumer.class_name} "
@@ -332,7 +334,8 @@ class Mapper:
             self.notes.append(
                 f"{layer.name}: mask_zero=True -> padding {{index: 0}}: padded positions are "
                 "masked as in Keras and embed to 0.0 (Keras keeps row 0's vector there, which "
-                "no layer of this model reads); row 0 is imported as 0.0"
+                "no layer of this model reads); row 0 is imported as 0.0. The spec's recurrent "
+                "layers need the pads after the words (post-padding), as nnspec prepare writes"
             )
 
 
