@@ -743,7 +743,8 @@ def import_model(
         if target is not None and target.exists() and not force:
             raise _usage_error(f"{target} exists (--force to overwrite)")
     try:
-        imported = import_keras(model, name=name, weights=weights is not None or check)
+        wanted = weights is not None or check
+        imported = import_keras(model, name=name, weights=wanted, file=str(spec_out))
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
     except ImportFailed as exc:
@@ -755,6 +756,8 @@ def import_model(
         raise _usage_error(f"{model} holds no weights (a JSON config): leave out --weights")
     for note in imported.notes:
         err.print(f"note: {note}", markup=False)
+    for warning in imported.warnings:  # lint of the imported spec, e.g. a table without padding
+        err.print(warning, markup=False)
     if check and not _import_check(model, imported):
         raise typer.Exit(1)
     spec_out.write_text(imported.text)

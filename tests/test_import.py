@@ -90,6 +90,8 @@ def test_newsgroups_flatten_classifier(tmp_path: Path) -> None:
         "dense",
     ]
     assert spec["model"]["layers"][2]["activation"] == "relu"
+    (warning,) = imported(model, tmp_path).warnings  # the README's problem 1, found by lint
+    assert "warning: [NN201] table 'words' has no padding" in warning
     assert spec["training"] == {
         "loss": "sparse_categorical_crossentropy",
         "optimizer": {"type": "adam", "lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7},

@@ -41,12 +41,16 @@ class Imported:
     weights: dict[str, np.ndarray] | None = None
     has_weights: bool = False
     source: Path = field(default_factory=Path)
+    warnings: list[str] = field(default_factory=list)
 
 
-def import_keras(path: str | Path, name: str | None = None, weights: bool = True) -> Imported:
+def import_keras(
+    path: str | Path, name: str | None = None, weights: bool = True, file: str | None = None
+) -> Imported:
     """Import the Keras model at ``path``. Raises :class:`ConfigError` (not a Keras model) or
     :class:`ImportFailed` (every layer or option without an exact spec form, and any problem of
-    the resulting spec)."""
+    the resulting spec). ``file`` names the spec in its lint warnings (where it will be
+    written)."""
     import nnspec
     from nnspec.spec import SpecError
 
@@ -57,7 +61,7 @@ def import_keras(path: str | Path, name: str | None = None, weights: bool = True
     mapped = map_graph(graph, name or path.stem)
     text = to_yaml(mapped.spec, path, mapped.notes)
     try:
-        loaded = nnspec.load(text, file=f"<spec imported from {path.name}>")
+        loaded = nnspec.load(text, file=file or f"<spec imported from {path.name}>")
     except SpecError as exc:
         problems = [f"the imported spec does not validate: {p}" for p in exc.problems]
         raise ImportFailed(problems) from None
@@ -72,6 +76,7 @@ def import_keras(path: str | Path, name: str | None = None, weights: bool = True
     if problems:
         raise ImportFailed(problems)
     result = Imported(mapped.spec, text, mapped.notes, mapped, None, has_weights, path)
+    result.warnings = [str(problem) for problem in loaded.warnings]
     if weights and has_weights:
         result.weights = converted_weights(load_keras_model(path), mapped, loaded.program)
     return result
