@@ -802,14 +802,13 @@ def _print_import_report(report) -> None:
     )
     for column in ("Compared", "Tensor", KERAS_ORIGINAL, *report.backends[1:], "Tolerance"):
         table.add_column(column, justify="left" if column in ("Compared", "Tensor") else "right")
-    cells = {c.backend: c for c in report.comparisons}
-    first = report.comparisons[0]
-    row = ["outputs", first.name, "base"]
-    for backend in report.backends[1:]:
-        c = cells[backend]
-        row.append(f"{c.diff:.2e}" if c.ok else f"[red]FAIL {c.diff:.2e}[/]")
-    row.append(f"{first.tolerance:.3g}")
-    table.add_row(*row)
+    for what, name, _, cells in report.rows():
+        row = [what, name, "base"]
+        for backend in report.backends[1:]:
+            c = cells[backend]
+            row.append(f"{c.diff:.2e}" if c.ok else f"[red]FAIL {c.diff:.2e}[/]")
+        row.append(f"{next(iter(cells.values())).tolerance:.3g}")
+        table.add_row(*row)
     out.print(table)
     verdict = "agree" if report.ok else "DISAGREE"
     who = ", ".join(report.backends[1:])

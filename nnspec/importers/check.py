@@ -46,7 +46,8 @@ def check(
 ) -> ParityReport:
     """Each installed backend's outputs (inference) against the Keras model's, in ``dtype``
     (float64: the Keras model is rebuilt from its config in float64, see :func:`in_dtype`), on
-    ``batches`` random batches; one comparison per backend, the worst batch's."""
+    ``batches`` random batches; one comparison per backend and model output, the worst
+    batch's."""
     from nnspec import backends
 
     names = installed()
@@ -62,20 +63,47 @@ def check(
             runtime = backends.get(name).runtime()
             model = runtime.build(runtime.load_module(paths[name]), dtype)
             runtime.set_state(model, state)
-            diff = max(
-                scaled_diff(runtime.forward(model, x), w) for x, w in zip(data, want, strict=True)
-            )
-            report.comparisons.append(
-                Comparison(
-                    "outputs",
-                    program.outputs[0],
-                    diff,
-                    TOLERANCE[dtype],
-                    name,
-                    KERAS_ORIGINAL,
+            got = [_forward(name, runtime, model, x, program) for x in data]
+            for output in program.outputs:
+                pairs = zip(got, want, strict=True)
+                diff = max(scaled_diff(g[output], w[output]) for g, w in pairs)
+                report.comparisons.append(
+                    Comparison("outputs", output, diff, TOLERANCE[dtype], name, KERAS_ORIGINAL)
                 )
-            )
     return report
+
+
+def _forward(
+    backend: str, runtime: Any, model: Any, inputs: dict[str, np.ndarray], program: ir.Program
+) -> dict[str, np.ndarray]:
+    """A generated model's outputs by name in inference mode. The backends' runtimes return
+    one output; a model with several returns a dict (Keras) or a tuple (PyTorch)."""
+    if len(program.outputs) == 1:
+        return {program.outputs[0]: runtime.forward(model, inputs)}
+    if backend == "torch":
+        import torch
+
+        model.eval()
+        with torch.no_grad():
+            tensors = {k: torch.as_tensor(v) for k, v in inputs.items()}
+            return _by_output(model(**tensors), program)
+    return _by_output(model(inputs, training=False), program)
+
+
+def _by_output(value: Any, program: ir.Program) -> dict[str, np.ndarray]:
+    """A model's result by output name: one array, a list in output order, or a dict."""
+    names = program.outputs
+    if isinstance(value, dict):
+        return {name: _numpy(value[name]) for name in names}
+    if isinstance(value, list | tuple):
+        return {name: _numpy(v) for name, v in zip(names, value, strict=True)}
+    return {names[0]: _numpy(value)}
+
+
+def _numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
 
 
 def in_dtype(model: Any, dtype: str) -> Any:
@@ -103,13 +131,13 @@ def _with_dtype(config: Any, dtype: str) -> Any:
     return config
 
 
-def _keras_forward(model: Any, program: ir.Program, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """The Keras model's first output on ``inputs`` (by the spec's input order)."""
+def _keras_forward(
+    model: Any, program: ir.Program, inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The Keras model's outputs on ``inputs`` (given in the spec's input order), by the spec's
+    output names (the Keras outputs are in the same order)."""
     arrays = [inputs[inp.name] for inp in program.inputs]
-    out = model(arrays if len(arrays) > 1 else arrays[0], training=False)
-    if isinstance(out, list | tuple):
-        out = out[0]
-    return np.asarray(out.numpy() if hasattr(out, "numpy") else out)
+    return _by_output(model(arrays if len(arrays) > 1 else arrays[0], training=False), program)
 
 
 __all__ = ["KERAS_ORIGINAL", "REFERENCE", "check", "random_ids"]
