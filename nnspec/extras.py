@@ -10,6 +10,7 @@ EXTRA_OF: dict[str, str] = {
     "torch": "torch",
     "tensorflow": "keras",
     "keras": "keras",
+    "jax": "keras-jax",
     "safetensors": "torch",
     "tqdm": "torch",
     "matplotlib": "torch",
