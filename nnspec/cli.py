@@ -725,6 +725,13 @@ def import_model(
     ] = False,
     name: Annotated[str | None, typer.Option(help="Spec name (default: the file's stem).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite existing output files.")] = False,
+    trust_lambda: Annotated[
+        bool,
+        typer.Option(
+            help="Run the model's Lambda layers (code from the file) to check a Lambda-made "
+            "pad mask on probe ids."
+        ),
+    ] = False,
 ) -> None:
     """Import a Keras model as a spec, and its weights in canonical form.
 
@@ -744,7 +751,9 @@ def import_model(
             raise _usage_error(f"{target} exists (--force to overwrite)")
     try:
         wanted = weights is not None or check
-        imported = import_keras(model, name=name, weights=wanted, file=str(spec_out))
+        imported = import_keras(
+            model, name=name, weights=wanted, file=str(spec_out), trust_lambda=trust_lambda
+        )
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
     except ImportFailed as exc:
@@ -758,7 +767,7 @@ def import_model(
         err.print(f"note: {note}", markup=False)
     for warning in imported.warnings:  # lint of the imported spec, e.g. a table without padding
         err.print(warning, markup=False)
-    if check and not _import_check(model, imported):
+    if check and not _import_check(model, imported, trust_lambda):
         raise typer.Exit(1)
     spec_out.write_text(imported.text)
     out_lines = [f"wrote {spec_out}"]
@@ -770,7 +779,7 @@ def import_model(
     out.print("\n".join(out_lines), markup=False)
 
 
-def _import_check(model: Path, imported) -> bool:
+def _import_check(model: Path, imported, trust_lambda: bool = False) -> bool:
     """Run and print ``--check`` in float32 and float64; whether every backend agrees with the
     Keras model in both."""
     import nnspec
@@ -778,7 +787,7 @@ def _import_check(model: Path, imported) -> bool:
     from nnspec.importers.check import check
 
     loaded = nnspec.load(imported.text)
-    keras_model = load_keras_model(model)
+    keras_model = load_keras_model(model, safe_mode=not trust_lambda)
     state = imported.weights
     if state is None:  # a JSON config: the Keras model's fresh weights
         state = converted_weights(keras_model, imported.mapped, loaded.program)

@@ -531,3 +531,53 @@ def test_two_outputs(tmp_path: Path) -> None:
     model = keras.Model(inp, [topic, sentiment])
     parity(model, tmp_path)
     assert imported(model, tmp_path).spec["model"]["outputs"] == ["topic", "sentiment"]
+
+
+# The seed's one-Lambda pad fix (Keras runs a loaded Lambda's code with its own globals, so it
+# imports what it uses), and a Lambda that is not it.
+PAD_FIXES = {
+    "one_lambda": lambda t: (
+        t[0]
+        * __import__("keras").ops.expand_dims(__import__("keras").ops.cast(t[1] > 0, "float32"), -1)
+    ),
+    "not_the_pad_fix": lambda t: (
+        t[0]
+        * __import__("keras").ops.expand_dims(__import__("keras").ops.cast(t[1] > 1, "float32"), -1)
+    ),
+}
+PAD_MASK = lambda t: __import__("keras").ops.cast(t > 0, "float32")  # noqa: E731
+
+
+def test_lambda_pad_mask_with_trust_lambda(tmp_path: Path) -> None:
+    """The seed's Lambda forms of the pad fix map to ``padding`` once run on probe ids
+    (``trust_lambda``); a Lambda that is not the pad fix fails the probe."""
+
+    def model(form: str) -> Any:
+        inp = ids(10)
+        emb = layers.Embedding(30, 8, name="words")(inp)
+        if form == "mask_chain":
+            mask = layers.Lambda(PAD_MASK, output_shape=(10,), name="pad_mask")(inp)
+            x = layers.Multiply(name="zero_pads")([emb, layers.Reshape((10, 1), name="r")(mask)])
+        else:
+            x = layers.Lambda(PAD_FIXES[form], output_shape=(10, 8), name="zero_pads")([emb, inp])
+        x = layers.Flatten(name="flat")(x)
+        return keras.Model(inp, layers.Dense(3, activation="softmax", name="head")(x))
+
+    for form in ("mask_chain", "one_lambda"):
+        path = tmp_path / f"{form}.keras"
+        randomized(model(form)).save(path)
+        with pytest.raises(ImportFailed, match="--trust-lambda runs it"):
+            import_keras(path)
+        result = import_keras(path, trust_lambda=True)
+        assert result.spec["embeddings"]["words"]["padding"] == {"index": 0}
+        assert [layer["type"] for layer in result.spec["model"]["layers"]] == [
+            "embedding",
+            "flatten",
+            "dense",
+        ]
+        program = nnspec.load(result.text).program
+        report = check(load_keras_model(path, safe_mode=False), program, result.weights)
+        assert all(c.diff <= 1e-5 for c in report.comparisons), report.comparisons
+    model("not_the_pad_fix").save(tmp_path / "wrong.keras")
+    with pytest.raises(ImportFailed, match="not embedding 'words' times"):
+        import_keras(tmp_path / "wrong.keras", trust_lambda=True)

@@ -45,12 +45,18 @@ class Imported:
 
 
 def import_keras(
-    path: str | Path, name: str | None = None, weights: bool = True, file: str | None = None
+    path: str | Path,
+    name: str | None = None,
+    weights: bool = True,
+    file: str | None = None,
+    trust_lambda: bool = False,
 ) -> Imported:
     """Import the Keras model at ``path``. Raises :class:`ConfigError` (not a Keras model) or
     :class:`ImportFailed` (every layer or option without an exact spec form, and any problem of
     the resulting spec). ``file`` names the spec in its lint warnings (where it will be
-    written)."""
+    written). ``trust_lambda`` lets Keras run the model's Lambda layers (their code comes from
+    the file) to check that an embedding times a Lambda-made mask is the pad fix ``embedding *
+    (ids > 0)`` on probe ids, which then maps to ``padding``; without it such a model fails."""
     import nnspec
     from nnspec.spec import SpecError
 
@@ -77,9 +83,45 @@ def import_keras(
         raise ImportFailed(problems)
     result = Imported(mapped.spec, text, mapped.notes, mapped, None, has_weights, path)
     result.warnings = [str(problem) for problem in loaded.warnings]
+    model = None
+    if mapped.probes:
+        model = _probed(path, mapped, trust_lambda)
     if weights and has_weights:
-        result.weights = converted_weights(load_keras_model(path), mapped, loaded.program)
+        model = model or load_keras_model(path)
+        result.weights = converted_weights(model, mapped, loaded.program)
     return result
+
+
+def _probed(path: Path, mapped: Mapped, trust_lambda: bool) -> Any:
+    """The Keras model, loaded with its Lambda code, once every probed mask multiply is
+    ``embedding * (ids > 0)`` on probe ids; :class:`ImportFailed` otherwise."""
+    from nnspec.importers.patterns import probe
+
+    if not trust_lambda:
+        raise ImportFailed(
+            [
+                f"layer {mm.multiply!r}: embedding {mm.embedding!r} times a mask made by Lambda "
+                "or Reshape layers looks like the pad fix `embedding * (ids > 0)` (the table's "
+                "padding), but their code is not in the config: --trust-lambda runs it (it "
+                "comes from the file) on probe ids and maps it if so"
+                for mm in mapped.probes
+            ]
+        )
+    try:
+        model = load_keras_model(path, safe_mode=False)
+        wrong = [mm for mm in mapped.probes if not probe(model, mm)]
+    except Exception as exc:  # the file's own Lambda code, run by Keras
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImportFailed([f"Keras could not run the model's Lambda code: {first}"]) from None
+    if wrong:
+        raise ImportFailed(
+            [
+                f"layer {mm.multiply!r}: not embedding {mm.embedding!r} times (ids > 0) on probe "
+                "ids; it has no spec form"
+                for mm in wrong
+            ]
+        )
+    return model
 
 
 def converted_weights(model: Any, mapped: Mapped, program: Any) -> dict[str, np.ndarray]:
@@ -99,14 +141,17 @@ def converted_weights(model: Any, mapped: Mapped, program: Any) -> dict[str, np.
     return {name: state[name] for name in expected}
 
 
-def load_keras_model(path: Path) -> Any:
-    """The Keras model at ``path`` (a JSON config is built with fresh weights)."""
+def load_keras_model(path: Path, safe_mode: bool = True) -> Any:
+    """The Keras model at ``path`` (a JSON config is built with fresh weights); ``safe_mode``
+    False lets Keras load Lambda layers (running code from the file)."""
     from nnspec.backends.keras.startup import tensorflow_start_up_held_back
 
     with tensorflow_start_up_held_back():
         import keras
+    if not safe_mode:  # also for the float64 rebuild of --check (from_config)
+        keras.config.enable_unsafe_deserialization()
     if path.suffix.lower() in (".keras", ".h5", ".hdf5"):
-        return keras.saving.load_model(path, compile=False)
+        return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     return keras.models.model_from_json(path.read_text())
 
 

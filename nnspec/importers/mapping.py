@@ -25,7 +25,7 @@ from nnspec.importers.common import (
 from nnspec.importers.keras_config import KerasGraph, KerasLayer, Ref
 from nnspec.importers.layers import HANDLERS
 from nnspec.importers.options import Unmappable
-from nnspec.importers.patterns import is_op, mask_multiplies
+from nnspec.importers.patterns import MaskMultiply, is_op, mask_multiplies
 from nnspec.importers.training import training_section
 
 
@@ -37,6 +37,7 @@ class Mapped:
     weights: list[WeightPlan]
     notes: list[str]
     attention: list[tuple[str, int, int]] = field(default_factory=list)
+    probes: list[MaskMultiply] = field(default_factory=list)
 
 
 class ImportFailed(Exception):
@@ -151,7 +152,8 @@ class Mapper:
             spec["embeddings"] = self.tables
         spec["model"] = model
         spec["training"] = training_section(self.graph.compile_config, self.notes)
-        return Mapped(spec, self.weights, self.notes, self.attention)
+        probes = [mm for mm in self.multiplies.values() if mm.needs_probe]
+        return Mapped(spec, self.weights, self.notes, self.attention, probes)
 
     def add_input(self, layer: KerasLayer) -> None:
         shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape") or []
@@ -174,7 +176,8 @@ class Mapper:
                 "(Keras' Embedding casts its input to int)"
             )
         for consumer, _ in self.consumers.get((layer.name, 0, 0), []):
-            if consumer.class_name != "Embedding" and consumer.name not in self.plumbing:
+            known = consumer.name in self.plumbing or consumer.name in self.multiplies
+            if consumer.class_name != "Embedding" and not known:
                 self.fail(
                     consumer,
                     f"reads the input {layer.name!r} directly; spec inputs are token ids that "
