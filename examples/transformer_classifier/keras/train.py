@@ -812,25 +812,24 @@ def batches(tensors: tuple, order: np.ndarray, batch_size: int) -> tf.data.Datas
 
 def device_batches(arrays: tuple, order: np.ndarray, batch_size: int) -> Iterator[tuple]:
     """JAX and PyTorch: the batches of ``arrays`` (see ``model_arrays``) in the example order
-    ``order``, as tensors on the engine's device; split over the devices along the batch axis
-    when a ``keras.distribution`` is set and the batch divides evenly."""
+    ``order``, as tensors on the engine's device (see ``to_device``)."""
     distribution = keras.distribution.distribution()
+    devices = 1 if distribution is None else distribution.device_mesh.devices.size
+    inputs, labels = arrays
     for start in range(0, len(order), batch_size):
-        batch = tree_map(lambda array: array[order[start : start + batch_size]], arrays)
-        if (
-            distribution is not None
-            and len(batch[1]) % len(distribution.device_mesh.devices.flat) == 0
-        ):
-            layout = distribution.get_data_layout(batch[1].shape)
-            yield tree_map(lambda array: keras.distribution.distribute_tensor(array, layout), batch)
-        else:
-            yield tree_map(ops.convert_to_tensor, batch)
+        indices = order[start : start + batch_size]
+        split = devices > 1 and len(indices) % devices == 0
+        batch = {name: to_device(ids[indices], split) for name, ids in inputs.items()}
+        yield batch, to_device(labels[indices], split)
 
 
-def tree_map(fn, batch: tuple) -> tuple:
-    """``fn`` applied to every array of a ``({input: array}, labels)`` batch."""
-    inputs, labels = batch
-    return {name: fn(array) for name, array in inputs.items()}, fn(labels)
+def to_device(array: np.ndarray, split: bool):
+    """``array`` as a tensor on the engine's device; with ``split``, divided along its first
+    axis over the devices of the ``keras.distribution``."""
+    if not split:
+        return ops.convert_to_tensor(array)
+    layout = keras.distribution.distribution().get_data_layout(array.shape)
+    return keras.distribution.distribute_tensor(array, layout)
 
 
 # ----------------------------------------------------------------------------- metrics
