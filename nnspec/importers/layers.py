@@ -103,6 +103,7 @@ def _flatten(m: Mapper, layer: KerasLayer, k: int, refs: list[Ref], kw: dict[str
 
 def _global_pool(kind: str) -> Callable[..., None]:
     def handler(m: Mapper, layer: KerasLayer, k: int, refs: list[Ref], kw: Any) -> None:
+        """``GlobalAveragePooling1D`` / ``GlobalMaxPooling1D``, channels last, no keepdims."""
         m.require(layer, "data_format", (None, "channels_last"))
         m.require(layer, "keepdims", (None, False))
         m.add(layer, k, refs, {"type": kind})
@@ -112,6 +113,7 @@ def _global_pool(kind: str) -> Callable[..., None]:
 
 def _pool(kind: str) -> Callable[..., None]:
     def handler(m: Mapper, layer: KerasLayer, k: int, refs: list[Ref], kw: Any) -> None:
+        """``MaxPooling1D`` / ``AveragePooling1D`` with valid padding."""
         c = layer.config
         m.require(layer, "data_format", (None, "channels_last"))
         m.require(layer, "padding", ("valid",), "valid")

@@ -84,9 +84,11 @@ class Mapper:
     # -------------------------------------------------------------- helpers
 
     def fail(self, layer: KerasLayer, message: str) -> None:
+        """Record a problem located at ``layer`` (its name and class)."""
         self.problems.append(f"layer {layer.name!r} ({layer.class_name}): {message}")
 
     def unique(self, base: str) -> str:
+        """``base``, or ``base_<n>`` if taken: a spec name no input, table or layer has."""
         name, n = base, 1
         while name in self.names:
             name, n = f"{base}_{n}", n + 1
@@ -94,12 +96,15 @@ class Mapper:
         return name
 
     def check_none(self, layer: KerasLayer, *keys: str) -> bool:
+        """A problem for each of ``keys`` set in the layer's config; whether none is."""
         bad = [k for k in keys if layer.config.get(k)]
         for key in bad:
             self.fail(layer, f"{key} is set; the spec has no {key.replace('_', ' ')} (remove it)")
         return not bad
 
     def require(self, layer: KerasLayer, key: str, allowed: Any, default: Any = None) -> bool:
+        """A problem unless the config's ``key`` (``default`` if absent) is ``allowed`` (a
+        value or a tuple of values); whether it is."""
         value = layer.config.get(key, default)
         ok = value in allowed if isinstance(allowed, tuple | list | set) else value == allowed
         if not ok:
@@ -107,11 +112,15 @@ class Mapper:
         return ok
 
     def init(self, layer: KerasLayer, key: str, out: dict[str, Any], spec_key: str) -> None:
+        """Set ``out[spec_key]`` to the spec form of the initializer at ``key`` (a note if it
+        has none)."""
         value = options.initializer(layer.config.get(key), self.notes, f"{layer.name}.{key}")
         if value is not None:
             out[spec_key] = value
 
     def constraint(self, layer: KerasLayer, key: str, out: dict[str, Any], spec_key: str) -> None:
+        """Set ``out[spec_key]`` to the spec form of the constraint at ``key`` (a problem if it
+        has none)."""
         try:
             value = options.constraint(layer.config.get(key))
         except Unmappable as exc:
@@ -121,6 +130,7 @@ class Mapper:
             out[spec_key] = value
 
     def activation(self, layer: KerasLayer, value: Any) -> str:
+        """The spec name of a Keras activation (a problem and ``linear`` if it has none)."""
         try:
             return options.activation(value)
         except Unmappable as exc:
@@ -130,6 +140,7 @@ class Mapper:
     # -------------------------------------------------------------- the graph
 
     def run(self) -> Mapped:
+        """Map the whole graph; :class:`ImportFailed` with every problem found."""
         for ref in self.graph.inputs:
             self.add_input(self.graph.layer(ref[0]))
         for layer in _topological(self.graph):
@@ -156,6 +167,7 @@ class Mapper:
         return Mapped(spec, self.weights, self.notes, self.attention, probes)
 
     def add_input(self, layer: KerasLayer) -> None:
+        """A spec input for an ``InputLayer``: its length (or shape) and integer dtype."""
         shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape") or []
         dims = list(shape[1:])
         name = self.unique(identifier(layer.name))
@@ -186,6 +198,7 @@ class Mapper:
         self.inputs[name] = entry
 
     def call(self, layer: KerasLayer, k: int, refs: list[Ref], kwargs: dict[str, Any]) -> None:
+        """Map call ``k`` of ``layer`` (reading ``refs``) with its class's handler."""
         if layer.name in self.multiplies:  # embedding * (ids > 0): the table's padding
             emb = self.multiplies[layer.name].embedding
             self.produced[(layer.name, k, 0)] = self.produced[(emb, 0, 0)]
@@ -209,6 +222,8 @@ class Mapper:
         handler(self, layer, k, refs, kwargs)
 
     def unknown(self, layer: KerasLayer) -> None:
+        """The problem of a layer without a handler: a keras.ops call, a Lambda, a custom
+        layer or another Keras layer."""
         if is_op(layer):
             self.fail(
                 layer,
@@ -261,6 +276,7 @@ class Mapper:
         return out
 
     def produced_name(self, layer: KerasLayer, k: int) -> str:
+        """The spec name of call ``k`` of ``layer``."""
         return self.produced[(layer.name, k, 0)]
 
     # -------------------------------------------------------------- masks
