@@ -581,3 +581,14 @@ def test_lambda_pad_mask_with_trust_lambda(tmp_path: Path) -> None:
     model("not_the_pad_fix").save(tmp_path / "wrong.keras")
     with pytest.raises(ImportFailed, match="not embedding 'words' times"):
         import_keras(tmp_path / "wrong.keras", trust_lambda=True)
+
+
+def test_subclassed_model_is_refused(tmp_path: Path) -> None:
+    """A subclassed model (nnspec's generated Keras models included) saves no layer graph."""
+    from nnspec.importers import ConfigError
+
+    source = (Path(__file__).parent.parent / "examples/glove_lstm/spec.yaml").read_text()
+    model = nnspec.build(source.replace("vocab_size: 5000", "vocab_size: 40"), "keras")
+    model.save(tmp_path / "generated.keras")
+    with pytest.raises(ConfigError, match="only Sequential and functional models have a readable"):
+        import_keras(tmp_path / "generated.keras")
