@@ -1,6 +1,7 @@
 """Adapts generated Keras code to the parity harness: numpy in, numpy out (see
-:mod:`nnspec.backends.base`). This module imports TensorFlow and Keras, without their C++
-start-up log lines (:mod:`nnspec.backends.keras.startup`)."""
+:mod:`nnspec.backends.base`). This module imports Keras on the engine ``KERAS_BACKEND`` names
+(TensorFlow without its C++ start-up log lines, :mod:`nnspec.backends.keras.startup`); gradients
+come from ``tf.GradientTape`` on TensorFlow, ``jax.grad`` on JAX and ``torch.autograd`` on torch."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from nnspec.backends.keras.startup import tensorflow_start_up_held_back
 
 with tensorflow_start_up_held_back():
     import keras
-    import tensorflow as tf
+
+    ENGINE = keras.backend.backend()
+    if ENGINE == "tensorflow":
+        import tensorflow as tf
 
 _counter = itertools.count()
 
@@ -57,10 +61,34 @@ def gradients(
     model: Any, inputs: dict[str, np.ndarray], cotangent: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Canonical gradients of ``sum(output * cotangent)`` in inference mode (0.0 at frozen rows)."""
-    with tf.GradientTape() as tape:
-        output = model(inputs, training=False)
-        total = tf.reduce_sum(output * tf.cast(cotangent, output.dtype))
-    return model.canonical_gradients(tape.gradient(total, model.trainable_variables))
+    if ENGINE == "tensorflow":
+        with tf.GradientTape() as tape:
+            output = model(inputs, training=False)
+            total = tf.reduce_sum(output * tf.cast(cotangent, output.dtype))
+        return model.canonical_gradients(tape.gradient(total, model.trainable_variables))
+
+    def total_of(trainable, non_trainable):
+        output, non_trainable = model.stateless_call(trainable, non_trainable, inputs)
+        total = keras.ops.sum(output * keras.ops.cast(cotangent, output.dtype))
+        return total, non_trainable
+
+    grads, _ = _engine_gradients(model, total_of)
+    return model.canonical_gradients(grads)
+
+
+def _engine_gradients(model: Any, loss_of: Any) -> tuple[list[Any], Any]:
+    """JAX and torch: the gradients of the loss ``loss_of(trainable, non_trainable)`` returns
+    first, with respect to the model's trainable values, and what it returns second."""
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    if ENGINE == "jax":
+        import jax
+
+        return jax.grad(loss_of, has_aux=True)(trainable, non_trainable)
+    import torch
+
+    loss, aux = loss_of(trainable, non_trainable)
+    return list(torch.autograd.grad(loss, trainable, allow_unused=True)), aux
 
 
 def train(
@@ -95,12 +123,25 @@ def train(
         for layer in dropouts:
             layer.rate = 0.0
         for inputs, labels in batches:
-            with tf.GradientTape() as tape:
-                outputs = model(inputs, training=True, **logits)
-                loss = module.loss_fn(tf.convert_to_tensor(labels), outputs)
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply(grads, model.trainable_variables)
-            losses.append(float(loss))
+            if ENGINE == "tensorflow":
+                with tf.GradientTape() as tape:
+                    outputs = model(inputs, training=True, **logits)
+                    loss = module.loss_fn(tf.convert_to_tensor(labels), outputs)
+                grads = tape.gradient(loss, model.trainable_variables)
+            else:
+
+                def loss_of(trainable, non_trainable, inputs=inputs, labels=labels):
+                    outputs, non_trainable = model.stateless_call(
+                        trainable, non_trainable, inputs, training=True, **logits
+                    )
+                    loss = module.loss_fn(keras.ops.convert_to_tensor(labels), outputs)
+                    return loss, (loss, non_trainable)
+
+                grads, (loss, updated) = _engine_gradients(model, loss_of)
+                for variable, value in zip(model.non_trainable_variables, updated, strict=True):
+                    variable.assign(value)  # batch normalization's moving statistics
+            optimizer.apply(list(grads), model.trainable_variables)
+            losses.append(float(keras.ops.convert_to_numpy(loss)))
     finally:
         for layer, rate in zip(dropouts, rates, strict=True):
             layer.rate = rate
