@@ -171,7 +171,11 @@ def keras_run(
         optimizer.apply(grads, model.trainable_variables)
         return y_pred, loss
 
-    run = tf.function(step, jit_compile=True) if result.mode == "compiled" else step
+    if result.mode == "compiled":
+        model.jit_compile = True  # False, with Keras' warning, for cuDNN RNNs on a GPU
+        run = tf.function(step, jit_compile=model.jit_compile)
+    else:
+        run = step
     before = model.canonical_state()
     losses, times, first = [], [], None
     with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):

@@ -26,6 +26,7 @@ ALLOWED_IMPORTS = {
     "datetime",
     "functools",
     "io",
+    "jax",
     "json",
     "keras",
     "logging",

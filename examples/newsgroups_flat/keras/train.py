@@ -1025,7 +1025,10 @@ def tensorflow_steps(model, optimizer, strategy, counters, args, precision):
         return grads, batch_sums(labels, y_pred, loss)
 
     if args.compile:
-        gradients = tf.function(gradients, jit_compile=True)
+        # Keras answers False (with a warning) for a model with a layer XLA cannot compile,
+        # such as an LSTM or GRU running cuDNN on a GPU; the step is then a plain tf.function.
+        model.jit_compile = True
+        gradients = tf.function(gradients, jit_compile=model.jit_compile)
 
     def replica_step(inputs, labels):
         """One replica's part of a step: gradients and metric sums, added up over all replicas."""
