@@ -7,6 +7,9 @@ kernels ``[in, out]``, embedding tables ``[vocab_size, dim]``), so one file serv
 the PyTorch version of the same spec.
 """
 
+import json
+from pathlib import Path
+
 import keras
 import numpy as np
 from keras import ops
@@ -22,6 +25,9 @@ CANONICAL = {
     "dense_1.bias": ((4,), "dense_1.bias"),
 }
 CANONICAL_SHAPES = {name: shape for name, (shape, _) in CANONICAL.items()}
+# The spec's hash (as in the header), and the spec itself, in canonical JSON, beside this file.
+SPEC_SHA256 = "e0dda33c3928cf72"
+SPEC_FILE = Path(__file__).with_name("spec.json")
 
 
 def check_canonical_state(state):
@@ -184,6 +190,21 @@ class GloveSpecialTokensModel(keras.Model):
         them from a ``.keras`` file)."""
         self({"tokens": np.zeros((1, 200), dtype="int32")})
 
+    def get_config(self):
+        """Keras' config plus the spec this class was generated from (``spec.json`` beside
+        this file, when it is there), so that a saved ``.keras`` file says which model it
+        holds and the spec can be read back from it."""
+        config = super().get_config()
+        config["spec_sha256"] = SPEC_SHA256
+        if SPEC_FILE.is_file():
+            config["spec"] = json.loads(SPEC_FILE.read_text(encoding="utf-8"))
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        """The model of a saved ``config`` (its spec is the one this class was made from)."""
+        return cls(**{k: v for k, v in config.items() if k not in ("spec", "spec_sha256")})
+
     def variable(self, path):
         """The variable at ``path``: attributes, list indices and dict keys from the model."""
         target = self
@@ -289,6 +310,7 @@ class TorchAdamW(keras.optimizers.Optimizer):
 
     def apply(self, grads, trainable_variables=None):
         """Merge embedding gradients, then update the variables."""
+        self.step_scalars = {}  # per dtype, computed once per step (see scalars)
         grads = [None if g is None else self.dense_gradient(g) for g in grads]
         return super().apply(grads, trainable_variables)
 
@@ -303,20 +325,37 @@ class TorchAdamW(keras.optimizers.Optimizer):
             return ops.scatter(indices, gradient.values, shape)
         return gradient
 
+    def scalars(self, learning_rate, dtype):
+        """This step's scalars in ``dtype``, computed for its first variable of that dtype and
+        reused for the others (each update then only touches its own tensors)."""
+        if dtype not in self.step_scalars:
+            # In float64, as PyTorch computes them in Python floats.
+            lr = ops.cast(learning_rate, "float64")
+            step = ops.cast(self.iterations + 1, "float64")
+            self.step_scalars[dtype] = (
+                ops.cast(lr / (1 - ops.power(self.beta_1, step)), dtype),  # step size
+                ops.cast(ops.sqrt(1 - ops.power(self.beta_2, step)), dtype),  # sqrt(1 - beta_2^t)
+                ops.cast(1 - lr * self.decoupled_weight_decay, dtype),  # decay factor
+            )
+        return self.step_scalars[dtype]
+
     def update_step(self, gradient, variable, learning_rate):
-        """One ``torch.optim.AdamW`` step on ``variable``."""
-        dtype = variable.dtype
-        # Step scalars in float64, as PyTorch computes them in Python floats.
-        lr = ops.cast(learning_rate, "float64")
-        step = ops.cast(self.iterations + 1, "float64")
-        step_size = ops.cast(lr / (1 - ops.power(self.beta_1, step)), dtype)
-        bias_correction2_sqrt = ops.cast(ops.sqrt(1 - ops.power(self.beta_2, step)), dtype)
-        self.assign(variable, variable * ops.cast(1 - lr * self.decoupled_weight_decay, dtype))
+        """One ``torch.optim.AdamW`` step on ``variable``.
+
+        The arithmetic is on the engine's tensors (no ``keras.ops`` dispatch per operation); each
+        new value is computed once, assigned, and used from then on.
+        """
+        value = ops.convert_to_tensor(variable)
+        step_size, bias_correction2_sqrt, decay = self.scalars(learning_rate, variable.dtype)
+        value = value * decay
         m, v = self.slots[id(variable)]
-        self.assign(m, m + (1 - self.beta_1) * (gradient - m))
-        self.assign(v, self.beta_2 * v + (1 - self.beta_2) * gradient * gradient)
-        denominator = ops.sqrt(v) / bias_correction2_sqrt + self.epsilon
-        self.assign_sub(variable, step_size * m / denominator)
+        m_value, v_value = ops.convert_to_tensor(m), ops.convert_to_tensor(v)
+        m_value = m_value + (1 - self.beta_1) * (gradient - m_value)
+        v_value = self.beta_2 * v_value + (1 - self.beta_2) * gradient * gradient
+        self.assign(m, m_value)
+        self.assign(v, v_value)
+        denominator = ops.sqrt(v_value) / bias_correction2_sqrt + self.epsilon
+        self.assign(variable, value - step_size * m_value / denominator)
 
 
 def make_optimizer(model, lr=None):
