@@ -2,7 +2,9 @@
 every example, at test size, trains one epoch from ``--init`` weights under ``KERAS_BACKEND=jax``
 and ``KERAS_BACKEND=torch``, writes the run folder's files, keeps its embedding policies (padding
 rows 0.0, frozen rows bit-identical to the initial weights), and an interrupted run resumed with
-``--resume`` ends with the uninterrupted run's weights and metrics, bit for bit.
+``--resume`` ends with the uninterrupted run's weights and metrics, bit for bit. TensorFlow,
+installed here, is never imported (see tests/test_keras_without_tensorflow.py for an environment
+without it).
 
 One subprocess per engine trains every example in turn (the engine starts once); the two run
 side by side.
@@ -78,7 +80,9 @@ for folder in sys.argv[2:]:
         except Exception:
             codes.append(traceback.format_exc()[-3000:])
         outputs.append(output.getvalue()[-2000:])
-    print(json.dumps({"folder": folder, "codes": codes, "outputs": outputs}), flush=True)
+    tensorflow = "tensorflow" in sys.modules  # imported by anything so far
+    report = {"folder": folder, "codes": codes, "outputs": outputs, "tensorflow": tensorflow}
+    print(json.dumps(report), flush=True)
 """
 
 
@@ -147,6 +151,7 @@ def test_trains_writes_the_run_files_and_keeps_the_policies(trained, engine, nam
     assert {path.name for path in whole.iterdir()} >= RUN_FILES
     assert json.loads((whole / "run.json").read_text())["resolved"]["device"] == "CPU"
     assert f"({engine})" in report["outputs"][0]
+    assert not report["tensorflow"], "TensorFlow was imported, though installed, the engine unused"
     rows = read_metrics(whole / "metrics.csv")
     assert [row["epoch"] for row in rows] == ["1"]
     assert all(np.isfinite(float(v)) for k, v in rows[0].items() if k != "epoch")

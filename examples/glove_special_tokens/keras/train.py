@@ -997,6 +997,24 @@ def data_parallel() -> int:
     return 1
 
 
+def set_random_seed(seed: int) -> None:
+    """Seed Python, numpy, the engine and Keras' own generators: ``keras.utils.set_random_seed``.
+
+    That seeds TensorFlow too wherever it is installed, importing it (seconds, and its start-up
+    lines). The JAX and PyTorch engines never use TensorFlow, so there it stays unimported: it
+    is hidden from that one call (``None`` in ``sys.modules`` reads as not installed).
+    """
+    if ENGINE == "tensorflow" or "tensorflow" in sys.modules:
+        with tensorflow_start_up_held_back():
+            keras.utils.set_random_seed(seed)
+        return
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        del sys.modules["tensorflow"]
+
+
 def clipped(grads: list, clip_norm: float | None) -> list:
     """``grads`` clipped to a global norm of ``clip_norm``, as by ``clip_grad_norm_`` of torch."""
     if clip_norm is None:
@@ -1212,8 +1230,7 @@ def train(args: argparse.Namespace, data: Data) -> None:
     if precision == "float16" and ENGINE != "tensorflow":
         fail(f"--precision float16 (loss scaling) needs KERAS_BACKEND=tensorflow, not {ENGINE}")
 
-    with tensorflow_start_up_held_back():  # Keras seeds TensorFlow too, wherever it is installed
-        keras.utils.set_random_seed(args.seed)  # Python, numpy and the engine
+    set_random_seed(args.seed)
     to_engine = to_tensors if ENGINE == "tensorflow" else model_arrays
     train_set = to_engine(data.train)
     val_set = None if data.val is None else to_engine(data.val)
