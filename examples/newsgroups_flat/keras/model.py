@@ -259,15 +259,16 @@ class TorchAdam(keras.optimizers.Optimizer):
         return gradient
 
     def scalars(self, learning_rate, dtype):
-        """This step's scalars in ``dtype``, computed for its first variable of that dtype and
-        reused for the others (each update then only touches its own tensors)."""
+        """This step's scalars in ``dtype``: computed for the step's first variable of that dtype,
+        reused for the others."""
         if dtype not in self.step_scalars:
             # In float64, as PyTorch computes them in Python floats.
             lr = ops.cast(learning_rate, "float64")
             step = ops.cast(self.iterations + 1, "float64")
             self.step_scalars[dtype] = (
-                ops.cast(lr / (1 - ops.power(self.beta_1, step)), dtype),  # step size
-                ops.cast(ops.sqrt(1 - ops.power(self.beta_2, step)), dtype),  # sqrt(1 - beta_2^t)
+                # The step size, and the square root of the second moment's bias correction.
+                ops.cast(lr / (1 - ops.power(self.beta_1, step)), dtype),
+                ops.cast(ops.sqrt(1 - ops.power(self.beta_2, step)), dtype),
             )
         return self.step_scalars[dtype]
 
