@@ -10,6 +10,8 @@ into tensors on the device (before timing), and returns a ``step(i)`` closure th
   ``loss.item()``. Modules in training mode (dropout on).
 * Keras: a ``tf.function`` (no XLA) of a ``GradientTape`` step and ``optimizer.apply``, as
   ``model.fit`` and the generated ``train.py`` do; the loss is fetched to the host.
+* Keras on JAX and on PyTorch (``keras-jax``, ``keras-torch``): the generated ``train.py``'s step
+  on that engine (see :class:`KerasEngineSide`); the loss is fetched to the host.
 
 Importing this module imports no framework; constructing a side does.
 """
@@ -231,10 +233,111 @@ class KerasSide(Side):
         )
 
 
+class KerasEngineSide(KerasSide):
+    """Keras 3 on its JAX or PyTorch engine (``KERAS_BACKEND``, set by the harness before Keras
+    starts), stepped as the generated ``train.py`` steps on that engine; TensorFlow is not
+    imported.
+
+    * JAX: one ``jax.jit`` of the stateless step (``stateless_call``, ``jax.value_and_grad``,
+      ``stateless_apply``) on the variables' values, the new values written back to the
+      variables; XLA's CPU thread pool is set by the harness (``XLA_FLAGS``).
+    * PyTorch: eager forward and loss, ``torch.autograd.grad`` of the loss with respect to the
+      trainable variables, ``optimizer.apply`` under ``torch.no_grad()``.
+    """
+
+    def __init__(self, engine: str, device: str, threads: int) -> None:
+        import keras
+
+        if keras.backend.backend() != engine:
+            raise RuntimeError(f"KERAS_BACKEND is {keras.backend.backend()}, not {engine}")
+        if device != "cpu":
+            raise RuntimeError(f"keras-{engine} is measured on the CPU only")
+        if engine == "torch":
+            import torch
+
+            torch.set_num_threads(threads)
+            self.engine_version = torch.__version__
+        else:
+            import jax
+
+            self.engine_version = jax.__version__
+        self.keras, self.engine, self.threads, self.device = keras, engine, threads, device
+        self.backend = f"keras-{engine}"
+        self.runtime = backends.get("keras").runtime()
+
+    def versions(self) -> dict[str, str]:
+        step = "jax.jit" if self.engine == "jax" else "eager"
+        return {
+            self.engine: self.engine_version,
+            "keras": self.keras.__version__,
+            f"{self.engine} threads": str(self.threads),
+            "keras step": step,
+        }
+
+    def step(self, bundle: Handwritten, batches: list[Batch]) -> Step:
+        ops = self.keras.ops
+        tensors = [
+            ({k: ops.convert_to_tensor(v) for k, v in x.items()}, ops.convert_to_tensor(y))
+            for x, y in batches
+        ]
+        return (self.jax_step if self.engine == "jax" else self.torch_step)(bundle, tensors)
+
+    @staticmethod
+    def jax_step(bundle: Handwritten, tensors: list) -> Step:
+        import jax
+
+        model, loss_fn, optimizer = bundle.model, bundle.loss_fn, bundle.optimizer
+        optimizer.build(model.trainable_variables)
+        groups = [model.trainable_variables, model.non_trainable_variables, optimizer.variables]
+
+        def loss_of(trainable, non_trainable, x, y):
+            y_pred, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+            return loss_fn(y, y_pred), non_trainable
+
+        @jax.jit
+        def train_step(values, x, y):
+            trainable, non_trainable, optimizer_values = values
+            grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+            (loss, non_trainable), grads = grad_fn(trainable, non_trainable, x, y)
+            trainable, optimizer_values = optimizer.stateless_apply(
+                optimizer_values, grads, trainable
+            )
+            return loss, [trainable, non_trainable, optimizer_values]
+
+        def step(i: int) -> float:
+            x, y = tensors[i % len(tensors)]
+            loss, values = train_step([[v.value for v in g] for g in groups], x, y)
+            for group, group_values in zip(groups, values, strict=True):
+                for variable, value in zip(group, group_values, strict=True):
+                    variable.assign(value)
+            return float(loss)
+
+        return step
+
+    @staticmethod
+    def torch_step(bundle: Handwritten, tensors: list) -> Step:
+        import torch
+
+        model, loss_fn, optimizer = bundle.model, bundle.loss_fn, bundle.optimizer
+
+        def step(i: int) -> float:
+            x, y = tensors[i % len(tensors)]
+            loss = loss_fn(y, model(x, training=True))
+            weights = [v.value for v in model.trainable_variables]
+            grads = torch.autograd.grad(loss, weights, allow_unused=True)
+            with torch.no_grad():
+                optimizer.apply(list(grads), model.trainable_variables)
+            return float(loss)
+
+        return step
+
+
 def make_side(backend: str, device: str, threads: int, keras_eager: bool = False) -> Side:
     """The :class:`Side` of ``backend``."""
     if backend == "keras":
         return KerasSide(device, threads, eager=keras_eager)
+    if backend in ("keras-jax", "keras-torch"):
+        return KerasEngineSide(backend.removeprefix("keras-"), device, threads)
     if backend == "torch":
         return TorchSide(device, threads)
     raise ValueError(f"unknown backend {backend!r}")

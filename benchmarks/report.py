@@ -60,6 +60,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "torch": version("torch"),
         "tensorflow": version("tensorflow", "tensorflow-cpu"),
         "keras": version("keras"),
+        "jax": version("jax"),
         "numpy": version("numpy"),
     }
 
@@ -141,15 +142,20 @@ def machine_md(results: dict[str, Any]) -> list[str]:
         "## Machine",
         "",
         "| CPU | cores (usable) | threads | load avg (1/5/15 min) | Python | torch | TensorFlow "
-        "| Keras | platform |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Keras | JAX | platform |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         f"| {m['cpu']} | {m['cores']} ({m['usable_cores']}) | {m['threads']} "
         f"| {' / '.join(map(str, m['load_average']))} | {m['python']} | {m['torch']} "
-        f"| {m['tensorflow']} | {m['keras']} | {m['platform']} |",
+        f"| {m['tensorflow']} | {m['keras']} | {m.get('jax', '-')} | {m['platform']} |",
         "",
         f"Run {m['date']}: `{s['command']}` ({mode}); "
         f"device {s['device']}; {s['steps']} timed steps per model after {s['warmup']} warm-up "
-        f"steps; Keras steps run {s['keras_step']}.",
+        f"steps; Keras steps run {s['keras_step']}"
+        + (
+            "; keras-jax: Keras on JAX, a jax.jit step; keras-torch: Keras on PyTorch, eager."
+            if {"keras-jax", "keras-torch"} & set(s["backends"])
+            else "."
+        ),
         "",
     ]
 
@@ -297,7 +303,11 @@ NOTES = [
     "batches, through the same step code (`benchmarks/frameworks.py`): torch `zero_grad`, "
     "forward, loss, `backward`, clipping, `step`, `loss.item()`; Keras one `tf.function` "
     "(no XLA) of a `GradientTape` step and `optimizer.apply`, as `model.fit` does (eager with "
-    "`--quick` or `--keras-eager`).",
+    "`--quick` or `--keras-eager`). Keras on its other engines steps as the generated `train.py` "
+    "does there: `keras-jax` one `jax.jit` of the stateless step (`stateless_call`, "
+    "`jax.value_and_grad`, `stateless_apply`), the values written back to the variables; "
+    "`keras-torch` eagerly, `torch.autograd.grad` and `optimizer.apply`. The hand-written side "
+    "is the same stock Keras model and optimizer on that engine; TensorFlow is not imported there.",
     "- Hand-written models (`benchmarks/handwritten/`) use stock layers and optimizers (torch: "
     "`fused=True`, as the generated `make_optimizer` does; the default foreach Adam is about "
     "twice as slow on the 14M-parameter classifier). The torch ones output logits under "

@@ -22,7 +22,12 @@ from benchmarks import chart, compiler, gpu, report, specs
 from benchmarks.specs import EXAMPLES, POLICIES, ROOT
 
 SECTIONS = ("examples", "policy", "compiler", "gpu")
-BACKENDS = ("torch", "keras")
+BACKENDS = ("torch", "keras", "keras-jax", "keras-torch")
+# Keras on its JAX and PyTorch engines: the examples section only, on the CPU, not in --quick by
+# default (each engine starts and compiles every model again: tens of seconds).
+ENGINE_BACKENDS = ("keras-jax", "keras-torch")
+# What KERAS_BACKEND each worker's Keras starts on (whatever the caller's environment says).
+KERAS_ENGINES = {"keras": "tensorflow", "keras-jax": "jax", "keras-torch": "torch"}
 LAYER_SIZES = (10, 100, 1_000, 10_000)
 
 
@@ -46,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="timed steps per model (default 50; quick 2)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 5; quick 0)")
     parser.add_argument(
-        "--backends", default=",".join(BACKENDS), help="comma-separated (default: all)"
+        "--backends",
+        help=f"comma-separated, of {','.join(BACKENDS)} (keras-jax and keras-torch: Keras on "
+        "those engines, examples section only; default: all, with --quick torch,keras)",
     )
     parser.add_argument("--sections", default=",".join(SECTIONS), help="of %(default)s")
     parser.add_argument("--examples", default=",".join(EXAMPLES), help="of %(default)s")
@@ -78,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 5)
     args.max_layers = args.max_layers or (100 if args.quick else LAYER_SIZES[-1])
     args.keras_eager = args.keras_eager or args.quick
+    if args.backends is None:
+        quick = [b for b in BACKENDS if b not in ENGINE_BACKENDS]
+        args.backends = ",".join(quick if args.quick else BACKENDS)
     for name, allowed in (("backends", BACKENDS), ("sections", SECTIONS), ("examples", EXAMPLES)):
         chosen = [item.strip() for item in getattr(args, name).split(",") if item.strip()]
         unknown = sorted(set(chosen) - set(allowed))
@@ -94,7 +104,8 @@ def example_jobs(args: argparse.Namespace, backend: str, work: Path) -> list[dic
     for name in args.examples:
         text = specs.example_spec(name, args.quick)
         batch = specs.compile_text(text).training.batch_size
-        path, reason = specs.generate(text, backend, work / "examples" / name)
+        generator = "keras" if backend in KERAS_ENGINES else backend
+        path, reason = specs.generate(text, generator, work / "examples" / name)
         job = {"section": "examples", "name": name, "spec": text, "batch": batch}
         jobs.append({**job, "model_py": path, "reason": reason})
     return jobs
@@ -132,6 +143,11 @@ def run_worker(
     threads = str(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if backend in KERAS_ENGINES:
+        env["KERAS_BACKEND"] = KERAS_ENGINES[backend]
+    if backend == "keras-jax" and args.threads == 1:  # XLA's CPU thread pool, as --threads says
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "benchmarks.worker", str(job_file), str(out_file)]
     try:
@@ -204,7 +220,14 @@ def main(argv: list[str] | None = None) -> int:
                     if section in args.sections
                 ]
                 for backend in args.backends
+                if backend not in ENGINE_BACKENDS
             }
+            if "examples" in args.sections and args.device == "cpu":
+                for backend in ENGINE_BACKENDS:
+                    if backend in args.backends:
+                        futures[backend] = [
+                            pool.submit(example_jobs, args, backend, work / backend)
+                        ]
             for backend, todo in futures.items():
                 jobs = []
                 for future in todo:
@@ -212,7 +235,13 @@ def main(argv: list[str] | None = None) -> int:
                     jobs += value if isinstance(value, list) else [value]
                 if jobs:
                     plans.append((backend, args.device, jobs))
-                if "gpu" in args.sections and args.device == "cpu" and gpu.cuda_present():
+                gpu_backend = backend not in ENGINE_BACKENDS
+                if (
+                    gpu_backend
+                    and "gpu" in args.sections
+                    and args.device == "cpu"
+                    and gpu.cuda_present()
+                ):
                     gpu_jobs = [job for job in jobs if job["section"] == "examples"]
                     if not gpu_jobs:
                         gpu_jobs = example_jobs(args, backend, work / backend)
