@@ -217,3 +217,61 @@ def test_jax_data_parallel_over_two_devices(tmp_path) -> None:
     frozen = sorted(set(range(table.shape[0])) - set(table.trainable_ids()) - set(table.zero_rows))
     assert np.all(state[table.name][list(table.zero_rows)] == 0.0)
     assert state[table.name][frozen].tobytes() == start[table.name][frozen].tobytes()
+
+
+def test_jax_shards_embedding_tables_over_two_devices(tmp_path) -> None:
+    """``--shard-embeddings`` on two devices: ``keras.distribution.ModelParallel`` splits the rows
+    of the embedding tables over them (the batch too), and trains to the weights of the
+    ``DataParallel`` run (one copy of each table per device), bit for bit. The other engines,
+    and the PyTorch backend's ``train.py``, refuse the flag with one line."""
+    program = example_at_test_size("glove_special_tokens")
+    write_tree(backends.get("keras").generate(program), tmp_path)
+    write_npz(program, tmp_path / "data.npz", N_TRAIN, N_VAL)
+    initial_weights(program, tmp_path / "init.safetensors")
+    env = os.environ | {
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    command = [sys.executable, "train.py", "--data", "data.npz", "--init", "init.safetensors"]
+    command += COMMON
+
+    def run(*flags: str, engine: str = "jax") -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*command, *flags],
+            cwd=tmp_path,
+            env=env | {"KERAS_BACKEND": engine},
+            capture_output=True,
+            text=True,
+        )
+
+    sharded, replicated = run("--shard-embeddings", "--out", "sharded"), run("--out", "replicated")
+    for result in (sharded, replicated):
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "with 2 replica(s) (jax)" in result.stdout
+    (line,) = [line for line in sharded.stdout.splitlines() if line.startswith("rows split")]
+    assert "/frozen_embeddings (" in line and "/trainable_embeddings (" in line, line
+    assert "rows split" not in replicated.stdout
+    first = load_file(str(tmp_path / "sharded" / "model.safetensors"))
+    second = load_file(str(tmp_path / "replicated" / "model.safetensors"))
+    assert sorted(first) == sorted(second)
+    for key in first:
+        assert first[key].tobytes() == second[key].tobytes(), key
+    refused = run("--shard-embeddings", "--out", "torch", engine="torch")
+    assert refused.returncode == 2
+    assert "--shard-embeddings: splitting tables over devices needs KERAS_BACKEND=jax" in (
+        refused.stderr
+    )
+    write_tree(backends.get("torch").generate(program), tmp_path / "torch_backend")
+    refused = subprocess.run(
+        [sys.executable, "torch_backend/train.py", *command[2:], "--shard-embeddings"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2
+    assert "--shard-embeddings: splitting tables over devices is the Keras train.py's" in (
+        refused.stderr
+    )

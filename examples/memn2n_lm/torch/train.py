@@ -190,6 +190,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="compile training and validation (torch.compile): for GPUs, slower on CPUs",
     )
+    system.add_argument(
+        "--shard-embeddings",
+        action="store_true",
+        help="not here: the Keras train.py's, on KERAS_BACKEND=jax (split each embedding "
+        "table's rows over the devices)",
+    )
     system.add_argument("--seed", type=int, default=SEED, help="seed of every random generator")
     system.add_argument(
         "--deterministic", action="store_true", help="use deterministic algorithms only"
@@ -477,6 +483,11 @@ def start(argv: list[str] | None = None) -> tuple[argparse.Namespace, Data]:
             fail(f"--{flag.replace('_', '-')} must be at least 1")
     if not 0 <= args.validation_split < 1:
         fail(f"--validation-split must be at least 0 and below 1, not {args.validation_split}")
+    if args.shard_embeddings:
+        fail(
+            "--shard-embeddings: splitting tables over devices is the Keras train.py's, "
+            "on KERAS_BACKEND=jax"
+        )
     args.out = run_folder(args, first_process())
     data = read_data(args)
     if args.monitor.startswith("val_") and data.val is None:

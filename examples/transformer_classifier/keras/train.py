@@ -14,6 +14,11 @@ On all the GPUs of one machine (TensorFlow: MirroredStrategy; JAX:
 
     python train.py --data data.npz
 
+On JAX, ``--shard-embeddings`` splits the rows of each embedding table over the devices
+(``keras.distribution.ModelParallel`` with a ``LayoutMap``) instead of keeping a copy on each,
+for tables too large for one device; a table whose rows do not divide evenly keeps a copy per
+device. The batch is split over the devices as with ``DataParallel``.
+
 On 2 machines (TensorFlow only: MultiWorkerMirroredStrategy), each with its own index in
 ``TF_CONFIG``::
 
@@ -202,6 +207,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compile",
         action="store_true",
         help="compile the step with XLA (TensorFlow; JAX always compiles it)",
+    )
+    system.add_argument(
+        "--shard-embeddings",
+        action="store_true",
+        help="JAX on several devices: split the rows of each embedding table over the devices "
+        "(keras.distribution.ModelParallel) instead of a copy per device",
     )
     system.add_argument("--seed", type=int, default=SEED, help="seed of every random generator")
     system.add_argument("--deterministic", action="store_true", help="use deterministic ops only")
@@ -988,13 +999,49 @@ def make_strategy() -> tuple[tf.distribute.Strategy, int, int]:
     return tf.distribute.get_strategy(), 0, 1
 
 
-def data_parallel() -> int:
+def data_parallel(shard_embeddings: bool) -> int:
     """JAX: the number of devices, with the batch split over them by
-    ``keras.distribution.DataParallel`` when there are several. PyTorch: 1."""
-    if ENGINE == "jax" and len(jax.devices()) > 1:
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
-        return len(jax.devices())
-    return 1
+    ``keras.distribution.DataParallel`` when there are several; with ``shard_embeddings``, by
+    ``keras.distribution.ModelParallel``, which also splits each embedding table's rows over them
+    (see ``ShardedTables``). PyTorch: 1."""
+    if ENGINE != "jax" or len(jax.devices()) == 1:
+        return 1
+    devices = jax.devices()
+    if shard_embeddings:
+        mesh = keras.distribution.DeviceMesh((len(devices),), ["batch"], devices)
+        layout_map = keras.distribution.LayoutMap(mesh)
+        layout_map[".*embeddings"] = ("batch", None)  # rows over the devices, columns whole
+        distribution = ShardedTables(layout_map=layout_map, batch_dim_name="batch")
+    else:
+        distribution = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(distribution)
+    return len(devices)
+
+
+if ENGINE == "jax":
+
+    class ShardedTables(keras.distribution.ModelParallel):
+        """``ModelParallel`` over a one-axis mesh: the batch is split over the devices, and so
+        are the rows of every embedding table (variables named ``*embeddings``) whose row count
+        the number of devices divides; the other variables have a copy on each device."""
+
+        def get_variable_layout(self, variable):
+            """The ``LayoutMap``'s layout, or a copy per device where it cannot split."""
+            layout = super().get_variable_layout(variable)
+            devices = self.device_mesh.devices.size
+            if layout.axes and layout.axes[0] is not None and variable.shape[0] % devices:
+                return keras.distribution.TensorLayout(
+                    [None] * len(variable.shape), self.device_mesh
+                )
+            return layout
+
+        def sharded(self, variables) -> list[str]:
+            """``path (rows x columns)`` of each of ``variables`` split over the devices."""
+            return [
+                f"{v.path} ({' x '.join(map(str, v.shape))})"
+                for v in variables
+                if any(axis is not None for axis in self.get_variable_layout(v).axes)
+            ]
 
 
 def set_random_seed(seed: int) -> None:
@@ -1209,6 +1256,11 @@ def main(
         fail(f"KERAS_BACKEND={ENGINE}: train.py trains on {', '.join(ENGINES)}")
     if ENGINE != "tensorflow" and "TF_CONFIG" in os.environ:
         fail(f"TF_CONFIG: several machines need KERAS_BACKEND=tensorflow, not {ENGINE}")
+    if args.shard_embeddings and ENGINE != "jax":
+        fail(
+            "--shard-embeddings: splitting tables over devices needs KERAS_BACKEND=jax, "
+            f"not {ENGINE}"
+        )
     if ENGINE == "torch" and args.compile:
         fail("--compile: the torch engine runs eagerly; tensorflow and jax compile the step")
     with choose_device(args):
@@ -1222,7 +1274,7 @@ def train(args: argparse.Namespace, data: Data) -> None:
         replicas = strategy.num_replicas_in_sync
     else:
         strategy, worker, num_workers = None, 0, 1
-        replicas = data_parallel()
+        replicas = data_parallel(args.shard_embeddings)
     chief = worker == 0  # only worker 0 prints and writes files
     if args.batch_size % replicas:
         fail(f"--batch-size must be a multiple of the {replicas} replicas")
@@ -1340,6 +1392,10 @@ def train(args: argparse.Namespace, data: Data) -> None:
             f"training on {device} in {precision} with {replicas} replica(s) ({ENGINE}): "
             f"{n_train} examples, {n_val} for validation"
         )
+        distribution = keras.distribution.distribution()
+        if ENGINE == "jax" and isinstance(distribution, ShardedTables):
+            tables = distribution.sharded(model.variables)
+            print(f"rows split over the {replicas} devices: {', '.join(tables) or 'no table'}")
 
     step = progress["step"]
     lr = learning_rate(step, steps_per_epoch, args, progress["lr_scale"])
