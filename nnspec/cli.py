@@ -401,15 +401,35 @@ def parity(
     steps: Annotated[int, typer.Option(min=0, help="Optimizer steps to compare.")] = 5,
     batch: Annotated[int, typer.Option(min=1, help="Batch size of the random batches.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of weights and batches.")] = 0,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend",
+            help="Run only this backend or engine (repeatable; the first is the baseline), "
+            "e.g. torch, keras, keras-jax. Default: every installed one.",
+        ),
+    ] = None,
 ) -> None:
-    """Run every installed backend on the same canonical weights and batches: outputs against
-    the numpy reference, gradients and trained weights against each other; exit 1 if over
-    tolerance."""
-    from nnspec.parity import compare, installed
+    """Run every installed backend, and Keras on each installed engine (keras-jax,
+    keras-torch), on the same canonical weights and batches: outputs against the numpy
+    reference, gradients and trained weights against each other; exit 1 if over tolerance."""
+    from nnspec.parity import compare, installed, participants, resolve
 
     dtypes = ["float32", "float64"] if dtype == "both" else [dtype]
     if any(d not in ("float32", "float64") for d in dtypes):
         raise _usage_error(f"unknown dtype {dtype!r}; use float32, float64 or both")
+    names = participants()
+    for name in backend or []:
+        try:
+            resolve(name)
+        except KeyError as exc:
+            raise _usage_error(str(exc.args[0])) from None
+        if name not in names:
+            raise _usage_error(
+                f"{name} is not installed here; installed: {', '.join(names) or 'none'}"
+            )
+    if backend:
+        names = tuple(dict.fromkeys(backend))
     program, _ = _compile(file)
     if not installed():
         from nnspec import backends
@@ -420,7 +440,11 @@ def parity(
         raise typer.Exit(1)
     ok = True
     for d in dtypes:
-        report = compare(program, dtype=d, steps=steps, batch=batch, seed=seed)
+        try:
+            report = compare(program, dtype=d, names=names, steps=steps, batch=batch, seed=seed)
+        except RuntimeError as exc:  # an engine's subprocess failed: say which and why
+            err.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
         print_report(report)
         ok &= report.ok
     if not ok:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nnspec import backends, reference
+from nnspec import backends, engine_worker, reference
 from nnspec.compiler import ir
 
 REFERENCE = "reference"
@@ -218,10 +218,11 @@ def _cast(values: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
 
 
 def generate_all(program: ir.Program, out: Path, names: list[str]) -> dict[str, Path]:
-    """Generate each backend's code under ``out/<backend>``; returns the model.py paths."""
+    """Generate each backend's code under ``out/<backend>``; returns the model.py paths. A
+    name may be an engine run (``keras-jax``): its backend's code is generated."""
     paths = {}
     for name in names:
-        files = backends.get(name).generate(program)
+        files = backends.get(resolve(name)[0]).generate(program)
         for rel, text in files.items():
             target = out / name / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -230,37 +231,87 @@ def generate_all(program: ir.Program, out: Path, names: list[str]) -> dict[str, 
     return paths
 
 
+@cache
+def participants() -> tuple[str, ...]:
+    """What ``nnspec parity`` runs by default: every installed backend, then each backend's
+    other installed engines as ``<backend>-<engine>`` (``keras-jax``, ``keras-torch``), each run
+    in a subprocess."""
+    engine_runs = [
+        f"{name}-{engine}" for name in installed() for engine in backends.get(name).other_engines()
+    ]
+    return (*installed(), *engine_runs)
+
+
+def resolve(name: str) -> tuple[str, str | None]:
+    """``(backend, engine)`` of a participant name: ``("torch", None)`` for a backend run in this
+    process, ``("keras", "jax")`` for ``keras-jax``. ``KeyError`` naming the known ones."""
+    available = backends.available()
+    if name in available:
+        return name, None
+    for backend in available.values():
+        for engine in backend.engines():
+            if name == f"{backend.name}-{engine}":
+                return backend.name, engine
+    known = [*available, *(f"{b.name}-{e}" for b in available.values() for e in b.engines())]
+    raise KeyError(f"unknown backend {name!r}; known: {', '.join(known)}")
+
+
+Batches = list[tuple[dict[str, np.ndarray], np.ndarray]]
+
+
+def run_backend(
+    backend: str,
+    model_py: Path,
+    jobs: list[tuple[str, bool]],
+    state: dict[str, np.ndarray],
+    inputs: dict[str, np.ndarray],
+    cotangent: np.ndarray,
+    batches: Batches,
+) -> list[dict[str, Any]]:
+    """Run one backend's generated ``model_py`` in this process, once per ``(dtype, train_only)``
+    job: its outputs and gradients (unless ``train_only``), training losses and trained weights,
+    all in the job's dtype."""
+    runtime = backends.get(backend).runtime()
+    module = runtime.load_module(model_py)
+    results = []
+    for dtype, train_only in jobs:
+        model = runtime.build(module, dtype)
+        runtime.set_state(model, _cast(state, dtype))
+        result: dict[str, Any] = {}
+        if not train_only:
+            result["outputs"] = runtime.forward(model, inputs)
+            result["gradients"] = runtime.gradients(model, inputs, cotangent.astype(dtype))
+        cast = [(x, y.astype(dtype) if y.dtype.kind == "f" else y) for x, y in batches]
+        result["losses"] = np.asarray(runtime.train(module, model, cast))
+        result["state"] = runtime.get_state(model)
+        results.append(result)
+    return results
+
+
 def _run(
     program: ir.Program,
-    dtype: str,
+    jobs: list[tuple[str, bool]],
     names: tuple[str, ...],
     state: dict[str, np.ndarray],
     inputs: dict[str, np.ndarray],
     cotangent: np.ndarray,
-    batches: list[tuple[dict[str, np.ndarray], np.ndarray]],
+    batches: Batches,
     workdir: Path | None,
-    train_only: bool = False,
-) -> dict[str, dict[str, Any]]:
-    """Each backend's outputs, gradients, training losses and trained weights, in ``dtype``
-    (only the losses and weights with ``train_only``), by backend name."""
-    state = _cast(state, dtype)
-    cotangent = cotangent.astype(dtype)
-    batches = [(x, y.astype(dtype) if y.dtype.kind == "f" else y) for x, y in batches]
-    results: dict[str, dict[str, Any]] = {}
+) -> list[dict[str, dict[str, Any]]]:
+    """Per ``(dtype, train_only)`` job, each backend's results (see :func:`run_backend`) by name.
+    A backend on another engine runs every job in one subprocess."""
+    results: list[dict[str, dict[str, Any]]] = [{} for _ in jobs]
     with tempfile.TemporaryDirectory(prefix="nnspec-parity-") as tmp:
         paths = generate_all(program, Path(workdir or tmp), list(names))
         for name in names:
-            runtime = backends.get(name).runtime()
-            module = runtime.load_module(paths[name])
-            model = runtime.build(module, dtype)
-            runtime.set_state(model, state)
-            result: dict[str, Any] = {}
-            if not train_only:
-                result["outputs"] = runtime.forward(model, inputs)
-                result["gradients"] = runtime.gradients(model, inputs, cotangent)
-            result["losses"] = np.asarray(runtime.train(module, model, batches))
-            result["state"] = runtime.get_state(model)
-            results[name] = result
+            backend, engine = resolve(name)
+            if engine is None:
+                ran = run_backend(backend, paths[name], jobs, state, inputs, cotangent, batches)
+            else:
+                job = (state, inputs, cotangent, batches)
+                ran = engine_worker.run(backend, engine, paths[name], jobs, *job)
+            for by_name, result in zip(results, ran, strict=True):
+                by_name[name] = result
     return results
 
 
@@ -283,8 +334,9 @@ def compare(
     seed: int = 0,
     workdir: Path | None = None,
 ) -> ParityReport:
-    """Run ``program`` in every backend of ``names`` (default: every installed one) from the
-    same weights and batches: compare each backend's outputs with :func:`nnspec.reference.forward`
+    """Run ``program`` in every backend of ``names`` (default: every installed one; a name may
+    also be an engine run such as ``keras-jax``, see :func:`participants`) from the same weights
+    and batches: compare each backend's outputs with :func:`nnspec.reference.forward`
     (in ``dtype``), and each backend after the first with the first for the gradients of
     ``sum(output * cotangent)`` and the losses and weights of ``steps`` optimizer steps.
 
@@ -311,10 +363,10 @@ def compare(
     if dtype != "float64":  # the values the float64 runs also start from
         state, cotangent = _cast(state, dtype), cotangent.astype(dtype)
         batches = [(x, y.astype(dtype) if y.dtype.kind == "f" else y) for x, y in batches]
-    runs = _run(program, dtype, names, state, inputs, cotangent, batches, workdir)
-    runs64 = None
-    if dtype != "float64":
-        runs64 = _run(program, "float64", names, state, inputs, cotangent, batches, workdir, True)
+    # In float32 the same recipe also trains in float64, for the derived training tolerance.
+    jobs = [(dtype, False)] + ([("float64", True)] if dtype != "float64" else [])
+    runs, *rest = _run(program, jobs, names, state, inputs, cotangent, batches, workdir)
+    runs64 = rest[0] if rest else None
     base = names[0]
 
     def training(name: str, key: str | None) -> Comparison:

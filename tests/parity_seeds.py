@@ -45,12 +45,15 @@ def program(name: str) -> ir.Program:
     return compile_spec(*load_string(path.read_text(), str(path)))
 
 
-def check_seed(name: str, dtype: str, seed: int) -> ParityReport:
-    """``nnspec parity EXAMPLE --dtype DTYPE --seed SEED`` passes; in float32 every training
-    comparison carries both backends' own float32 rounding and has exactly the derived bound."""
+def check_seed(
+    name: str, dtype: str, seed: int, names: tuple[str, ...] | None = None
+) -> ParityReport:
+    """``nnspec parity EXAMPLE --dtype DTYPE --seed SEED`` (with ``--backend`` for each of
+    ``names``) passes; in float32 every training comparison carries both backends' own float32
+    rounding and has exactly the derived bound."""
     steps, batch = cli_defaults()
     assert (steps, batch) == (5, 4)  # what the issue measured the bug at
-    report = compare(program(name), dtype=dtype, steps=steps, batch=batch, seed=seed)
+    report = compare(program(name), dtype=dtype, names=names, steps=steps, batch=batch, seed=seed)
     check(report)
     for c in report.comparisons:
         if c.what == "training" and dtype == "float32":

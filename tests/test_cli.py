@@ -154,9 +154,9 @@ training:
 
 
 def test_parity_command_reports_every_backend_against_the_reference_and_each_other(tmp_path):
-    from nnspec.parity import REFERENCE, TOLERANCES, installed
+    from nnspec.parity import REFERENCE, TOLERANCES, participants
 
-    names = installed()
+    names = participants()  # the installed backends, then Keras on its other installed engines
     if len(names) < 2:
         pytest.skip("needs two installed backends")
     spec = tmp_path / "spec.yaml"
@@ -185,6 +185,62 @@ def test_parity_command_reports_every_backend_against_the_reference_and_each_oth
     # float64 at the fixed tolerance; float32 derived (float64's plus each backend's round-off).
     float64 = f"{TOLERANCES['float64']['training']:.0e}"
     assert sum(float64 in row for row in rows) >= len(names_), result.output
+
+
+def test_parity_backend_option_picks_backends_and_engines(tmp_path):
+    from nnspec.parity import REFERENCE, participants
+
+    if not {"torch", "keras-jax"} <= set(participants()):
+        pytest.skip("needs the torch backend and Keras on JAX")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(PARITY_SPEC)
+    args = ("parity", spec, "--dtype", "float64", "--steps", "2")
+    result = invoke(*args, "--backend", "keras-jax", "--backend", "torch")
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "Compared" in line)
+    cells = [cell.strip() for cell in header.split("┃") if cell.strip()]
+    assert cells == ["Compared", "Tensor", REFERENCE, "keras-jax", "torch", "Tolerance"]
+    assert "against keras-jax" in result.output
+    assert f"keras-jax, torch and the {REFERENCE} agree in float64" in result.output
+
+    unknown = invoke(*args, "--backend", "keras-mxnet")
+    assert unknown.exit_code == 2
+    assert "unknown backend 'keras-mxnet'; known: keras, torch, keras-tensorflow" in unknown.output
+    assert "Traceback" not in unknown.output
+
+
+def test_parity_says_which_engine_failed_and_why(tmp_path, monkeypatch):
+    from nnspec.parity import participants
+
+    if "keras-jax" not in participants():
+        pytest.skip("needs Keras on JAX")
+    keras = backends.get("keras")
+    monkeypatch.setattr(keras, "engine_env", lambda engine: {"KERAS_BACKEND": "mxnet"})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(PARITY_SPEC)
+    result = invoke("parity", spec, "--dtype", "float64", "--backend", "keras-jax")
+    assert result.exit_code == 1, result.output
+    assert "error: keras on the jax engine failed:" in result.output
+    assert "mxnet" in result.output  # Keras' own message about the unknown engine
+    assert "Traceback" not in result.output
+
+
+def test_keras_engine_is_read_as_keras_reads_it(tmp_path, monkeypatch):
+    from nnspec.backends.keras.emitter import current_engine
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert current_engine() == "tensorflow"
+    (tmp_path / "keras.json").write_text('{"backend": "jax", "floatx": "float32"}')
+    assert current_engine() == "jax"
+    assert "jax" not in backends.get("keras").other_engines()
+    assert "tensorflow" in backends.get("keras").other_engines()
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert current_engine() == "torch"
+    assert "torch" not in backends.get("keras").other_engines()
+    (tmp_path / "keras.json").write_text("{not json")
+    monkeypatch.delenv("KERAS_BACKEND")
+    assert current_engine() == "tensorflow"
 
 
 def test_parity_report_has_one_column_per_backend_whatever_their_number():

@@ -5,10 +5,8 @@ the parity harness's float32 tolerance against the float32 reference. After one 
 generated optimizer on the generated loss, on each engine, padding rows are exactly 0.0 and
 frozen rows bit-identical.
 
-float64 is not compared: Keras' torch engine converts float64 numpy arrays to ``floatx``; on JAX
-(with ``jax_enable_x64``) Keras 3.15.1 computes ``ops.tanh`` and ``LayerNormalization`` of float64
-inputs in float32, so the LSTM and transformer examples are 2e-8 to 3e-8 from the float64
-reference (the other examples within 5e-16; see docs/backends.md).
+float64, and training against the PyTorch backend, are compared on each engine by
+``tests/test_parity_engine_*.py`` (``nnspec parity --backend keras-<engine>``).
 
 One subprocess per engine runs every example in turn (the engine starts once).
 """

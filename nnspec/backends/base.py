@@ -87,6 +87,21 @@ class Backend(ABC):
         """The parity-harness adapter (imports the framework)."""
         return importlib.import_module(f"{type(self).__module__.rsplit('.', 1)[0]}.runtime")
 
+    def engines(self) -> tuple[str, ...]:
+        """Every engine the generated code can run on, when one framework fronts several (as
+        Keras 3 does); empty when the backend is its own framework."""
+        return ()
+
+    def other_engines(self) -> tuple[str, ...]:
+        """The installed engines besides the one :meth:`runtime` uses in this process: the
+        parity harness runs the generated code on each in a subprocess, its environment updated
+        with :meth:`engine_env`."""
+        return ()
+
+    def engine_env(self, engine: str) -> dict[str, str]:
+        """The environment variables that make :meth:`runtime` use ``engine``."""
+        raise KeyError(f"backend {self.name!r} has no engine {engine!r}")
+
 
 class Namespace:
     """Hands out unique Python names, appending ``_`` to any name that is taken, reserved or a

@@ -329,13 +329,16 @@ class TorchAdamW(keras.optimizers.Optimizer):
         """This step's scalars in ``dtype``: computed for the step's first variable of that dtype,
         reused for the others."""
         if dtype not in self.step_scalars:
-            # In float64, as PyTorch computes them in Python floats.
+            # In float64, as PyTorch computes them in Python floats (the betas made float64
+            # tensors directly: keras.ops would first round a Python float to floatx).
             lr = ops.cast(learning_rate, "float64")
             step = ops.cast(self.iterations + 1, "float64")
+            beta_1 = ops.convert_to_tensor(self.beta_1, "float64")
+            beta_2 = ops.convert_to_tensor(self.beta_2, "float64")
             self.step_scalars[dtype] = (
                 # The step size, and the square root of the second moment's bias correction.
-                ops.cast(lr / (1 - ops.power(self.beta_1, step)), dtype),
-                ops.cast(ops.sqrt(1 - ops.power(self.beta_2, step)), dtype),
+                ops.cast(lr / (1 - ops.power(beta_1, step)), dtype),
+                ops.cast(ops.sqrt(1 - ops.power(beta_2, step)), dtype),
                 ops.cast(1 - lr * self.decoupled_weight_decay, dtype),  # the decay's factor
             )
         return self.step_scalars[dtype]

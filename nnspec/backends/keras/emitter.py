@@ -9,6 +9,10 @@ functions are templates under ``templates/helpers``; ``templates/model.py.j2`` l
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import jinja2
@@ -333,11 +337,30 @@ class KerasGenerator:
 
 
 class KerasBackend(Backend):
-    """Keras 3 on TensorFlow: a ``keras.Model`` subclass, a PyTorch-exact optimizer, and a
-    ``model.fit`` training script."""
+    """Keras 3 on any of its engines (TensorFlow, JAX, PyTorch): a ``keras.Model`` subclass, a
+    PyTorch-exact optimizer, and a training script for each engine."""
 
     name = "keras"
     emitters: ClassVar[OpTable] = KerasGenerator.OPS
+
+    def engines(self) -> tuple[str, ...]:
+        """Keras 3's engines."""
+        return ("tensorflow", "jax", "torch")
+
+    def other_engines(self) -> tuple[str, ...]:
+        """The installed engines besides the one this process's Keras uses."""
+        if importlib.util.find_spec("keras") is None:
+            return ()
+        current = current_engine()
+        return tuple(
+            e for e in self.engines() if e != current and importlib.util.find_spec(e) is not None
+        )
+
+    def engine_env(self, engine: str) -> dict[str, str]:
+        """``KERAS_BACKEND``, the variable Keras picks its engine by."""
+        if engine not in self.engines():
+            return super().engine_env(engine)
+        return {"KERAS_BACKEND": engine}
 
     def generate(self, program: ir.Program) -> dict[str, str]:
         """Render ``model.py``, ``train.py`` and, with pretrained vectors, ``pretrained.py``."""
@@ -345,3 +368,17 @@ class KerasBackend(Backend):
         env = template_env(__package__)
         env.filters["py"] = repr
         return KerasGenerator(program, env).files()
+
+
+def current_engine() -> str:
+    """The engine Keras would use in this process, read without importing it: ``KERAS_BACKEND``,
+    else the ``backend`` of Keras' configuration file, else TensorFlow."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    try:
+        config = json.loads((home / "keras.json").read_text())
+    except (OSError, ValueError):
+        return "tensorflow"
+    backend = config.get("backend") if isinstance(config, dict) else None
+    return backend if isinstance(backend, str) else "tensorflow"

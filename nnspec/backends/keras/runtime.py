@@ -39,7 +39,28 @@ def load_module(model_py: Path) -> ModuleType:
 
 def build(module: ModuleType, dtype: str) -> Any:
     """A built model whose every layer computes in ``dtype``."""
+    if dtype == "float64":
+        keep_float64()
     return module.build_model(dtype)
+
+
+def keep_float64() -> None:
+    """Let float64 computations stay float64 on the JAX and torch engines.
+
+    JAX computes in float32 unless ``jax_enable_x64`` is set. And Keras' type promotion (up to
+    at least 3.15.1) maps every 64-bit result type to its 32-bit one on engines other than
+    TensorFlow, so ``keras.ops.matmul`` (hence ``Dense``), ``ops.tanh`` and others compute float64
+    inputs in float32 (keras-team/keras issue 23223, fixed upstream by pull request 23225). When
+    this Keras demotes, the harness applies that fix: float64 promotes to float64.
+    """
+    if ENGINE == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    if keras.backend.result_type("float64", "float64") != "float64":
+        from keras.src.backend.common import dtypes
+
+        dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64"
 
 
 def set_state(model: Any, state: dict[str, np.ndarray]) -> None:
