@@ -1,6 +1,7 @@
 """Without TensorFlow installed, the generated Keras files run on Keras' JAX and PyTorch engines:
 ``model.py`` imports, computes the reference's outputs and takes an optimizer step that keeps
-the embedding policies, and ``train.py`` trains an epoch and writes its run folder.
+the embedding policies, ``train.py`` trains an epoch and writes its run folder, and ``export.py``
+writes the run's model as a ``.keras`` file (a SavedModel, TensorFlow's, is a one-line error).
 
 "Not installed" is real, not a mock: the subprocess starts without the site directories
 (``python -S``) and adds a copy of them, made of symbolic links, that leaves TensorFlow out, so
@@ -108,6 +109,21 @@ with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
     except Exception:
         report["train"] = traceback.format_exc()[-3000:]
 report["output"] = output.getvalue()[-2000:]
+
+import runpy
+
+for key, flags in (("export", []), ("export_saved_model", ["--format", "saved_model"])):
+    sys.argv = [folder + "/export.py", folder + "/run", "--out", folder + "/" + key, *flags]
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        try:
+            runpy.run_path(folder + "/export.py", run_name="__main__")
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        except Exception:
+            code = traceback.format_exc()[-3000:]
+    report[key] = {"code": code, "output": output.getvalue()[-2000:]}
 report["tensorflow_modules"] = sorted(n for n in sys.modules if n.split(".")[0] == "tensorflow")
 print(json.dumps(report), flush=True)
 """
@@ -227,3 +243,19 @@ def test_train_py_trains_an_epoch(runs, engine) -> None:
     frozen = sorted(set(range(table.shape[0])) - set(table.trainable_ids()) - set(table.zero_rows))
     assert np.all(trained[table.name][list(table.zero_rows)] == 0.0)
     assert trained[table.name][frozen].tobytes() == start[table.name][frozen].tobytes()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_export_py_writes_a_keras_file_and_says_a_saved_model_needs_tensorflow(runs, engine):
+    folder, report = runs[engine]
+    assert report["export"]["code"] == 0, report["export"]["output"]
+    assert "keras: max abs diff" in report["export"]["output"]
+    assert [p.name for p in (folder / "export").iterdir()] == ["model.keras"]
+    refused = report["export_saved_model"]
+    assert refused["code"] == 2, refused["output"]
+    assert refused["output"].strip() == (
+        "export.py: error: --format saved_model writes a TensorFlow SavedModel and needs "
+        f"TensorFlow, which is not installed (Keras runs on {engine}): pip install "
+        "tensorflow-cpu, or --format keras"
+    )
+    assert not (folder / "export_saved_model").exists()

@@ -629,13 +629,37 @@ def test_predict_tokenizes_as_prepare_did_and_both_backends_agree(
         assert result.returncode == 0, result.stderr[-3000:]
         assert "I0000" not in result.stderr and "absl" not in result.stderr
         results[backend] = [json.loads(line) for line in result.stdout.splitlines()]
-    for torch_row, keras_row in zip(results["torch"], results["keras"], strict=True):
-        assert torch_row["label"] == keras_row["label"]
-        assert {r["label"] for r in torch_row["top"]} == {"food", "music", "space", "sport"}
-        assert sum(r["probability"] for r in torch_row["top"]) == pytest.approx(1.0, abs=1e-6)
-        for a, b in zip(torch_row["top"], keras_row["top"], strict=True):
-            assert a["label"] == b["label"]
-            assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+    # The Keras predict.py on Keras' other engines, TensorFlow never imported there.
+    for engine in ("jax", "torch"):
+        if importlib.util.find_spec(engine) is None:
+            continue
+        command = [sys.executable, "-c", PREDICT_WITHOUT_TENSORFLOW, predict["keras"], run_dir]
+        command += [*texts, "--top-k", "4", "--format", "json", "--device", "cpu"]
+        result = run(command, scripts.root, ENV | {"KERAS_BACKEND": engine})
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "tensorflow imported" not in result.stderr
+        results[f"keras-{engine}"] = [json.loads(line) for line in result.stdout.splitlines()]
+    for name, rows in results.items():
+        for torch_row, row in zip(results["torch"], rows, strict=True):
+            assert torch_row["label"] == row["label"], name
+            assert {r["label"] for r in torch_row["top"]} == {"food", "music", "space", "sport"}
+            assert sum(r["probability"] for r in row["top"]) == pytest.approx(1.0, abs=1e-6)
+            for a, b in zip(torch_row["top"], row["top"], strict=True):
+                assert a["label"] == b["label"], name
+                assert a["probability"] == pytest.approx(b["probability"], abs=1e-5), name
+
+
+# predict.py (sys.argv[1]) run as a script; then whether anything imported TensorFlow.
+PREDICT_WITHOUT_TENSORFLOW = """
+import runpy, sys
+script = sys.argv.pop(1)
+sys.argv[0] = script
+try:
+    runpy.run_path(script, run_name="__main__")
+finally:
+    if "tensorflow" in sys.modules:
+        print("tensorflow imported", file=sys.stderr)
+"""
 
 
 def test_predict_refuses_a_run_of_another_spec(scripts: Scripts) -> None:

@@ -15,7 +15,8 @@ tokens to ids, so that texts are tokenized here exactly as they were for trainin
 most probable labels with their probabilities. ``--format json`` writes one JSON object per line;
 ``--ids`` prints the token ids instead, without loading the model.
 
-Batched, on CUDA when present (TensorFlow places the model itself)."""
+Batched, on CUDA when present (Keras' engine, ``KERAS_BACKEND``, places the model itself:
+TensorFlow, JAX or PyTorch; TensorFlow is imported only when it is the engine)."""
 
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ def pad(ids: list[int], settings: dict) -> list[int]:
 
 
 if __name__ == "__main__":
-    # Flags, run folder and texts are read before TensorFlow loads (seconds).
+    # Flags, run folder and texts are read before Keras and its engine load (seconds).
     ARGS = parse_args()
     RUN, VOCABULARY, LABELS = read_run(ARGS.run)
     TEXTS = read_texts(ARGS)
@@ -187,20 +188,36 @@ def tensorflow_start_up_held_back() -> Iterator[None]:
             sys.stderr.flush()
 
 
-with tensorflow_start_up_held_back():
-    import keras
-    import tensorflow as tf
+if __name__ == "__main__" and ARGS.device == "cpu":  # hidden from whichever engine Keras starts
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
+with tensorflow_start_up_held_back():  # when the engine is TensorFlow, its start-up log lines
+    import keras
+
+    ENGINE = keras.backend.backend()  # from KERAS_BACKEND: tensorflow, jax or torch
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # model.py is beside this script
     from model import build_model
 
 
+def gpu_present() -> bool:
+    """Whether Keras' engine sees a GPU."""
+    if ENGINE == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if ENGINE == "jax":
+        import jax
+
+        return jax.devices()[0].platform == "gpu"
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def load_model(run: Path, device: str) -> keras.Model:
-    """The run's final weights in a model (``cpu``: hiding the GPUs from TensorFlow)."""
-    if device == "cpu":
-        tf.config.set_visible_devices([], "GPU")
-    elif device == "cuda" and not tf.config.list_physical_devices("GPU"):
-        fail("--device cuda: TensorFlow sees no GPU")
+    """The run's final weights in a model (``cpu``: the GPUs were hidden before Keras started)."""
+    if device == "cuda" and not gpu_present():
+        fail(f"--device cuda: Keras' {ENGINE} engine sees no GPU")
     model = build_model()
     model.load_canonical(str(run / "model.safetensors"))
     return model

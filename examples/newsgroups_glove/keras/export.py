@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import sys
@@ -53,14 +54,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--format",
         action="append",
         choices=tuple(FORMATS),
-        help="a format to write (repeat for several; default: all of them)",
+        help="a format to write (repeat for several; default: all of them, saved_model only "
+        "where TensorFlow is installed)",
     )
     parser.add_argument("--out", type=Path, help="folder to write to (default: RUN_DIR/export)")
     parser.add_argument("--data", type=Path, help=".npz whose first examples check the export")
     parser.add_argument("--batch-size", type=int, default=8, help="examples the check runs on")
     parser.add_argument("--force", action="store_true", help="replace files exported before")
     args = parser.parse_args(argv)
-    args.format = list(dict.fromkeys(args.format or FORMATS))  # each once, in the order given
+    default = [f for f in FORMATS if f != "saved_model" or importlib.util.find_spec("tensorflow")]
+    args.format = list(dict.fromkeys(args.format or default))  # each once, in the order given
     args.out = args.out or args.run / "export"
     if args.batch_size < 2:
         parser.error("--batch-size must be at least 2 (the check also runs one example alone)")
@@ -88,7 +91,14 @@ def check_run(run: Path) -> None:
 
 
 def check_targets(args: argparse.Namespace) -> None:
-    """Stop if a file to write exists already (unless ``--force``)."""
+    """Stop if a file to write exists already (unless ``--force``), or if
+    ``saved_model`` is asked for where TensorFlow is not installed."""
+    if "saved_model" in args.format and importlib.util.find_spec("tensorflow") is None:
+        engine = os.environ.get("KERAS_BACKEND", "tensorflow")
+        fail(
+            f"--format saved_model writes a TensorFlow SavedModel and needs TensorFlow, which is "
+            f"not installed (Keras runs on {engine}): pip install tensorflow-cpu, or --format keras"
+        )
     existing = [FORMATS[f] for f in args.format if (args.out / FORMATS[f]).exists()]
     if existing and not args.force:
         fail(f"{args.out} already holds {', '.join(existing)} (--force replaces them)")
@@ -173,9 +183,8 @@ def tensorflow_start_up_held_back() -> Iterator[None]:
             sys.stderr.flush()
 
 
-with tensorflow_start_up_held_back():
+with tensorflow_start_up_held_back():  # when the engine is TensorFlow, its start-up log lines
     import keras
-    import tensorflow as tf
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # model.py is beside this script
     from model import build_model
@@ -187,7 +196,11 @@ def flat(outputs: object) -> list[np.ndarray]:
         outputs = [outputs[name] for name in sorted(outputs)]
     elif not isinstance(outputs, list | tuple):
         outputs = [outputs]
-    return [np.asarray(o, np.float64) for o in outputs]
+    # keras.ops for the engine's own tensors (a torch tensor may require grad); numpy for the rest.
+    return [
+        np.asarray(keras.ops.convert_to_numpy(o) if keras.ops.is_tensor(o) else o, np.float64)
+        for o in outputs
+    ]
 
 
 def difference(got: list[np.ndarray], expected: list[np.ndarray]) -> float:
@@ -224,6 +237,9 @@ def export_saved_model(
 ) -> float:
     """Write ``model`` as a TensorFlow SavedModel taking int32 ids; the difference of its
     ``serve`` outputs (read back by TensorFlow alone) from the model's."""
+    with tensorflow_start_up_held_back():  # a SavedModel is TensorFlow's, whatever the engine
+        import tensorflow as tf
+
     signature = {
         name: tf.TensorSpec((None, *shape), tf.int32, name=name)
         for name, shape in INPUT_SHAPES.items()
