@@ -435,27 +435,37 @@ def torch_optim(opt: ir.Optimizer, params, ids, target, lr, steps):
     return [t.detach().numpy() for t in tensors]
 
 
-@pytest.mark.parametrize(
-    "optimizer",
-    [
-        {"kind": "sgd", "momentum": 0.875, "nesterov": True, "weight_decay": 0.125},
-        {"kind": "sgd", "momentum": 0.5},
-        {"kind": "sgd", "weight_decay": 0.25},
-        {"kind": "adam", "weight_decay": 0.25, "eps": 0.0078125},
-        {"kind": "adam", "clip_norm": 0.25},
-        {"kind": "adamw", "weight_decay": 0.25, "beta1": 0.75, "beta2": 0.875},
-        {"kind": "adamw", "weight_decay": 0.5, "clip_norm": 0.5},
-    ],
-    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
-)
-def test_optimizer_follows_pytorch_rules_with_repeated_ids(optimizer, tmp):
-    program = with_training(ir_examples.flat_classifier(), lr=0.25, **optimizer)
-    module = module_for(program, tmp)
+OPTIMIZER_CASES = [
+    {"kind": "sgd", "momentum": 0.875, "nesterov": True, "weight_decay": 0.125},
+    {"kind": "sgd", "momentum": 0.5},
+    {"kind": "sgd", "weight_decay": 0.25},
+    {"kind": "adam", "weight_decay": 0.25, "eps": 0.0078125},
+    {"kind": "adam", "clip_norm": 0.25},
+    {"kind": "adamw", "weight_decay": 0.25, "beta1": 0.75, "beta2": 0.875},
+    {"kind": "adamw", "weight_decay": 0.5, "clip_norm": 0.5},
+]
+"""Optimizer settings on which the generated optimizers must follow PyTorch's rules."""
+
+
+def case_id(case: dict) -> str:
+    """A test id for an entry of :data:`OPTIMIZER_CASES`."""
+    return "-".join(f"{k}={v}" for k, v in case.items())
+
+
+def toy_problem() -> tuple[list[np.ndarray], np.ndarray, np.ndarray, float, int]:
+    """``(params, ids, target, lr, steps)`` of the optimizer tests: ids repeat within the batch,
+    and the learning rate is exact in float32, where Keras stores it."""
     rng = np.random.default_rng(9)
     params = [rng.normal(0.0, 0.5, size=(7, 3)), rng.normal(0.0, 0.5, size=3)]
     ids = np.array([[1, 2, 1, 1], [3, 1, 6, 6], [6, 6, 6, 0]])
-    target = rng.normal(size=3)
-    lr, steps = 0.03125, 6  # a learning rate exact in float32, where Keras stores it
+    return params, ids, rng.normal(size=3), 0.03125, 6
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZER_CASES, ids=case_id)
+def test_optimizer_follows_pytorch_rules_with_repeated_ids(optimizer, tmp):
+    program = with_training(ir_examples.flat_classifier(), lr=0.25, **optimizer)
+    module = module_for(program, tmp)
+    params, ids, target, lr, steps = toy_problem()
 
     table, w = (keras.Variable(p, dtype="float64") for p in params)
     optimizer_ = module.make_optimizer(SimpleNamespace(trainable_variables=[table, w]), lr=lr)

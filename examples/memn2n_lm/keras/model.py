@@ -337,8 +337,22 @@ class TorchAdam(keras.optimizers.Optimizer):
                 self.slots[id(key)] = slot
 
     def apply(self, grads, trainable_variables=None):
-        """Merge embedding gradients, clip all by global norm, then update the variables."""
+        """Merge embedding gradients, clip all by global norm, then update the variables.
+
+        On Keras' PyTorch engine the update runs as ``torch.optim`` runs it: unseen by autograd
+        (``torch.no_grad``), each weight and slot updated in place (see ``update_step``).
+        """
         self.step_scalars = {}  # per dtype, computed once per step (see scalars)
+        self.in_place = keras.backend.backend() == "torch"
+        if not self.in_place:
+            return self.merge_and_apply(grads, trainable_variables)
+        import torch
+
+        with torch.no_grad():
+            return self.merge_and_apply(grads, trainable_variables)
+
+    def merge_and_apply(self, grads, trainable_variables):
+        """``apply``'s work: the gradients merged and clipped, the variables updated."""
         grads = [None if g is None else self.dense_gradient(g) for g in grads]
         # As torch.nn.utils.clip_grad_norm_: the norm of the per-variable norms, and a
         # scale of min(1, clip_norm / (norm + 1e-6)).
@@ -379,18 +393,27 @@ class TorchAdam(keras.optimizers.Optimizer):
         """One ``torch.optim.Adam`` step on ``variable``.
 
         The arithmetic is on the engine's tensors (no ``keras.ops`` dispatch per operation); each
-        new value is computed once, assigned, and used from then on.
+        new value is computed once and assigned, or on PyTorch (``in_place``) written into the
+        variable's own tensor, as ``torch.optim`` does.
         """
-        value = ops.convert_to_tensor(variable)
+        value = variable.value if self.in_place else ops.convert_to_tensor(variable)
         step_size, bias_correction2_sqrt = self.scalars(learning_rate, variable.dtype)
         m, v = self.slots[id(variable)]
-        m_value, v_value = ops.convert_to_tensor(m), ops.convert_to_tensor(v)
-        m_value = m_value + (1 - self.beta_1) * (gradient - m_value)
-        v_value = self.beta_2 * v_value + (1 - self.beta_2) * gradient * gradient
-        self.assign(m, m_value)
-        self.assign(v, v_value)
+        if self.in_place:
+            # torch.optim.Adam's own in-place forms of the two lines below.
+            m_value = m.value.lerp_(gradient, 1 - self.beta_1)
+            v_value = v.value.mul_(self.beta_2).addcmul_(gradient, gradient, value=1 - self.beta_2)
+        else:
+            m_value, v_value = ops.convert_to_tensor(m), ops.convert_to_tensor(v)
+            m_value = m_value + (1 - self.beta_1) * (gradient - m_value)
+            v_value = self.beta_2 * v_value + (1 - self.beta_2) * gradient * gradient
+            self.assign(m, m_value)
+            self.assign(v, v_value)
         denominator = ops.sqrt(v_value) / bias_correction2_sqrt + self.epsilon
-        self.assign(variable, value - step_size * m_value / denominator)
+        if self.in_place:
+            value.sub_(step_size * m_value / denominator)
+        else:
+            self.assign(variable, value - step_size * m_value / denominator)
 
 
 def make_optimizer(model, lr=None):
