@@ -179,10 +179,11 @@ def random_state(program: ir.Program, rng: np.random.Generator) -> dict[str, np.
 
 
 def random_batch(
-    program: ir.Program, rng: np.random.Generator, batch: int
+    program: ir.Program, rng: np.random.Generator, batch: int, all_pad_rows: bool = True
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Random ids (with padded tails where the table has a pad id, and one all-pad row) and
-    labels that suit the loss."""
+    """Random ids (post-padded sequences of at least one id where the table has a pad id; with
+    ``all_pad_rows``, also an example of padding only and, in a 3-D input, one memory of
+    padding only per example) and labels that suit the loss."""
     vocab = input_vocab(program)
     inputs = {}
     for inp in program.inputs:
@@ -195,9 +196,10 @@ def random_batch(
             ids[ids == pad] = (pad + 1) % size
             lengths = rng.integers(1, dims[-1] + 1, size=(batch, *dims[:-1]))
             ids[np.arange(dims[-1]) >= lengths[..., None]] = pad
-            if len(dims) > 1:
+            if all_pad_rows and len(dims) > 1:
                 ids[np.arange(batch), rng.integers(0, dims[0], size=batch)] = pad
-            ids[-1] = pad
+            if all_pad_rows:
+                ids[-1] = pad
         inputs[inp.name] = ids.astype(inp.dtype)
     width = int(program.node(program.outputs[0]).shape[-1] or 1)
     loss = program.training.loss

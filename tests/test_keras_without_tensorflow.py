@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from nnspec import backends, reference
 from nnspec.backends.base import write_tree
-from nnspec.backends.train_script import input_vocab_sizes
 from nnspec.parity import TOLERANCES
 from nnspec.synthetic import write_npz
+from tests.keras_engine_cases import OUTPUT_AND_STEP, assert_policies_kept, write_case
 from tests.parity_helpers import example_at_test_size
 
 ENGINES = ("jax", "torch")
@@ -45,11 +45,12 @@ LEFT_OUT = ("tensorflow", "tensorflow_cpu-", "tensorflow-", "tf_keras")  # site 
 
 # Run with ``python -S -c``: the site directories of sys.argv[1] (links, TensorFlow left out),
 # then in the example folder sys.argv[2] the model (outputs, one optimizer step) and train.py.
-DRIVER = """
+DRIVER = (
+    """
 import site, sys
 
 site.addsitedir(sys.argv[1])
-import contextlib, importlib.util, inspect, io, json, traceback
+import contextlib, importlib.util, io, json, traceback
 
 report = {"find_spec": importlib.util.find_spec("tensorflow") is not None}
 try:
@@ -57,44 +58,12 @@ try:
     report["import"] = "imported"
 except ModuleNotFoundError as exc:
     report["import"] = str(exc)
-
-import numpy as np
-import keras
+"""
+    + OUTPUT_AND_STEP
+    + """
 
 folder = sys.argv[2]
-engine = report["engine"] = keras.backend.backend()
-sys.path.insert(0, folder)
-import model as generated
-
-m = generated.build_model("float32")
-m.load_canonical(folder + "/weights.safetensors")
-inputs = dict(np.load(folder + "/inputs.npz"))
-np.save(folder + "/output.npy", keras.ops.convert_to_numpy(m(inputs, training=False)))
-labels = np.load(folder + "/labels.npy")
-for layer in m._flatten_layers():
-    if isinstance(layer, keras.layers.Dropout):
-        layer.rate = 0.0
-optimizer = generated.make_optimizer(m)
-logits = {"logits": True} if "logits" in inspect.signature(m.call).parameters else {}
-
-
-def loss_of(trainable, non_trainable):
-    y_pred, _ = m.stateless_call(trainable, non_trainable, inputs, training=True, **logits)
-    return generated.loss_fn(labels, y_pred)
-
-
-trainable = [v.value for v in m.trainable_variables]
-non_trainable = [v.value for v in m.non_trainable_variables]
-if engine == "jax":
-    import jax
-
-    grads = jax.grad(loss_of)(trainable, non_trainable)
-else:
-    import torch
-
-    grads = torch.autograd.grad(loss_of(trainable, non_trainable), trainable, allow_unused=True)
-optimizer.apply(list(grads), m.trainable_variables)
-m.save_canonical(folder + "/stepped.safetensors")
+report["engine"] = output_and_step(folder)
 
 spec = importlib.util.spec_from_file_location("train", folder + "/train.py")
 train = importlib.util.module_from_spec(spec)
@@ -127,6 +96,7 @@ for key, flags in (("export", []), ("export_saved_model", ["--format", "saved_mo
 report["tensorflow_modules"] = sorted(n for n in sys.modules if n.split(".")[0] == "tensorflow")
 print(json.dumps(report), flush=True)
 """
+)
 
 
 def site_without_tensorflow(folder: Path) -> Path:
@@ -150,25 +120,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict
     root = tmp_path_factory.mktemp("without_tensorflow")
     packages = site_without_tensorflow(root / "site-packages")
     program = example_at_test_size(EXAMPLE)
-    rng = np.random.default_rng(5)
-    state = {w.name: rng.normal(0, 0.3, w.shape).astype(np.float32) for w in program.weights}
-    vocab = input_vocab_sizes(program)
-    inputs = {}
-    for inp in program.inputs:
-        ids = rng.integers(0, vocab[inp.name], (4, *inp.dims)).astype(np.int32)
-        ids[0, ...] = 0  # a row of padding only
-        inputs[inp.name] = ids
-    classes = program.node(program.outputs[0]).shape[-1]
-    labels = rng.integers(0, classes, 4).astype(np.int32)
-    if program.training.loss != "sparse_categorical_crossentropy":
-        labels = np.eye(classes, dtype=np.float32)[labels]
-    processes = {}
+    processes, states = {}, {}
     for engine in ENGINES:
         folder = root / engine
         write_tree(backends.get("keras").generate(program), folder)
-        save_file(state, str(folder / "weights.safetensors"))
-        np.savez(folder / "inputs.npz", **inputs)
-        np.save(folder / "labels.npy", labels)
+        states[engine], _ = write_case(program, folder, np.random.default_rng(5))
         write_npz(program, folder / "data.npz", 32, 16)
         flags = ["--data", str(folder / "data.npz"), "--init", str(folder / "weights.safetensors")]
         flags += ["--epochs", "1", "--batch-size", "16", "--device", "cpu", "--deterministic"]
@@ -189,7 +145,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
         (line,) = [line for line in stdout.splitlines() if line.startswith("{")]
-        reports[engine] = (root / engine, json.loads(line) | {"program": program, "state": state})
+        report = json.loads(line) | {"program": program, "state": states[engine]}
+        reports[engine] = (root / engine, report)
     return reports
 
 
@@ -212,16 +169,10 @@ def test_model_computes_the_reference_and_steps_keeping_the_policies(runs, engin
     want = reference.forward(program, state, inputs, dtype="float32")
     tolerance = TOLERANCES["float32"]["outputs"] * max(1.0, float(np.abs(want).max()))
     assert np.abs(got - want).max() <= tolerance
+    assert assert_policies_kept(program, state, folder)
     stepped = load_file(str(folder / "stepped.safetensors"))
-    for w in program.weights:
-        before = state[w.name].copy()
-        before[list(w.zero_rows)] = 0.0  # loading sets padding rows to 0.0
-        after = stepped[w.name]
-        assert np.all(after[list(w.zero_rows)] == 0.0), f"{w.name}: padding rows are not 0.0"
-        if w.trainable == "rows":
-            frozen = sorted(set(range(w.shape[0])) - set(w.trainable_ids()) - set(w.zero_rows))
-            assert after[frozen].tobytes() == before[frozen].tobytes(), f"{w.name} moved"
-            assert not np.array_equal(after, before), f"{w.name} did not move"
+    (table,) = [w for w in program.weights if w.trainable == "rows"]
+    assert not np.array_equal(stepped[table.name], state[table.name]), f"{table.name} did not move"
 
 
 @pytest.mark.parametrize("engine", ENGINES)

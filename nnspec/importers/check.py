@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 
 from nnspec.compiler import ir
-from nnspec.parity import REFERENCE, Comparison, ParityReport, generate_all, installed, scaled_diff
+from nnspec.parity import (
+    REFERENCE,
+    Comparison,
+    ParityReport,
+    generate_all,
+    installed,
+    random_batch,
+    scaled_diff,
+)
 
 KERAS_ORIGINAL = "keras original"
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
@@ -18,21 +26,8 @@ TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 
 def random_ids(program: ir.Program, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
     """Random ids per input: post-padded sequences (at least one id each) where the table has
-    a pad id, else ids anywhere in the vocabulary."""
-    from nnspec.parity import input_vocab
-
-    vocab = input_vocab(program)
-    out = {}
-    for inp in program.inputs:
-        size, pad = vocab.get(inp.name, (2, None))
-        dims = inp.dims
-        ids = rng.integers(0, size, size=(batch, *dims))
-        if pad is not None:
-            ids[ids == pad] = (pad + 1) % size
-            lengths = rng.integers(1, dims[-1] + 1, size=(batch, *dims[:-1]))
-            ids[np.arange(dims[-1]) >= lengths[..., None]] = pad
-        out[inp.name] = ids.astype(inp.dtype)
-    return out
+    a pad id, else ids anywhere in the vocabulary; no example or memory of padding only."""
+    return random_batch(program, rng, batch, all_pad_rows=False)[0]
 
 
 def check(
