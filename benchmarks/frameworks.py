@@ -99,7 +99,8 @@ class TorchSide(Side):
     def generated(self, model_py: Path) -> Handwritten:
         module = self.runtime.load_module(model_py)
         model = module.build_model("float32").to(self.device)
-        return Handwritten(model, module.loss_fn, module.make_optimizer(model))
+        logits = self.runtime.logits_flag(model)  # loss_fn takes logits, as in train.py
+        return Handwritten(model, module.loss_fn, module.make_optimizer(model), None, logits)
 
     def handwritten(self, name: str, spec: Spec, batch: Batch) -> Handwritten:
         from benchmarks.handwritten import torch_models
@@ -127,7 +128,7 @@ class TorchSide(Side):
         def step(i: int) -> float:
             x, y = tensors[i % len(tensors)]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(y, model(**x))
+            loss = loss_fn(y, model(**x, **bundle.call_kwargs))
             loss.backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip)
@@ -196,7 +197,8 @@ class KerasSide(Side):
     def generated(self, model_py: Path) -> Handwritten:
         module = self.runtime.load_module(model_py)
         model = module.build_model("float32")
-        return Handwritten(model, module.loss_fn, module.make_optimizer(model))
+        logits = self.runtime.logits_flag(model)  # loss_fn takes logits, as in train.py
+        return Handwritten(model, module.loss_fn, module.make_optimizer(model), None, logits)
 
     def handwritten(self, name: str, spec: Spec, batch: Batch) -> Handwritten:
         from benchmarks.handwritten import keras_models
@@ -210,7 +212,7 @@ class KerasSide(Side):
 
         def train_step(x, y):
             with tf.GradientTape() as tape:
-                loss = loss_fn(y, model(x, training=True))
+                loss = loss_fn(y, model(x, training=True, **bundle.call_kwargs))
             grads = tape.gradient(loss, model.trainable_variables)
             optimizer.apply(grads, model.trainable_variables)
             return loss
@@ -291,7 +293,9 @@ class KerasEngineSide(KerasSide):
         groups = [model.trainable_variables, model.non_trainable_variables, optimizer.variables]
 
         def loss_of(trainable, non_trainable, x, y):
-            y_pred, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+            y_pred, non_trainable = model.stateless_call(
+                trainable, non_trainable, x, training=True, **bundle.call_kwargs
+            )
             return loss_fn(y, y_pred), non_trainable
 
         @jax.jit
@@ -322,7 +326,7 @@ class KerasEngineSide(KerasSide):
 
         def step(i: int) -> float:
             x, y = tensors[i % len(tensors)]
-            loss = loss_fn(y, model(x, training=True))
+            loss = loss_fn(y, model(x, training=True, **bundle.call_kwargs))
             weights = [v.value for v in model.trainable_variables]
             grads = torch.autograd.grad(loss, weights, allow_unused=True)
             with torch.no_grad():

@@ -311,8 +311,8 @@ NOTES = [
     "- Hand-written models (`benchmarks/handwritten/`) use stock layers and optimizers (torch: "
     "`fused=True`, as the generated `make_optimizer` does; the default foreach Adam is about "
     "twice as slow on the 14M-parameter classifier). The torch ones output logits under "
-    "`F.cross_entropy`; the generated ones output the spec's softmax "
-    "probabilities and take their log in `loss_fn`: that difference is part of what is measured. "
+    "`F.cross_entropy`; the generated ones are stepped as their `train.py` steps them: a model "
+    "trained from its logits returns them (`logits=True`) to its `loss_fn`. "
     "Generated optimizers clip themselves (spec `clip_norm`); hand-written torch clips with "
     "`clip_grad_norm_`, Keras with `global_clipnorm`.",
     "- Trainable counts differ slightly by design: the two-table trick has one extra row (held "

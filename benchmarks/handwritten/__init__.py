@@ -10,7 +10,7 @@ Importing this package imports no framework: import ``torch_models`` or ``keras_
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -25,9 +25,12 @@ class Handwritten:
         optimizer: a stock optimizer over the trainable weights.
         clip_norm: global gradient-norm clipping done by the training step (torch), or ``None``
             (no clipping, or the optimizer clips, as Keras' ``global_clipnorm`` does).
+        call_kwargs: what the training step passes the model besides its inputs: for a generated
+            model trained from its logits, its ``logits`` flag, as its ``train.py`` passes it.
     """
 
     model: Any
     loss_fn: Callable[[Any, Any], Any]
     optimizer: Any
     clip_norm: float | None = None
+    call_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -112,6 +112,12 @@ def _engine_gradients(model: Any, loss_of: Any) -> tuple[list[Any], Any]:
     return list(torch.autograd.grad(loss, trainable, allow_unused=True)), aux
 
 
+def logits_flag(model: Any) -> dict[str, bool]:
+    """The keyword asking a model trained from its logits for them (what its ``loss_fn``
+    takes): ``{"logits": True}``; none for other models."""
+    return {"logits": True} if "logits" in inspect.signature(model.call).parameters else {}
+
+
 def train(
     module: ModuleType,
     model: Any,
@@ -137,8 +143,7 @@ def train(
         if isinstance(layer, keras.layers.Dropout)
     ]
     rates = [layer.rate for layer in dropouts]
-    # A model trained from its logits returns them with `logits=True`: what its loss_fn takes.
-    logits = {"logits": True} if "logits" in inspect.signature(model.call).parameters else {}
+    logits = logits_flag(model)
     losses = []
     try:
         for layer in dropouts:
