@@ -25,6 +25,7 @@ ALLOWED_IMPORTS = {
     "dataclasses",
     "datetime",
     "functools",
+    "importlib",
     "io",
     "jax",
     "json",
