@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import sys
 import tempfile
 import time
@@ -158,7 +157,7 @@ def keras_run(
     optimizer = module.make_optimizer(model)
     if result.precision == "float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    logits = {"logits": True} if "logits" in inspect.signature(model.call).parameters else {}
+    logits = runtime.logits_flag(model)
     inputs = {k: tf.convert_to_tensor(v) for k, v in case["x"].items()}
     labels = tf.convert_to_tensor(case["y"])
 

@@ -267,6 +267,8 @@ class TorchAdam(keras.optimizers.Optimizer):
     are merged (repeated ids summed) before the update.
     """
 
+    in_place = keras.backend.backend() == "torch"  # update as torch.optim does (see apply)
+
     def __init__(self, learning_rate, beta_1, beta_2, epsilon, **kwargs):
         """``kwargs`` (such as ``name``) go to ``keras.optimizers.Optimizer``."""
         super().__init__(learning_rate=learning_rate, **kwargs)
@@ -296,7 +298,6 @@ class TorchAdam(keras.optimizers.Optimizer):
         (``torch.no_grad``), each weight and slot updated in place (see ``update_step``).
         """
         self.step_scalars = {}  # per dtype, computed once per step (see scalars)
-        self.in_place = keras.backend.backend() == "torch"
         if not self.in_place:
             return self.merge_and_apply(grads, trainable_variables)
         import torch

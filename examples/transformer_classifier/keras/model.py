@@ -417,6 +417,8 @@ class TorchAdamW(keras.optimizers.Optimizer):
     ``clip_norm``.
     """
 
+    in_place = keras.backend.backend() == "torch"  # update as torch.optim does (see apply)
+
     def __init__(
         self, learning_rate, beta_1, beta_2, epsilon, decoupled_weight_decay, clip_norm, **kwargs
     ):
@@ -450,7 +452,6 @@ class TorchAdamW(keras.optimizers.Optimizer):
         (``torch.no_grad``), each weight and slot updated in place (see ``update_step``).
         """
         self.step_scalars = {}  # per dtype, computed once per step (see scalars)
-        self.in_place = keras.backend.backend() == "torch"
         if not self.in_place:
             return self.merge_and_apply(grads, trainable_variables)
         import torch
